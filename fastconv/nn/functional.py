@@ -1,0 +1,82 @@
+"""Drop-in mirror of `torch.nn.functional` for the ops fastconv implements.
+
+Each function normalizes its arguments exactly as torch.nn.functional does (ints or pairs,
+stride defaulting to the kernel) and calls the `torch.ops.fastconv` operator, which checks
+everything else (checks.h) identically in eager mode and under torch.compile.
+"""
+from collections.abc import Sequence
+
+import torch
+
+_ops = torch.ops.fastconv
+
+
+def _pair(value, op, name):
+    """An int or a sequence of 1 or 2 ints -> a list of two ints, as torch's pooling accepts."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = list(value)
+        if len(values) == 1:
+            values = values * 2
+    else:
+        values = [value, value]
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise RuntimeError(f"fastconv::{op}: expected {name} to be an int or a pair of ints, "
+                           f"got {value!r}")
+    return values
+
+
+def _pool_args(op, kernel_size, stride, padding, dilation):
+    kernel = _pair(kernel_size, op, "kernel_size")
+    if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
+        stride = kernel
+    return kernel, _pair(stride, op, "stride"), _pair(padding, op, "padding"), \
+        _pair(dilation, op, "dilation")
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=True):
+    """2-D max pooling returning (values, int64 indices), as `F.max_pool2d_with_indices`.
+
+    Indices are flat `h * W + w` positions within each (n, c) plane, interchangeable with
+    PyTorch's (F.max_unpool2d accepts them and vice versa).
+    """
+    kernel, stride, padding, dilation = _pool_args(
+        "max_pool2d_with_indices", kernel_size, stride, padding, dilation)
+    return _ops.max_pool2d_with_indices(input, kernel, stride, padding, dilation, bool(ceil_mode))
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling, as `F.max_pool2d`; with return_indices=True also the indices."""
+    output, indices = max_pool2d_with_indices(input, kernel_size, stride, padding, dilation,
+                                              ceil_mode)
+    return (output, indices) if return_indices else output
+
+
+def _unpool_output_size(input, kernel, stride, padding, output_size):
+    """PyTorch's rule (torch.nn.functional._unpool_output_size), same bounds and errors."""
+    default = [(input.shape[-2 + d] - 1) * stride[d] + kernel[d] - 2 * padding[d] for d in range(2)]
+    if output_size is None:
+        return default
+    size = list(output_size)
+    if len(size) == 4:
+        size = size[2:]
+    if len(size) != 2:
+        raise ValueError("fastconv::max_unpool2d: expected output_size with 2 or 4 elements, "
+                         f"got {len(size)}")
+    for d in range(2):
+        low, high = default[d] - stride[d], default[d] + stride[d]
+        if not low < size[d] < high:
+            raise ValueError(f"fastconv::max_unpool2d: expected output_size[{d}] between {low} "
+                             f"and {high} (exclusive), got {size[d]}")
+    return size
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """Partial inverse of max_pool2d, as `F.max_unpool2d`: zeros except at the indices."""
+    kernel, stride, padding, _ = _pool_args("max_unpool2d", kernel_size, stride, padding, 1)
+    size = _unpool_output_size(input, kernel, stride, padding, output_size)
+    return _ops.max_unpool2d(input, indices, size)
+
+
+__all__ = ["max_pool2d", "max_pool2d_with_indices", "max_unpool2d"]

@@ -1,0 +1,6 @@
+"""Per-family registration of autograd for the `torch.ops.fastconv` operators.
+
+The schemas, kernels and Meta (fake) kernels are registered by the compiled library; each
+module here adds what Python does best: autograd formulas built from other fastconv ops.
+"""
+from fastconv.ops import pool  # noqa: F401
