@@ -227,3 +227,16 @@ def test_backward_op_rejects_mismatched_shapes():
     with pytest.raises(IndexError, match=r"expected indices in \[0, 36\), got 36"):
         torch.ops.fastconv._max_pool2d_backward(out, torch.full_like(idx, 36), [1, 2, 6, 6],
                                                 [2, 2], [2, 2], [0, 0], [1, 1], False)
+
+
+@pytest.mark.parametrize("memory_format", FORMATS, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_portable_cpu_path_matches_torch(monkeypatch, case, memory_format):
+    # On AVX-512 machines float inputs take the hand-written AVX-512 kernels; this runs the
+    # portable (auto-vectorized) path that other CPUs use, on the same cases.
+    monkeypatch.setenv("FASTCONV_CPU_KERNELS", "generic")
+    x = make_input(case[0], torch.float32, "cpu", memory_format)
+    x[..., 0, 0] = float("nan")
+    (out, idx), (ref, ref_idx) = both(x, case)
+    torch.testing.assert_close(out, ref, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(idx, ref_idx)

@@ -1,11 +1,9 @@
 // CPU kernels of max_pool2d_with_indices and its backward, NCHW and channels_last natively.
 //
-// Forward, NCHW: work is split over (plane, output row). For one output row, each input row
-// of the window is copied once into a -inf padded buffer split into `stride` phases
-// (phase p holds padded columns p, p + s, p + 2s, ...), so every kernel tap becomes one
-// contiguous, vectorized pass over the whole output row (simd_loops.h). -inf padding is never
-// selected, so border windows need no special case. Forward, channels_last: vectorized over
-// channels, one output pixel at a time. Both scan window taps row-major and use PyTorch's
+// Forward, NCHW: work is split over (plane, output row); for one output row, every kernel tap
+// of every input row in the window is one vectorized pass over the whole output row
+// (max_pool2d_simd.h), reading the input row in place. Forward, channels_last: vectorized
+// over channels, one output pixel at a time. Both scan window taps row-major and use PyTorch's
 // argmax rule, so values, indices, ties and NaNs match PyTorch exactly.
 //
 // Backward: a scatter-add per (n, c) plane (NCHW) or per (n, channel block) (channels_last),
@@ -16,12 +14,14 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "checks.h"
-#include "cpu/simd_loops.h"
+#include "cpu/max_pool2d_simd.h"
 
 namespace fastconv {
 namespace {
@@ -34,19 +34,33 @@ using acc_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, floa
 template <typename scalar_t>
 using idx_of = std::conditional_t<std::is_same_v<scalar_t, double>, int64_t, int32_t>;
 
-inline void pool_tap(const float* v, int64_t n, int64_t idx0, int64_t step, float* best,
+inline void pool_row(const float* row, const cpu::PoolRow& g, int64_t row_index, float* best,
                      int32_t* best_idx) {
-  cpu::pool_tap_f32(v, n, static_cast<int32_t>(idx0), static_cast<int32_t>(step), best, best_idx);
+  cpu::pool_row_f32(row, g, static_cast<int32_t>(row_index), best, best_idx);
 }
-inline void pool_tap(const double* v, int64_t n, int64_t idx0, int64_t step, double* best,
+inline void pool_row(const double* row, const cpu::PoolRow& g, int64_t row_index, double* best,
                      int64_t* best_idx) {
-  cpu::pool_tap_f64(v, n, idx0, step, best, best_idx);
+  cpu::pool_row_f64(row, g, row_index, best, best_idx);
+}
+inline void pool_tap(const float* v, int64_t n, int64_t index, float* best, int32_t* best_idx) {
+  cpu::pool_tap_f32(v, n, static_cast<int32_t>(index), best, best_idx);
+}
+inline void pool_tap(const double* v, int64_t n, int64_t index, double* best,
+                     int64_t* best_idx) {
+  cpu::pool_tap_f64(v, n, index, best, best_idx);
 }
 inline void store_indices(const int32_t* src, int64_t n, int64_t* dst) {
   cpu::widen_i32_i64(src, n, dst);
 }
 inline void store_indices(const int64_t* src, int64_t n, int64_t* dst) {
   std::copy(src, src + n, dst);
+}
+
+// FASTCONV_CPU_KERNELS=generic turns the hand-written AVX-512 path off, so the tests also
+// cover the portable/auto-vectorized path on machines that have AVX-512.
+bool generic_cpu_kernels_forced() {
+  const char* v = std::getenv("FASTCONV_CPU_KERNELS");
+  return v != nullptr && std::string(v) == "generic";
 }
 
 struct Pool2d {
@@ -58,38 +72,39 @@ template <typename scalar_t>
 void forward_nchw(const scalar_t* x, scalar_t* out, int64_t* ind, const Pool2d& g) {
   using acc_t = acc_of<scalar_t>;
   using idx_t = idx_of<scalar_t>;
-  const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
-  // Padded row length that the windows of one output row reach, in `sw` phases of `M`.
-  const int64_t padded = (g.Q - 1) * g.sw + (g.kw - 1) * g.dw + 1;
-  const int64_t M = (padded + g.sw - 1) / g.sw;
+  constexpr bool convert = !std::is_same_v<scalar_t, acc_t>;
+  const cpu::PoolRow row_geometry{g.W, g.Q, g.kw, g.sw, g.pw, g.dw};
   std::vector<idx_t> first_col(g.Q);
   for (int64_t ow = 0; ow < g.Q; ++ow) {
     first_col[ow] = static_cast<idx_t>(pool_window(ow, g.W, g.kw, g.sw, g.pw, g.dw).start);
   }
+  const bool use_avx512 = cpu::has_avx512() && !generic_cpu_kernels_forced();
   const int64_t grain = std::max<int64_t>(1, 16384 / (g.Q * g.kh * g.kw));
   at::parallel_for(0, g.N * g.C * g.P, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> phases(g.sw * M), best(g.Q);
+    std::vector<acc_t> best(g.Q), converted(convert ? g.W : 0);
     std::vector<idx_t> best_idx(g.Q);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t plane = r / g.P, oh = r % g.P;
-      const scalar_t* src = x + plane * g.H * g.W;
       const PoolWindow rows = pool_window(oh, g.H, g.kh, g.sh, g.ph, g.dh);
-      std::fill(best.begin(), best.end(), neg_inf);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx512) {
+          cpu::pool_output_row_avx512(x + plane * g.H * g.W, row_geometry, rows.start, rows.end,
+                                      g.dh, first_col.data(), out + r * g.Q, ind + r * g.Q);
+          continue;
+        }
+      }
+      std::fill(best.begin(), best.end(), -std::numeric_limits<acc_t>::infinity());
       for (int64_t ow = 0; ow < g.Q; ++ow) best_idx[ow] = rows.start * g.W + first_col[ow];
       for (int64_t ih = rows.start; ih < rows.end; ih += g.dh) {
-        const scalar_t* row = src + ih * g.W;
-        for (int64_t p = 0; p < g.sw; ++p) {
-          acc_t* dst = phases.data() + p * M;
-          for (int64_t m = 0; m < M; ++m) {
-            const int64_t iw = m * g.sw + p - g.pw;
-            dst[m] = (iw >= 0 && iw < g.W) ? static_cast<acc_t>(row[iw]) : neg_inf;
-          }
+        const scalar_t* row = x + (plane * g.H + ih) * g.W;
+        const acc_t* v;
+        if constexpr (convert) {
+          for (int64_t i = 0; i < g.W; ++i) converted[i] = static_cast<acc_t>(row[i]);
+          v = converted.data();
+        } else {
+          v = row;
         }
-        for (int64_t k = 0; k < g.kw; ++k) {
-          const int64_t off = k * g.dw;  // padded column of tap k for output 0
-          const acc_t* v = phases.data() + (off % g.sw) * M + off / g.sw;
-          pool_tap(v, g.Q, ih * g.W + off - g.pw, g.sw, best.data(), best_idx.data());
-        }
+        pool_row(v, row_geometry, ih * g.W, best.data(), best_idx.data());
       }
       scalar_t* o = out + r * g.Q;
       for (int64_t ow = 0; ow < g.Q; ++ow) o[ow] = static_cast<scalar_t>(best[ow]);
@@ -105,6 +120,7 @@ void forward_channels_last(const scalar_t* x, scalar_t* out, int64_t* ind, const
   constexpr bool convert = !std::is_same_v<scalar_t, acc_t>;
   const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
   const int64_t C = g.C;
+  const bool use_avx512 = cpu::has_avx512() && !generic_cpu_kernels_forced();
   const int64_t grain = std::max<int64_t>(1, 16384 / (C * g.kh * g.kw));
   at::parallel_for(0, g.N * g.P * g.Q, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> best(C), converted(convert ? C : 0);
@@ -113,6 +129,13 @@ void forward_channels_last(const scalar_t* x, scalar_t* out, int64_t* ind, const
       const int64_t n = r / (g.P * g.Q), oh = (r / g.Q) % g.P, ow = r % g.Q;
       const PoolWindow rows = pool_window(oh, g.H, g.kh, g.sh, g.ph, g.dh);
       const PoolWindow cols = pool_window(ow, g.W, g.kw, g.sw, g.pw, g.dw);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (use_avx512) {
+          cpu::pool_output_pixel_avx512(x + n * g.H * g.W * C, g.W, C, rows.start, rows.end, g.dh,
+                                        cols.start, cols.end, g.dw, out + r * C, ind + r * C);
+          continue;
+        }
+      }
       std::fill(best.begin(), best.end(), neg_inf);
       std::fill(best_idx.begin(), best_idx.end(), static_cast<idx_t>(rows.start * g.W + cols.start));
       for (int64_t ih = rows.start; ih < rows.end; ih += g.dh) {
@@ -125,7 +148,7 @@ void forward_channels_last(const scalar_t* x, scalar_t* out, int64_t* ind, const
           } else {
             v = px;
           }
-          pool_tap(v, C, ih * g.W + iw, 0, best.data(), best_idx.data());
+          pool_tap(v, C, ih * g.W + iw, best.data(), best_idx.data());
         }
       }
       scalar_t* o = out + r * C;
@@ -136,39 +159,63 @@ void forward_channels_last(const scalar_t* x, scalar_t* out, int64_t* ind, const
 }
 
 // Scatter-add of grad_output into grad_input over independent units: an (n, c) plane for NCHW,
-// an (n, block of up to 64 channels) slab for channels_last. Each unit accumulates into a
-// private buffer (acc_t) and writes its part of grad_input once, so nothing is zeroed twice.
+// an (n, channel block) slab for channels_last. float and double add straight
+// into grad_input (zeroed per unit, in cache, right before); half and bfloat16 add into a
+// float buffer that is rounded once at the end.
 template <typename scalar_t>
 void backward_scatter(const scalar_t* go, const int64_t* ind, scalar_t* gi, const Pool2d& g,
                       bool channels_last) {
   using acc_t = acc_of<scalar_t>;
+  constexpr bool direct = std::is_same_v<scalar_t, acc_t>;
   const int64_t HW = g.H * g.W, PQ = g.P * g.Q;
-  // channels_last: units are (n, block of CB channels); NCHW: units are (n, c) planes.
-  const int64_t CB = channels_last ? std::min<int64_t>(g.C, 64) : 1;
+  // channels_last units take all channels of an image, or blocks of 64 when there are fewer
+  // images than threads (inference), so both cores get work.
+  const int64_t CB = !channels_last ? 1
+                     : g.N >= at::get_num_threads() ? g.C
+                                                    : std::min<int64_t>(g.C, 64);
   const int64_t blocks = channels_last ? (g.C + CB - 1) / CB : g.C;
-  const int64_t stride_c = channels_last ? g.C : 1;  // distance between spatial positions
+  const int64_t stride = channels_last ? g.C : 1;  // distance between spatial positions
   at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(HW * CB);
+    std::vector<acc_t> buffer(direct ? 0 : HW * CB);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / blocks, c0 = (u % blocks) * CB;
       const int64_t width = std::min(CB, g.C - c0);
-      // Offsets of element (position 0, channel c0) of this unit in input / output tensors.
       const int64_t in_base = channels_last ? n * HW * g.C + c0 : (n * g.C + c0) * HW;
       const int64_t out_base = channels_last ? n * PQ * g.C + c0 : (n * g.C + c0) * PQ;
-      std::fill(acc.begin(), acc.begin() + HW * width, acc_t(0));
-      for (int64_t o = 0; o < PQ; ++o) {
-        const int64_t* io = ind + out_base + o * stride_c;
-        const scalar_t* gp = go + out_base + o * stride_c;
-        for (int64_t c = 0; c < width; ++c) {
-          const int64_t i = io[c];
-          if (i < 0 || i >= HW) fail_index_out_of_range("_max_pool2d_backward", i, HW);
-          acc[i * width + c] += static_cast<acc_t>(gp[c]);
+      // acc[i * acc_stride + c]: channel c0 + c at input position i of this unit.
+      acc_t* acc;
+      int64_t acc_stride;
+      if constexpr (direct) {
+        acc = gi + in_base;
+        acc_stride = stride;
+      } else {
+        acc = buffer.data();
+        acc_stride = width;
+      }
+      const int64_t* io = ind + out_base;
+      const scalar_t* gp = go + out_base;
+      auto add = [&](int64_t i, int64_t c, scalar_t v) {
+        if (C10_UNLIKELY(i < 0 || i >= HW)) fail_index_out_of_range("_max_pool2d_backward", i, HW);
+        acc[i * acc_stride + c] += static_cast<acc_t>(v);
+      };
+      if (acc_stride == width) {  // the unit's accumulator is one contiguous block
+        std::fill_n(acc, HW * width, acc_t(0));
+      } else {
+        for (int64_t i = 0; i < HW; ++i) std::fill_n(acc + i * acc_stride, width, acc_t(0));
+      }
+      if (width == 1) {  // NCHW: one channel per unit
+        for (int64_t o = 0; o < PQ; ++o) add(io[o], 0, gp[o]);
+      } else {
+        for (int64_t o = 0; o < PQ; ++o, io += stride, gp += stride) {
+          for (int64_t c = 0; c < width; ++c) add(io[c], c, gp[c]);
         }
       }
-      for (int64_t i = 0; i < HW; ++i) {
-        scalar_t* dst = gi + in_base + i * stride_c;
-        const acc_t* s = acc.data() + i * width;
-        for (int64_t c = 0; c < width; ++c) dst[c] = static_cast<scalar_t>(s[c]);
+      if constexpr (!direct) {
+        for (int64_t i = 0; i < HW; ++i) {
+          for (int64_t c = 0; c < width; ++c) {
+            gi[in_base + i * stride + c] = static_cast<scalar_t>(acc[i * width + c]);
+          }
+        }
       }
     }
   });
