@@ -5,6 +5,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/machine_limits.h"
+
 // `import fastconv._C` only has to run the static registrations below; no Python functions.
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
@@ -43,4 +45,9 @@ TORCH_LIBRARY(fastconv, m) {
   // the shape of indices. It is max_unpool2d's input gradient and also the derivative of
   // _max_pool2d_backward with respect to grad_output (max-pool double backward).
   m.def("_max_unpool2d_backward(Tensor grad_output, Tensor indices) -> Tensor");
+
+  // ---- benchmark support -----------------------------------------------------------------
+  // _fma_peak_gflops: fp32 FMA peak of this CPU in GFLOP/s, measured for `seconds` on
+  // `threads` threads (<= 0: all hardware threads); fastconv.bench's "% of limit".
+  m.def("_fma_peak_gflops(float seconds, int threads) -> float", &fastconv::fma_peak_gflops);
 }
