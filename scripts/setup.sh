@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up .venv and builds fastconv into it; idempotent: a second run reuses the environment,
+# reinstalls dependencies only when requirements-dev.txt changed, and lets ninja recompile
+# only the sources that changed (objects persist in build/temp). The build log, with nvcc's
+# per-kernel resource report, is kept in build/build.log.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+stamp=.venv/.requirements-installed
+wanted=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "[setup] installing dependencies into .venv" >&2
+  .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  echo "$wanted" > "$stamp"
+fi
+mkdir -p build
+echo "[setup] building fastconv (log: build/build.log)" >&2
+if ! MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -v --no-build-isolation --no-deps -e . \
+    > build/build.log 2>&1; then
+  tail -n 60 build/build.log >&2
+  echo "[setup] build failed; full log in build/build.log" >&2
+  exit 1
+fi
