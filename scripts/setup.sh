@@ -24,3 +24,8 @@ if ! MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -v --no-build-isola
   echo "[setup] build failed; full log in build/build.log" >&2
   exit 1
 fi
+# nvcc's per-kernel resource report (registers, shared memory, spills) appears only when a .cu
+# file was recompiled; keep the latest one for tests/test_build.py.
+if grep -q "ptxas info" build/build.log; then
+  grep -E "ptxas info|ptxas warning|Function properties|bytes stack frame" build/build.log > build/ptxas.log
+fi
