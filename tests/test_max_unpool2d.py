@@ -116,3 +116,13 @@ def test_bad_input(call):
             with pytest.raises(error) as fake:
                 F.max_unpool2d(*fake_args)
         assert str(fake.value).splitlines()[0] == str(eager.value).splitlines()[0]
+
+
+def test_gradgradcheck(device):
+    x = distinct_values((2, 3, 6, 6), device=device)
+    out, idx = F.max_pool2d_with_indices(x, 2)
+    out.requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: F.max_unpool2d(t, idx, 2), (out,))
+    # max-pool's double backward with a grad_output that depends on the input
+    x.requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: F.max_pool2d(t, 2) ** 2, (x,))

@@ -3,6 +3,7 @@
 max_pool2d_with_indices  backward: _max_pool2d_backward (a deterministic scatter/gather)
 _max_pool2d_backward     backward: _max_unpool2d_backward (gather), so double backward works
 max_unpool2d             backward: _max_unpool2d_backward (gather at the indices)
+_max_unpool2d_backward   backward: scatter-add (so max_unpool2d has double backward too)
 """
 import torch
 
@@ -64,3 +65,28 @@ def _unpool_backward(ctx, grad_output):
 
 torch.library.register_autograd(
     "fastconv::max_unpool2d", _unpool_backward, setup_context=_unpool_setup_context)
+
+
+def _gather_setup_context(ctx, inputs, output):
+    grad_output, indices = inputs
+    ctx.save_for_backward(indices)
+    ctx.grad_output_shape = grad_output.shape
+
+
+def _gather_backward(ctx, grad):
+    # The derivative of a gather is a scatter-add. This is only reached by double backward of
+    # max_unpool2d (or triple backward of max-pool), so it uses PyTorch's scatter_add rather
+    # than a kernel of its own; on CUDA that is deterministic only under
+    # torch.use_deterministic_algorithms(True).
+    (indices,) = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    shape = ctx.grad_output_shape
+    planes = grad.reshape(*shape[:-2], -1)
+    out = grad.new_zeros(*shape[:-2], shape[-2] * shape[-1])
+    out.scatter_add_(-1, indices.reshape(planes.shape), planes)
+    return out.reshape(shape), None
+
+
+torch.library.register_autograd(
+    "fastconv::_max_unpool2d_backward", _gather_backward, setup_context=_gather_setup_context)
