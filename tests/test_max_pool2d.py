@@ -240,3 +240,13 @@ def test_portable_cpu_path_matches_torch(monkeypatch, case, memory_format):
     (out, idx), (ref, ref_idx) = both(x, case)
     torch.testing.assert_close(out, ref, equal_nan=True, rtol=0, atol=0)
     assert torch.equal(idx, ref_idx)
+
+
+def test_autocast_keeps_the_input_dtype_like_torch():
+    # max_pool2d is on no autocast list: it runs in the input's dtype, as torch's does.
+    x = torch.randn(1, 2, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = F.max_pool2d(x, 2), TF.max_pool2d(x, 2)
+        assert ours.dtype == ref.dtype == torch.float32
+        y = x.to(torch.bfloat16)
+        assert F.max_pool2d(y, 2).dtype == TF.max_pool2d(y, 2).dtype == torch.bfloat16
