@@ -31,6 +31,9 @@ TORCH_LIBRARY(fastconv, m) {
   // shape; the geometry arguments are the forward's. grad_input[n, c, i] is the sum of
   // grad_output[n, c, o] over the outputs o whose index is i, added in ascending o (PyTorch's
   // order) and without atomics, so results are deterministic. Same memory format as indices.
+  // An index outside [0, H*W) is an IndexError on the CPU; an index outside its own window
+  // (impossible for indices from the forward) contributes nothing on CUDA, whose backward
+  // is a gather over each input's windows.
   m.def(
       "_max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[] input_size, "
       "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) "
@@ -38,8 +41,10 @@ TORCH_LIBRARY(fastconv, m) {
   // max_unpool2d: input and indices (int64) of one shape (N, C, H, W) or (C, H, W); returns
   // zeros of shape (N, C, output_size[0], output_size[1]) with output[n, c, indices[n, c, i]] =
   // input[n, c, i]. Every index must lie in [0, output_size[0] * output_size[1]) (an
-  // IndexError otherwise). Where indices repeat, the last input in row-major order is kept
-  // (max-pool indices repeat only with equal values). Output keeps the input's memory format.
+  // IndexError otherwise). Where indices repeat, the CPU keeps the last input in row-major
+  // order and CUDA keeps an unspecified one, as in PyTorch (max-pool indices repeat only with
+  // equal values, so unpooling a max-pool result is deterministic). Output keeps the input's
+  // memory format.
   m.def("max_unpool2d(Tensor self, Tensor indices, SymInt[2] output_size) -> Tensor");
   // _max_unpool2d_backward: the gather out[n, c, i] = grad_output[n, c, indices[n, c, i]], of
   // the shape of indices. It is max_unpool2d's input gradient and also the derivative of
