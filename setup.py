@@ -2,6 +2,8 @@
 
 Environment knobs:
   FASTCONV_CUDA=0|1      force the CUDA kernels out of / into the build (default: auto)
+  FASTCONV_SIMT=0        leave out fastconv._simt, the emulated CUDA kernels (default: built
+                         whenever the CUDA toolkit's headers are found)
   CUDA_HOME / CUDA_PATH  the CUDA toolkit root; otherwise found from `nvcc` (see find_cuda_home)
   TORCH_CUDA_ARCH_LIST   GPU targets; default "8.0;9.0" when no GPU is visible
   MAX_JOBS               parallel compile jobs for ninja
@@ -124,17 +126,49 @@ if WITH_CUDA:
 else:
     main_ext = CppExtension(sources=main_sources, extra_compile_args={"cxx": cxx_flags}, **ext_kwargs)
 
+# fastconv._simt: the CUDA kernels compiled by g++ against the header-only emulator in
+# csrc/simt (shared/SIMT.md), registered as torch.ops.fastconv_simt and run on CPU tensors
+# under fastconv.testing.emulate_cuda(). Needs only the toolkit's headers (vector_types.h,
+# cuda_fp16.h, cuda_bf16.h), no GPU and no CUDA build of PyTorch. Own module and flags: the
+# emulator's macros never reach other translation units, and its kernels (namespace
+# fastconv::simt) never share a shared object with nvcc's (fastconv::cuda).
+def simt_extension(cuda_home):
+    if os.environ.get("FASTCONV_SIMT") == "0" or not cuda_home:
+        return None
+    cuda_include = os.path.join(cuda_home, "include")
+    if not all(os.path.isfile(os.path.join(cuda_include, h))
+               for h in ("vector_types.h", "cuda_fp16.h", "cuda_bf16.h")):
+        return None
+    return CppExtension(
+        name="fastconv._simt",
+        sources=sources("csrc/simt/*.cpp"),
+        # csrc/simt first: its replacement headers shadow the toolkit's
+        include_dirs=[os.path.join(ROOT, "csrc", "simt"), os.path.join(ROOT, "csrc"), cuda_include],
+        extra_compile_args={"cxx": ["-O1", "-g", "-fno-strict-aliasing", "-Wall",
+                                    "-Wno-unknown-pragmas", "-DSIMT_EMULATION"]},
+    )
+
+
+SIMT_EXT = simt_extension(CUDA_HOME)
+
+
 class PersistentBuildExtension(BuildExtension):
     """Keeps ninja's objects in ./build/temp for every way of building (pip's editable
     install included, which would otherwise use a fresh temporary directory), so a rebuild
-    after a one-file change recompiles that file only."""
+    after a one-file change recompiles that file only. Each extension has its own directory
+    (and ninja logs), so building one never invalidates the other's objects."""
 
     def finalize_options(self):
         super().finalize_options()
         self.build_temp = os.path.join(ROOT, "build", "temp")
 
+    def build_extension(self, ext):
+        self.build_temp = os.path.join(ROOT, "build", "temp" if ext.name == "fastconv._C"
+                                       else "temp" + ext.name.split(".")[-1])
+        super().build_extension(ext)
+
 
 setup(
-    ext_modules=[main_ext],
+    ext_modules=[main_ext] + ([SIMT_EXT] if SIMT_EXT else []),
     cmdclass={"build_ext": PersistentBuildExtension.with_options(use_ninja=True)},
 )

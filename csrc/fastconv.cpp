@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "cpu/machine_limits.h"
+#include "schemas.h"  // the schema strings, shared with the emulated module (simt/module.cpp)
 
 // `import fastconv._C` only has to run the static registrations below; no Python functions.
 extern "C" PyObject* PyInit__C(void) {
@@ -23,9 +24,7 @@ TORCH_LIBRARY(fastconv, m) {
   // Returns (values, indices): indices int64, the flat h * W + w of the maximum within its
   // (n, c) plane; ties pick the first in row-major window order, NaN wins. Outputs keep the
   // input's memory format (channels_last stays channels_last).
-  m.def(
-      "max_pool2d_with_indices(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(FC_SCHEMA_MAX_POOL2D_WITH_INDICES);
   // _max_pool2d_backward: gradient of max_pool2d_with_indices with respect to its input.
   // grad_output and indices have the forward's output shape; input_size is the forward's input
   // shape; the geometry arguments are the forward's. grad_input[n, c, i] is the sum of
@@ -34,10 +33,7 @@ TORCH_LIBRARY(fastconv, m) {
   // An index outside [0, H*W) is an IndexError on the CPU; an index outside its own window
   // (impossible for indices from the forward) contributes nothing on CUDA, whose backward
   // is a gather over each input's windows.
-  m.def(
-      "_max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[] input_size, "
-      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) "
-      "-> Tensor");
+  m.def(FC_SCHEMA_MAX_POOL2D_BACKWARD);
   // max_unpool2d: input and indices (int64) of one shape (N, C, H, W) or (C, H, W); returns
   // zeros of shape (N, C, output_size[0], output_size[1]) with output[n, c, indices[n, c, i]] =
   // input[n, c, i]. Every index must lie in [0, output_size[0] * output_size[1]) (an
@@ -45,11 +41,11 @@ TORCH_LIBRARY(fastconv, m) {
   // order and CUDA keeps an unspecified one, as in PyTorch (max-pool indices repeat only with
   // equal values, so unpooling a max-pool result is deterministic). Output keeps the input's
   // memory format.
-  m.def("max_unpool2d(Tensor self, Tensor indices, SymInt[2] output_size) -> Tensor");
+  m.def(FC_SCHEMA_MAX_UNPOOL2D);
   // _max_unpool2d_backward: the gather out[n, c, i] = grad_output[n, c, indices[n, c, i]], of
   // the shape of indices. It is max_unpool2d's input gradient and also the derivative of
   // _max_pool2d_backward with respect to grad_output (max-pool double backward).
-  m.def("_max_unpool2d_backward(Tensor grad_output, Tensor indices) -> Tensor");
+  m.def(FC_SCHEMA_MAX_UNPOOL2D_BACKWARD);
 
   // ---- benchmark support -----------------------------------------------------------------
   // _fma_peak_gflops: fp32 FMA peak of this CPU in GFLOP/s, measured for `seconds` on
