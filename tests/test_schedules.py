@@ -67,3 +67,43 @@ def test_schedule_matrix_is_bit_identical_and_matches_cpu(name, shape, dtype, me
             else:
                 assert torch.equal(value, reference[key]), f"{key} differs from CPU: {policy}"
         first = first or results
+
+
+# ---- the CUDA contracts that differ from the CPU's (csrc/fastconv.cpp) -------------------------
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_backward_ignores_indices_outside_their_window(memory_format):
+    # The CUDA backward is a gather over each input's windows: an index that no window of its
+    # output can produce contributes nothing (the CPU raises IndexError instead).
+    x = torch.randn(1, 4, 6, 6).contiguous(memory_format=memory_format)
+    out, idx = F.max_pool2d_with_indices(x, 2)
+    bad = idx.clone()
+    bad[0, 1, 0, 0] = 36   # outside the plane
+    bad[0, 2, 1, 1] = 0    # inside the plane, outside the window of output (1, 1)
+    grad = torch.randn_like(out)
+    args = ([1, 4, 6, 6], [2, 2], [2, 2], [0, 0], [1, 1], False)
+    expected = torch.ops.fastconv._max_pool2d_backward(grad, idx, *args)
+    expected[0, 1].view(-1)[idx[0, 1, 0, 0]] = 0
+    expected[0, 2].view(-1)[idx[0, 2, 1, 1]] = 0
+    with emulate_cuda("random", seed=5):
+        got = torch.ops.fastconv._max_pool2d_backward(grad, bad, *args)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+@pytest.mark.parametrize("op", ["max_unpool2d", "_max_unpool2d_backward"])
+def test_unpool_reports_the_first_bad_index_whatever_the_schedule(op, memory_format):
+    # The kernels record the smallest logical position of a bad index with atomicMin; the
+    # launcher raises the CPU's IndexError with the value found there.
+    x = torch.randn(2, 3, 4, 4).contiguous(memory_format=memory_format)
+    idx = torch.zeros(2, 3, 4, 4, dtype=torch.long).contiguous(memory_format=memory_format)
+    idx[1, 2, 3, 3] = -3
+    idx[1, 0, 2, 1] = 99   # first in (n, c, h, w) order
+    idx[0, 2, 0, 0] = 64 if memory_format == torch.channels_last else 0
+    first = 64 if memory_format == torch.channels_last else 99
+    for order, seed in THREAD_ORDERS:
+        with emulate_cuda(order, seed=seed, block_order="reverse"):
+            with pytest.raises(IndexError, match=rf"expected indices in \[0, 64\), got {first}$"):
+                if op == "max_unpool2d":
+                    torch.ops.fastconv.max_unpool2d(x, idx, [8, 8])
+                else:
+                    torch.ops.fastconv._max_unpool2d_backward(torch.randn(2, 3, 8, 8), idx)
