@@ -1,4 +1,4 @@
-// Stackful fibers for emulated CUDA threads (SIMT.md 8): glibc ucontext, stacks mmap'ed with a
+// Stackful fibers for emulated CUDA threads (SIMT.md 8), stacks mmap'ed with a
 // PROT_NONE guard page below them (an overflow is a SIGSEGV, not silent corruption), pooled and
 // reused across blocks and launches. Fibers never migrate between OS threads.
 #pragma once
@@ -57,20 +57,96 @@ inline StackPool& stack_pool() {
   return pool;
 }
 
-// One fiber: a context on a pooled stack. `start` prepares it to run `entry` (which must not
-// return: it switches back itself), `resume` runs it until it switches back to `from`.
-struct Fiber {
+// ---- context switch ---------------------------------------------------------------------
+// x86-64 (default): a hand-written switch saving the callee-saved registers, MXCSR and the x87
+// control word on the stack being left (SIMT.md 8: tens of ns, against ~0.2 us for
+// swapcontext's signal-mask syscalls). Elsewhere, under ASan/TSan (whose fiber annotations
+// this file does not make), or with -DSIMT_FIBER_UCONTEXT: glibc ucontext.
+#if defined(__x86_64__) && !defined(SIMT_FIBER_UCONTEXT) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+#define SIMT_FIBER_ASM 1
+
+struct FiberContext {
+  void* sp = nullptr;
+};
+
+// fiber_switch(save, next): pushes the callee-saved state, stores the stack pointer in *save,
+// loads `next` and pops the state saved there (or the initial frame made by Fiber::start).
+extern "C" inline __attribute__((naked, noinline)) void simt_fiber_switch(void** save, void* next) {
+  __asm__(
+      "pushq %rbp\n\t"
+      "pushq %rbx\n\t"
+      "pushq %r12\n\t"
+      "pushq %r13\n\t"
+      "pushq %r14\n\t"
+      "pushq %r15\n\t"
+      "subq $16, %rsp\n\t"
+      "stmxcsr 8(%rsp)\n\t"
+      "fnstcw (%rsp)\n\t"
+      "movq %rsp, (%rdi)\n\t"
+      "movq %rsi, %rsp\n\t"
+      "ldmxcsr 8(%rsp)\n\t"
+      "fldcw (%rsp)\n\t"
+      "addq $16, %rsp\n\t"
+      "popq %r15\n\t"
+      "popq %r14\n\t"
+      "popq %r13\n\t"
+      "popq %r12\n\t"
+      "popq %rbx\n\t"
+      "popq %rbp\n\t"
+      "ret\n\t");
+}
+
+inline void fiber_swap(FiberContext& save, FiberContext& next) {
+  simt_fiber_switch(&save.sp, next.sp);
+}
+
+// The first switch to a new stack "returns" into entry with the stack aligned as after a call;
+// entry's own return address is 0, which ends backtraces (entry never returns).
+inline void fiber_prepare(FiberContext& c, void* stack, size_t size, void (*entry)()) {
+  auto* sp = reinterpret_cast<uint64_t*>(
+      (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15));
+  *--sp = 0;                                     // entry's return address
+  *--sp = reinterpret_cast<uint64_t>(entry);     // popped by `ret`
+  for (int i = 0; i < 6; ++i) *--sp = 0;         // rbp, rbx, r12..r15
+  sp -= 2;                                       // x87 control word, MXCSR
+  uint32_t mxcsr;
+  uint16_t fpucw;
+  __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+  __asm__ volatile("fnstcw %0" : "=m"(fpucw));
+  sp[0] = fpucw;
+  sp[1] = mxcsr;
+  c.sp = sp;
+}
+
+#else
+struct FiberContext {
   ucontext_t ctx;
+};
+
+inline void fiber_swap(FiberContext& save, FiberContext& next) {
+  swapcontext(&save.ctx, &next.ctx);
+}
+
+inline void fiber_prepare(FiberContext& c, void* stack, size_t size, void (*entry)()) {
+  getcontext(&c.ctx);
+  c.ctx.uc_stack.ss_sp = stack;
+  c.ctx.uc_stack.ss_size = size;
+  c.ctx.uc_link = nullptr;
+  makecontext(&c.ctx, entry, 0);  // makecontext passes only ints: entry takes nothing
+}
+#endif
+
+// One fiber: a context on a pooled stack. `start` prepares it to run `entry` (which must not
+// return: it switches back itself).
+struct Fiber {
+  FiberContext ctx;
   void* stack = nullptr;
   size_t stack_size = 0;
 
   void start(void (*entry)(), size_t bytes) {
     stack = stack_pool().acquire(bytes, &stack_size);
-    getcontext(&ctx);
-    ctx.uc_stack.ss_sp = stack;
-    ctx.uc_stack.ss_size = stack_size;
-    ctx.uc_link = nullptr;
-    makecontext(&ctx, entry, 0);
+    fiber_prepare(ctx, stack, stack_size, entry);
   }
   void release() {
     if (stack) stack_pool().release(stack);

@@ -86,7 +86,7 @@ struct BlockRun {
   const void* call = nullptr;
   unsigned char* dynamic_shared = nullptr;
   Thread* current = nullptr;
-  ucontext_t scheduler;
+  FiberContext scheduler;
   std::exception_ptr error;  // first failure; the block is abandoned
   const Thread* error_thread = nullptr;
   bool warned_exit_barrier = false;
@@ -106,7 +106,7 @@ inline BlockRun& block_or_die(const char* what) {
 // Back to the scheduler; returns when the scheduler resumes this fiber.
 inline void switch_to_scheduler() {
   BlockRun& b = *current_block();
-  swapcontext(&b.current->fiber.ctx, &b.scheduler);
+  fiber_swap(b.current->fiber.ctx, b.scheduler);
 }
 
 inline void fiber_entry() {
@@ -405,7 +405,7 @@ inline void resume(BlockRun& b, Thread& t) {
     t.fiber.start(&fiber_entry, config().stack_bytes);
     t.state = State::Runnable;
   }
-  swapcontext(&b.scheduler, &t.fiber.ctx);
+  fiber_swap(b.scheduler, t.fiber.ctx);
   stats().switches += 2;
   if (t.state == State::Exited) {
     t.fiber.release();  // barrier-free kernels reuse one stack for every thread
