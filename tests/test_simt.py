@@ -209,6 +209,13 @@ def test_mismatched_collectives_in_one_group():
             ops._test_collective(13, v, v, 32, FULL, 32, 32)
 
 
+def test_lane_outside_its_own_mask():
+    v = torch.ones(32, dtype=torch.int32)
+    with emulate_cuda():
+        with pytest.raises(RuntimeError, match=r"thread \(0,0,0\).*lane 0 is not in its own mask 0xfffffffe"):
+            ops._test_collective(14, v, v, 32, FULL, 32, 32)
+
+
 def test_deadlock_is_reported_with_every_waiting_thread():
     with emulate_cuda():
         with pytest.raises(RuntimeError, match="deadlock") as e:

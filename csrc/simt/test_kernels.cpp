@@ -43,7 +43,8 @@ __global__ void block_scan(const int64_t* x, int64_t* out, int64_t n, int omit) 
 // One warp-collective call per lane; lanes >= exit_from return first, lanes outside `mask`
 // skip the call. kind: 0 shfl, 1 up, 2 down, 3 xor, 4 ballot, 5 any, 6 all, 7 match_any,
 // 8 reduce_add, 9 reduce_min, 10 reduce_max, 11 activemask, 12 match_all (pred in bit 31),
-// 13 a planted mismatch (lanes < 16 shuffle, the others vote, in one group).
+// 13 a planted mismatch (lanes < 16 shuffle, the others vote, in one group), 14 a planted
+// mask without the caller's own lane.
 template <typename T>
 __global__ void collective(int kind, const T* values, const int* args, T* out, int width,
                            unsigned mask, int exit_from) {
@@ -74,6 +75,9 @@ __global__ void collective(int kind, const T* values, const int* args, T* out, i
     }
     case 13:  // planted: half the group shuffles, the other half votes
       r = lane < 16 ? __shfl_sync(mask, v, a, width) : T(int(__ballot_sync(mask, v != T(0))));
+      break;
+    case 14:  // planted: lane 0 leaves itself out of its mask
+      r = __shfl_sync(lane == 0 ? mask & ~1u : mask, v, a, width);
       break;
   }
   out[threadIdx.x] = r;
