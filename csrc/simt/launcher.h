@@ -123,10 +123,14 @@ inline void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
   ++st.launches;
   const unsigned nthreads = block.x * block.y * block.z;
   const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
-  std::vector<uint64_t> order(nblocks);
-  std::iota(order.begin(), order.end(), uint64_t(0));
-  if (config().block_order == Order::Reverse) std::reverse(order.begin(), order.end());
-  if (config().block_order == Order::Random) std::shuffle(order.begin(), order.end(), config().rng);
+  // only a random block order is materialized (a grid may have up to 2^31-1 * 65535^2 blocks)
+  const Order block_order = config().block_order;
+  std::vector<uint64_t> permutation;
+  if (block_order == Order::Random) {
+    permutation.resize(nblocks);
+    std::iota(permutation.begin(), permutation.end(), uint64_t(0));
+    std::shuffle(permutation.begin(), permutation.end(), config().rng);
+  }
   SharedBytes shared(smem);
   BlockRun b;
   b.invoke = invoke;
@@ -144,7 +148,10 @@ inline void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem,
       current_block() = nullptr;
     }
   } reset{b};
-  for (uint64_t linear : order) {
+  for (uint64_t k = 0; k < nblocks; ++k) {
+    const uint64_t linear = block_order == Order::Random    ? permutation[k]
+                            : block_order == Order::Reverse ? nblocks - 1 - k
+                                                            : k;
     blockIdx = uint3{unsigned(linear % grid.x), unsigned(linear / grid.x % grid.y),
                      unsigned(linear / (uint64_t(grid.x) * grid.y))};
     b.threads.assign(nthreads, Thread{});
