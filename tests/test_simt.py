@@ -63,6 +63,28 @@ def test_atomics(schedule):
     assert got == [float(v) for v in expected]
 
 
+def test_policies_order_threads_and_blocks():
+    grid, block = [3, 2, 2], [4, 2, 3]  # linear ids: x fastest, as CUDA's tid and block rank
+    n, per_block = 12 * 24, 24
+    with emulate_cuda("forward"):
+        assert ops._test_record_order(grid, block).tolist() == list(range(n))
+    with emulate_cuda("reverse"):
+        assert ops._test_record_order(grid, block).tolist() == list(range(n))[::-1]
+    with emulate_cuda("forward", block_order="reverse"):
+        seq = ops._test_record_order(grid, block).tolist()
+        assert seq == [b * per_block + t for b in reversed(range(12)) for t in range(per_block)]
+    runs = []
+    for seed in (1, 1, 2):
+        with emulate_cuda("random", seed=seed):
+            runs.append(ops._test_record_order(grid, block).tolist())
+    assert runs[0] == runs[1] != runs[2]  # reproducible from the seed
+    for seq in runs:
+        assert sorted(seq) == list(range(n))
+        chunks = [seq[i:i + per_block] for i in range(0, n, per_block)]
+        assert all(len({v // per_block for v in c}) == 1 for c in chunks)  # blocks run whole
+        assert [c[0] // per_block for c in chunks] != list(range(12))
+
+
 # ---- warp collectives against the PTX rules ----------------------------------------------------
 KINDS = {"idx": 0, "up": 1, "down": 2, "xor": 3}
 

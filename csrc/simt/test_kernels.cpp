@@ -126,6 +126,14 @@ __global__ void barriers(int rounds, int64_t* sink) {
   if (threadIdx.x == 0 && blockIdx.x == 0) *sink = acc;
 }
 
+// The order in which threads run: each appends block * threads + tid to seq.
+__global__ void record_order(int* seq, int* counter) {
+  const unsigned block = blockIdx.x + blockIdx.y * gridDim.x + blockIdx.z * gridDim.x * gridDim.y;
+  const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+  const unsigned tid = threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
+  seq[atomicAdd(counter, 1)] = int(block * threads + tid);
+}
+
 // ---- planted bugs ---------------------------------------------------------------------------
 __global__ void divergent_barrier(int* out) {
   if (threadIdx.x % 2 == 0) {
@@ -241,6 +249,16 @@ int64_t test_barriers(int64_t blocks, int64_t threads, int64_t rounds) {
   return sink;
 }
 
+at::Tensor test_record_order(at::IntArrayRef grid, at::IntArrayRef block) {
+  const int64_t n = grid[0] * grid[1] * grid[2] * block[0] * block[1] * block[2];
+  at::Tensor seq = at::full({n}, -1, at::kInt);
+  int counter = 0;
+  ::simt::launch(K::record_order, dim3(unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2])),
+                 dim3(unsigned(block[0]), unsigned(block[1]), unsigned(block[2])), 0,
+                 seq.mutable_data_ptr<int>(), &counter);
+  return seq;
+}
+
 void test_planted(c10::string_view which) {
   const std::string w(which.data(), which.size());
   int out[64] = {};
@@ -271,4 +289,5 @@ TORCH_LIBRARY_FRAGMENT(fastconv_simt, m) {
   m.def("_test_launch(int[3] grid, int[3] block, int smem, int optin) -> int", &test_launch);
   m.def("_test_barriers(int blocks, int threads, int rounds) -> int", &test_barriers);
   m.def("_test_planted(str which) -> ()", &test_planted);
+  m.def("_test_record_order(int[3] grid, int[3] block) -> Tensor", &test_record_order);
 }
