@@ -46,6 +46,11 @@ inline std::string site_str(Site s) {
 inline bool same_site(Site a, Site b) {
   return a.line == b.line && (a.file == b.file || std::strcmp(a.file, b.file) == 0);
 }
+inline std::string hex(unsigned v) {
+  char s[16];
+  std::snprintf(s, sizeof s, "0x%08x", v);
+  return s;
+}
 inline std::string dim_str(uint3 d) {
   return "(" + std::to_string(d.x) + "," + std::to_string(d.y) + "," + std::to_string(d.z) + ")";
 }
@@ -200,8 +205,7 @@ inline void complete_group(BlockRun& b, unsigned w, unsigned group) {
           const std::string msg = std::string(warp_op_name(op)) + " at " + site_str(t.site) +
                                   ": lane " + std::to_string(l) + " of warp " +
                                   std::to_string(w) + " reads lane " + std::to_string(src) +
-                                  ", which does not take part (outside mask 0x" +
-                                  ([&] { char s[16]; std::snprintf(s, 16, "%08x", t.mask); return std::string(s); })() +
+                                  ", which does not take part (outside mask " + hex(t.mask) +
                                   ", exited, or missing in a partial warp)";
           if (config().strict) throw Error("simt: " + msg);
           warn(msg + "; returning poison (all bits set)");
@@ -231,12 +235,6 @@ inline void complete_group(BlockRun& b, unsigned w, unsigned group) {
     t.state = State::Runnable;
   }
   b.warp_waiting[w] -= __builtin_popcount(group);
-}
-
-inline std::string hex(unsigned v) {
-  char s[16];
-  std::snprintf(s, sizeof s, "0x%08x", v);
-  return s;
 }
 
 // Completes every collective whose group has fully arrived; true if any completed.
