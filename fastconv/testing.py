@@ -62,8 +62,8 @@ class EmulateCudaMode(TorchDispatchMode):
     torch.ops.fastconv_simt.<op>.<overload> where the emulated module has it. The mode sits
     below autograd, so the backward ops that autograd calls are redirected too; fake, meta and
     other subclass tensors (FakeTensorMode, torch.compile tracing) pass through to fastconv's
-    own kernels.
-    `redirected` counts the calls that ran emulated kernels."""
+    own kernels. `redirected` counts the calls that ran emulated kernels; `not_emulated` names
+    the fastconv ops that ran their own CPU kernels because fastconv_simt lacks them."""
 
     @classmethod
     def ignore_compile_internals(cls):
@@ -74,6 +74,7 @@ class EmulateCudaMode(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.redirected = 0
+        self.not_emulated = set()
         self._targets = {}
 
     def _target(self, func):
@@ -96,6 +97,8 @@ class EmulateCudaMode(TorchDispatchMode):
             if all(type(t) in _PLAIN and t.device.type == "cpu" for t in tensors):
                 self.redirected += 1
                 return target(*args, **kwargs)
+        elif func.namespace == "fastconv":
+            self.not_emulated.add(str(func))
         return func(*args, **kwargs)
 
 
