@@ -17,12 +17,15 @@ def _max_pool2d_setup_context(ctx, inputs, output):
     ctx.input_size = input.shape
     ctx.geometry = (kernel_size, stride, padding, dilation, ceil_mode)
     ctx.mark_non_differentiable(indices)
+    # Otherwise autograd would allocate and zero-fill an int64 "gradient" for the indices on
+    # every backward: as much memory traffic as the backward kernel itself.
+    ctx.set_materialize_grads(False)
 
 
 def _max_pool2d_backward(ctx, grad_output, _grad_indices):
     (indices,) = ctx.saved_tensors
     grad_input = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and grad_output is not None:
         grad_input = _ops._max_pool2d_backward(grad_output, indices, ctx.input_size, *ctx.geometry)
     return grad_input, None, None, None, None, None
 
