@@ -1,31 +1,22 @@
-// CUDA implementations of the max-pool family (schemas and contracts: csrc/fastconv.cpp).
-// Validation comes from checks.h (same messages as CPU and Meta), output shapes and memory
-// formats match meta/max_pool2d.cpp, the launch plans are in cuda/launch/max_pool2d.h.
-//
-// Layout: every tensor a kernel sees is made contiguous in one memory format, that of the
-// input (forward ops) or of the indices (backward ops), per pool_memory_format; 3-D (C, H, W)
-// tensors are viewed as N = 1 and the outputs returned 3-D.
+// CUDA implementations of the max-pool family (schemas and contracts: csrc/fastconv.cpp):
+// the device guard, this device's properties and stream, around the host code shared with
+// the emulated launcher (cuda/host/max_pool2d.h).
 //
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h pulls in cusparse.h, cublas_v2.h, ... which a
 // bare toolkit (the nvcc-only /usr/local/cuda-13.0 here) does not ship.
 // c10::cuda::getCurrentCUDAStream is the function at::cuda::getCurrentCUDAStream names.
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <limits>
-
-#include "checks.h"
-#include "cuda/launch/max_pool2d.h"
+#include "cuda/host/max_pool2d.h"
 
 namespace fastconv {
 namespace {
 
-namespace kernels = ::fastconv::FC_KERNEL_NS;
+namespace host = ::fastconv::FC_KERNEL_NS::host;
 
 // The properties the launch plans use, for the device the guard made current
 // (cudaDeviceGetAttribute is a cheap host-side lookup, unlike cudaGetDeviceProperties).
@@ -38,152 +29,46 @@ LaunchDevice current_device() {
   return {sm_count, threads_per_sm};
 }
 
-std::vector<int64_t> with_spatial(at::IntArrayRef sizes, int64_t h, int64_t w) {
-  std::vector<int64_t> out(sizes.begin(), sizes.end());
-  out[out.size() - 2] = h;
-  out[out.size() - 1] = w;
-  return out;
+at::Tensor plain_empty(at::IntArrayRef size, const at::TensorOptions& options) {
+  return at::empty(size, options);
 }
 
-// (C, H, W) -> (1, C, H, W); 4-D tensors pass through.
-at::Tensor as_batched(const at::Tensor& t) { return t.dim() == 3 ? t.unsqueeze(0) : t; }
-
-// The slot in which the unpool kernels record the smallest logical position of an
-// out-of-range index: INT64_MAX means none (atomicMin on its unsigned bits).
-at::Tensor bad_index_slot(const at::Tensor& like) {
-  return at::full({1}, std::numeric_limits<int64_t>::max(), like.options().dtype(at::kLong));
-}
-
-// Reads the slot back (a device sync: accepted, the error must be raised on the host) and,
-// if a position was recorded, raises with the index found there. `indices` is 4-D (N, C, H, W).
-void raise_if_bad_index(const at::Tensor& slot, const at::Tensor& indices, int64_t plane,
-                        const char* op) {
-  const int64_t pos = slot.item<int64_t>();
-  if (pos == std::numeric_limits<int64_t>::max()) return;
-  const int64_t c = indices.size(1), h = indices.size(2), w = indices.size(3);
-  const int64_t value =
-      indices[pos / (c * h * w)][(pos / (h * w)) % c][(pos / w) % h][pos % w].item<int64_t>();
-  fail_index_out_of_range(op, value, plane);
-}
-
-kernels::Pool2dShape pool_shape(const at::Tensor& input4, int64_t out_h, int64_t out_w,
-                                at::IntArrayRef kernel, at::IntArrayRef stride,
-                                at::IntArrayRef padding, at::IntArrayRef dilation) {
-  return {input4.size(0), input4.size(1), input4.size(2), input4.size(3), out_h, out_w,
-          kernel[0],      kernel[1],      stride[0],      stride[1],      padding[0],
-          padding[1],     dilation[0],    dilation[1]};
+// Device guard first, then the shared host code with this device's properties and stream.
+template <typename F>
+auto on_device(const at::Tensor& t, F f) {
+  c10::cuda::CUDAGuard guard(t.device());
+  return f(host::HostLaunch{current_device(), c10::cuda::getCurrentCUDAStream(), plain_empty});
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cuda(
     const at::Tensor& input, at::IntArrayRef kernel, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  const PoolGeometry g = check_max_pool2d(input, kernel, stride, padding, dilation, ceil_mode);
-  c10::cuda::CUDAGuard guard(input.device());
-  const auto fmt = pool_memory_format(input);
-  const at::Tensor x = as_batched(input.contiguous(fmt));
-  const int64_t out_h = g.out_h.expect_int(), out_w = g.out_w.expect_int();
-  const auto size = with_spatial(input.sizes(), out_h, out_w);
-  at::Tensor output = at::empty(size, input.options().memory_format(fmt));
-  at::Tensor indices = at::empty(size, input.options().dtype(at::kLong).memory_format(fmt));
-  if (output.numel() == 0) return {output, indices};
-  // 4-D views of the outputs (the same tensors when input is 4-D): the kernels write them
-  const at::Tensor out4 = as_batched(output), ind4 = as_batched(indices);
-  const kernels::Pool2dShape s = pool_shape(x, out_h, out_w, kernel, stride, padding, dilation);
-  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  const LaunchDevice dev = current_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv::max_pool2d_with_indices", [&] {
-        kernels::launch_max_pool2d_forward<scalar_t, at::opmath_type<scalar_t>>(
-            s, channels_last, x.const_data_ptr<scalar_t>(), out4.mutable_data_ptr<scalar_t>(),
-            ind4.mutable_data_ptr<int64_t>(), dev, stream);
-      });
-  return {output, indices};
+  return on_device(input, [&](const host::HostLaunch& l) {
+    return host::max_pool2d_with_indices(l, input, kernel, stride, padding, dilation, ceil_mode);
+  });
 }
 
 at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& indices,
                                     c10::SymIntArrayRef input_size, at::IntArrayRef kernel,
                                     at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, bool ceil_mode) {
-  const PoolGeometry g = check_max_pool2d_backward(grad_output, indices, input_size, kernel,
-                                                   stride, padding, dilation, ceil_mode);
-  c10::cuda::CUDAGuard guard(grad_output.device());
-  const auto fmt = pool_memory_format(indices);
-  const at::Tensor go = as_batched(grad_output.contiguous(fmt));
-  const at::Tensor ind = as_batched(indices.contiguous(fmt));
-  at::Tensor grad_input =
-      at::empty_symint(input_size, grad_output.options().memory_format(fmt));
-  if (grad_input.numel() == 0) return grad_input;
-  const at::Tensor gi = as_batched(grad_input);  // a view: the kernel writes grad_input
-  const kernels::Pool2dShape s = pool_shape(gi, g.out_h.expect_int(), g.out_w.expect_int(),
-                                            kernel, stride, padding, dilation);
-  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  const LaunchDevice dev = current_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, go.scalar_type(), "fastconv::_max_pool2d_backward", [&] {
-        kernels::launch_max_pool2d_backward<scalar_t, at::opmath_type<scalar_t>>(
-            s, channels_last, go.const_data_ptr<scalar_t>(), ind.const_data_ptr<int64_t>(),
-            gi.mutable_data_ptr<scalar_t>(), dev, stream);
-      });
-  return grad_input;
+  return on_device(grad_output, [&](const host::HostLaunch& l) {
+    return host::max_pool2d_backward(l, grad_output, indices, input_size, kernel, stride,
+                                     padding, dilation, ceil_mode);
+  });
 }
 
 at::Tensor max_unpool2d_cuda(const at::Tensor& input, const at::Tensor& indices,
                              c10::SymIntArrayRef output_size) {
-  const char* op = "max_unpool2d";
-  check_max_unpool2d(input, indices, output_size, op);
-  c10::cuda::CUDAGuard guard(input.device());
-  const auto fmt = pool_memory_format(input);
-  const at::Tensor x = as_batched(input.contiguous(fmt));
-  const at::Tensor ind = as_batched(indices.contiguous(fmt));
-  const int64_t out_h = output_size[0].expect_int(), out_w = output_size[1].expect_int();
-  at::Tensor output = at::empty(with_spatial(input.sizes(), out_h, out_w),
-                                input.options().memory_format(fmt));
-  if (output.numel() == 0) return output;  // only an empty batch is empty (checks.h)
-  const at::Tensor out4 = as_batched(output);  // a view: the kernels write output
-  const kernels::UnpoolShape s{x.size(1), x.size(2) * x.size(3), out_h * out_w};
-  const at::Tensor slot = bad_index_slot(x);
-  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  const LaunchDevice dev = current_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "fastconv::max_unpool2d", [&] {
-        kernels::launch_max_unpool2d<scalar_t>(
-            s, x.size(0), channels_last, x.const_data_ptr<scalar_t>(),
-            ind.const_data_ptr<int64_t>(), out4.mutable_data_ptr<scalar_t>(),
-            reinterpret_cast<unsigned long long*>(slot.mutable_data_ptr<int64_t>()), dev,
-            stream);
-      });
-  raise_if_bad_index(slot, ind, s.out_plane, op);
-  return output;
+  return on_device(input, [&](const host::HostLaunch& l) {
+    return host::max_unpool2d(l, input, indices, output_size);
+  });
 }
 
 at::Tensor max_unpool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& indices) {
-  const char* op = "_max_unpool2d_backward";
-  check_max_unpool2d_backward(grad_output, indices);
-  c10::cuda::CUDAGuard guard(grad_output.device());
-  const auto fmt = pool_memory_format(indices);
-  const at::Tensor go = as_batched(grad_output.contiguous(fmt));
-  const at::Tensor ind = as_batched(indices.contiguous(fmt));
-  at::Tensor out = at::empty(indices.sizes(), grad_output.options().memory_format(fmt));
-  if (out.numel() == 0) return out;
-  const at::Tensor o = as_batched(out);  // a view: the kernel writes out
-  const kernels::UnpoolShape s{ind.size(1), ind.size(2) * ind.size(3), go.size(2) * go.size(3)};
-  const at::Tensor slot = bad_index_slot(go);
-  const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
-  const LaunchDevice dev = current_device();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, go.scalar_type(), "fastconv::_max_unpool2d_backward", [&] {
-        kernels::launch_max_unpool2d_backward<scalar_t>(
-            s, ind.size(0), channels_last, go.const_data_ptr<scalar_t>(),
-            ind.const_data_ptr<int64_t>(), o.mutable_data_ptr<scalar_t>(),
-            reinterpret_cast<unsigned long long*>(slot.mutable_data_ptr<int64_t>()), dev,
-            stream);
-      });
-  raise_if_bad_index(slot, ind, s.out_plane, op);
-  return out;
+  return on_device(grad_output, [&](const host::HostLaunch& l) {
+    return host::max_unpool2d_backward(l, grad_output, indices);
+  });
 }
 
 }  // namespace
