@@ -9,7 +9,6 @@ and "cuda" on a machine with a GPU. The random schedule's seed is fresh per test
 """
 import os
 import random
-import warnings
 
 import pytest
 import torch
@@ -42,9 +41,10 @@ def device(request):
     with emulate_cuda(schedule, seed=seed, strict=True) as mode:
         yield "cpu"
     request.node.user_properties.append(("simt_redirected", mode.redirected))
-    if mode.not_emulated:
-        warnings.warn(f"{request.node.nodeid}: no emulated CUDA kernel for "
-                      f"{sorted(mode.not_emulated)}; the CPU kernels ran instead")
+    # Every fastconv CUDA kernel must run under the emulator: a CPU fallback would pass the
+    # test without exercising any CUDA code.
+    assert not mode.not_emulated, (f"no emulated CUDA kernel for {sorted(mode.not_emulated)}; "
+                                   "the CPU kernels ran instead")
 
 
 @pytest.fixture(autouse=True)
