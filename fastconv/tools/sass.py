@@ -1,0 +1,138 @@
+"""Static facts about the compiled CUDA kernels, read from fastconv._C without a GPU.
+
+    python -m fastconv.tools.sass [--library PATH] [--json]
+
+Per kernel and GPU architecture: registers, stack, shared and local memory (cuobjdump
+-res-usage), and from the SASS (cuobjdump -sass) whether it has local-memory loads/stores
+(LDL/STL: spills or dynamically indexed arrays), 128-bit global loads and stores
+(LDG.E.128/STG.E.128) and tensor-core instructions (HMMA). cuobjdump comes from the PyPI
+package nvidia-cuda-cuobjdump (the minimal toolkit here has none), or the toolkit's bin/.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Kernel:
+    arch: str
+    mangled: str
+    name: str = ""
+    registers: int = 0
+    stack: int = 0
+    shared: int = 0
+    local: int = 0
+    mnemonics: set = field(default_factory=set)
+
+    @property
+    def local_memory_instructions(self):
+        return bool(self.mnemonics & {"LDL", "STL"})
+
+    @property
+    def vector_128_global(self):
+        return any(m.startswith(("LDG", "STG")) and ".128" in m for m in self.mnemonics)
+
+    @property
+    def tensor_core(self):
+        return any(m.startswith("HMMA") for m in self.mnemonics)
+
+
+def find_cuobjdump():
+    """cuobjdump from the nvidia-cuda-cuobjdump wheel, the CUDA toolkit, or PATH."""
+    candidates = []
+    try:
+        import nvidia  # namespace package of the nvidia-* wheels
+
+        candidates += [os.path.join(p, "cu13", "bin", "cuobjdump") for p in nvidia.__path__]
+    except ImportError:
+        pass
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "cuobjdump"))
+    candidates.append(shutil.which("cuobjdump") or "")
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def default_library():
+    import fastconv._C
+
+    return fastconv._C.__file__
+
+
+def _run(tool, *args):
+    return subprocess.run([tool, *args], check=True, capture_output=True, text=True).stdout
+
+
+def _demangle(names):
+    if not names or shutil.which("c++filt") is None:
+        return {n: n for n in names}
+    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    return dict(zip(names, out))
+
+
+def inspect(library=None, tool=None):
+    """All kernels of `library` (default: fastconv._C), one Kernel per (arch, function)."""
+    library = library or default_library()
+    tool = tool or find_cuobjdump()
+    if tool is None:
+        raise RuntimeError("fastconv.tools.sass: expected cuobjdump (pip install "
+                           "nvidia-cuda-cuobjdump), got none on this machine")
+    kernels = {}
+    arch = None
+    current = None
+    for line in _run(tool, "-res-usage", library).splitlines():
+        if m := re.match(r"\s*arch = (sm_\d+)", line):
+            arch = m.group(1)
+        elif m := re.match(r"\s*Function (\S+):", line):
+            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
+        elif current is not None and (m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) "
+                                                     r"LOCAL:(\d+)", line)):
+            current.registers, current.stack, current.shared, current.local = map(int, m.groups())
+    arch = None
+    current = None
+    for line in _run(tool, "-sass", library).splitlines():
+        if m := re.match(r"\s*arch = (sm_\d+)", line):
+            arch = m.group(1)
+        elif m := re.match(r"\s*Function : (\S+)", line):
+            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
+        elif current is not None and (m := re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?"
+                                                    r"([A-Z][A-Z0-9_.]*)", line)):
+            current.mnemonics.add(m.group(1))
+    names = _demangle(sorted({k.mangled for k in kernels.values()}))
+    for k in kernels.values():
+        k.name = names[k.mangled]
+    return sorted(kernels.values(), key=lambda k: (k.name, k.arch))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastconv.tools.sass", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--library", help="shared object to inspect (default: fastconv._C)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    kernels = inspect(args.library)
+    if args.json:
+        rows = [dict(asdict(k), mnemonics=sorted(k.mnemonics), local_memory_instructions=
+                     k.local_memory_instructions, vector_128_global=k.vector_128_global,
+                     tensor_core=k.tensor_core) for k in kernels]
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"{'arch':6} {'reg':>4} {'stack':>5} {'smem':>6} {'local':>5} {'LDL/STL':>7} "
+          f"{'128-bit':>7} {'HMMA':>4}  kernel")
+    for k in kernels:
+        print(f"{k.arch:6} {k.registers:4d} {k.stack:5d} {k.shared:6d} {k.local:5d} "
+              f"{'yes' if k.local_memory_instructions else 'no':>7} "
+              f"{'yes' if k.vector_128_global else 'no':>7} {'yes' if k.tensor_core else 'no':>4}"
+              f"  {k.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
