@@ -9,7 +9,8 @@ from fastconv.tools import sass
 pytestmark = [
     pytest.mark.skipif(not fastconv.cuda_kernels_built(), reason="no CUDA kernels in this build"),
     pytest.mark.skipif(sass.find_cuobjdump() is None,
-                       reason="no cuobjdump (pip install nvidia-cuda-cuobjdump)"),
+                       reason="no cuobjdump/nvdisasm (pip install nvidia-cuda-cuobjdump "
+                              "nvidia-cuda-nvdisasm)"),
 ]
 
 BLOCK_THREADS = 256  # every max-pool launch plan (cuda/launch/max_pool2d.h)

@@ -6,7 +6,8 @@ Per kernel and GPU architecture: registers, stack, shared and local memory (cuob
 -res-usage), and from the SASS (cuobjdump -sass) whether it has local-memory loads/stores
 (LDL/STL: spills or dynamically indexed arrays), 128-bit global loads and stores
 (LDG.E.128/STG.E.128) and tensor-core instructions (HMMA). cuobjdump comes from the PyPI
-package nvidia-cuda-cuobjdump (the minimal toolkit here has none), or the toolkit's bin/.
+packages nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (the minimal toolkit here has neither),
+or the toolkit's bin/.
 """
 import argparse
 import json
@@ -43,7 +44,8 @@ class Kernel:
 
 
 def find_cuobjdump():
-    """cuobjdump from the nvidia-cuda-cuobjdump wheel, the CUDA toolkit, or PATH."""
+    """cuobjdump from the nvidia-cuda-cuobjdump wheel, the CUDA toolkit, or PATH, provided
+    nvdisasm (which `cuobjdump -sass` runs) is beside it or on PATH."""
     candidates = []
     try:
         import nvidia  # namespace package of the nvidia-* wheels
@@ -55,7 +57,11 @@ def find_cuobjdump():
         if os.environ.get(var):
             candidates.append(os.path.join(os.environ[var], "bin", "cuobjdump"))
     candidates.append(shutil.which("cuobjdump") or "")
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    for c in candidates:
+        beside = os.path.join(os.path.dirname(c), "nvdisasm")
+        if c and os.access(c, os.X_OK) and (os.access(beside, os.X_OK) or shutil.which("nvdisasm")):
+            return c
+    return None
 
 
 def default_library():
@@ -65,7 +71,10 @@ def default_library():
 
 
 def _run(tool, *args):
-    return subprocess.run([tool, *args], check=True, capture_output=True, text=True).stdout
+    # cuobjdump finds nvdisasm on PATH: put the tool's own directory first.
+    env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get("PATH", ""))
+    return subprocess.run([tool, *args], check=True, capture_output=True, text=True,
+                          env=env).stdout
 
 
 def _demangle(names):
@@ -81,8 +90,8 @@ def inspect(library=None, tool=None):
     library = library or default_library()
     tool = tool or find_cuobjdump()
     if tool is None:
-        raise RuntimeError("fastconv.tools.sass: expected cuobjdump (pip install "
-                           "nvidia-cuda-cuobjdump), got none on this machine")
+        raise RuntimeError("fastconv.tools.sass: expected cuobjdump and nvdisasm (pip install "
+                           "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm), got none")
     kernels = {}
     arch = None
     current = None
