@@ -141,6 +141,24 @@ __global__ void __launch_bounds__(kPoolThreads)
 // The tap loops stay rolled (`#pragma unroll 1`): pool_output_for_tap divides in 64 bits, whose
 // slow path is a CALL, and unrolled copies of it made ptxas spill around the calls.
 
+// Calls f(oh * out_w + ow) for every output whose window reaches input (h, w), in ascending
+// output order (kernel taps in descending order): PyTorch's order of additions in the
+// backward, so sums are bit-identical to its scatter. Shared by both layouts' gathers.
+template <typename F>
+__device__ __forceinline__ void for_each_output_reaching(int64_t h, int64_t w,
+                                                         const Pool2dShape& s, F f) {
+#pragma unroll 1
+  for (int64_t kh = s.kernel_h - 1; kh >= 0; --kh) {
+    const int64_t oh = pool_output_for_tap(h, kh, s.out_h, s.stride_h, s.pad_h, s.dilation_h);
+    if (oh < 0) continue;
+#pragma unroll 1
+    for (int64_t kw = s.kernel_w - 1; kw >= 0; --kw) {
+      const int64_t ow = pool_output_for_tap(w, kw, s.out_w, s.stride_w, s.pad_w, s.dilation_w);
+      if (ow >= 0) f(oh * s.out_w + ow);
+    }
+  }
+}
+
 // NCHW: `total` = n * c * h * w (grad_input elements).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kPoolThreads)
@@ -153,19 +171,10 @@ __global__ void __launch_bounds__(kPoolThreads)
     const int64_t target = h * s.w + w;
     const int64_t base = plane * s.out_h * s.out_w;
     acc_t sum = acc_t(0);
-#pragma unroll 1
-    for (int64_t kh = s.kernel_h - 1; kh >= 0; --kh) {
-      const int64_t oh = pool_output_for_tap(h, kh, s.out_h, s.stride_h, s.pad_h, s.dilation_h);
-      if (oh < 0) continue;
-#pragma unroll 1
-      for (int64_t kw = s.kernel_w - 1; kw >= 0; --kw) {
-        const int64_t ow =
-            pool_output_for_tap(w, kw, s.out_w, s.stride_w, s.pad_w, s.dilation_w);
-        if (ow < 0) continue;
-        const int64_t o = base + oh * s.out_w + ow;
-        if (indices[o] == target) sum += static_cast<acc_t>(grad_output[o]);
-      }
-    }
+    for_each_output_reaching(h, w, s, [&](int64_t plane_offset) {
+      const int64_t o = base + plane_offset;
+      if (indices[o] == target) sum += static_cast<acc_t>(grad_output[o]);
+    });
     grad_input[i] = static_cast<scalar_t>(sum);
   }
 }
@@ -188,28 +197,19 @@ __global__ void __launch_bounds__(kPoolThreads)
     acc_t sum[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) sum[j] = acc_t(0);
-#pragma unroll 1
-    for (int64_t kh = s.kernel_h - 1; kh >= 0; --kh) {
-      const int64_t oh = pool_output_for_tap(h, kh, s.out_h, s.stride_h, s.pad_h, s.dilation_h);
-      if (oh < 0) continue;
-#pragma unroll 1
-      for (int64_t kw = s.kernel_w - 1; kw >= 0; --kw) {
-        const int64_t ow =
-            pool_output_for_tap(w, kw, s.out_w, s.stride_w, s.pad_w, s.dilation_w);
-        if (ow < 0) continue;
-        const int64_t o = (base + oh * s.out_w + ow) * s.c + group * V;
-        const Pack<int64_t, V> idx = *reinterpret_cast<const Pack<int64_t, V>*>(indices + o);
-        bool any = false;
+    for_each_output_reaching(h, w, s, [&](int64_t plane_offset) {
+      const int64_t o = (base + plane_offset) * s.c + group * V;
+      const Pack<int64_t, V> idx = *reinterpret_cast<const Pack<int64_t, V>*>(indices + o);
+      bool any = false;
 #pragma unroll
-        for (int j = 0; j < V; ++j) any |= idx.v[j] == target;
-        if (!any) continue;
-        const Pack<scalar_t, V> g = *reinterpret_cast<const Pack<scalar_t, V>*>(grad_output + o);
+      for (int j = 0; j < V; ++j) any |= idx.v[j] == target;
+      if (!any) return;
+      const Pack<scalar_t, V> g = *reinterpret_cast<const Pack<scalar_t, V>*>(grad_output + o);
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          if (idx.v[j] == target) sum[j] += static_cast<acc_t>(g.v[j]);
-        }
+      for (int j = 0; j < V; ++j) {
+        if (idx.v[j] == target) sum[j] += static_cast<acc_t>(g.v[j]);
       }
-    }
+    });
     Pack<scalar_t, V> out;
 #pragma unroll
     for (int j = 0; j < V; ++j) out.v[j] = static_cast<scalar_t>(sum[j]);
