@@ -103,7 +103,8 @@ def sources(pattern):
 # -fopenmp: at::parallel_for is a header template that runs serially unless _OPENMP is defined;
 # the OpenMP runtime itself is the one PyTorch already loads (libgomp), so nothing is linked.
 cxx_flags = ["-O3", "-fno-math-errno", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
-main_sources = sources("csrc/fastconv.cpp") + sources("csrc/meta/*.cpp") + sources("csrc/cpu/*.cpp")
+main_sources = (sources("csrc/fastconv.cpp") + sources("csrc/schemas/*.cpp") + sources("csrc/meta/*.cpp")
+                + sources("csrc/cpu/*.cpp"))
 define_macros = []
 ext_kwargs = dict(
     name="fastconv._C",

@@ -20,7 +20,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "checks.h"
+#include "checks/pool.h"
 #include "cpu/max_pool2d_simd.h"
 
 namespace fastconv {

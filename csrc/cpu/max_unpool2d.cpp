@@ -7,7 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "checks/pool.h"
 
 namespace fastconv {
 namespace {

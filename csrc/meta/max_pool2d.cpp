@@ -3,7 +3,7 @@
 // kernels and work on symbolic sizes.
 #include <torch/library.h>
 
-#include "checks.h"
+#include "checks/pool.h"
 
 namespace fastconv {
 namespace {

@@ -11,7 +11,8 @@
 #include <limits>
 
 #include "simt/simt.h"  // after torch, before anything that includes common/ (SIMT.md 2)
-#include "checks.h"
+#include "checks/pool.h"
+#include "schemas/pool.h"
 #include "cuda/host/max_pool2d.h"
 
 namespace fastconv {
@@ -72,6 +73,14 @@ at::Tensor max_unpool2d_backward_simt(const at::Tensor& grad_output, const at::T
 }
 
 }  // namespace
+
+// Same schemas as in the fastconv namespace (contracts in schemas/pool.cpp).
+TORCH_LIBRARY_FRAGMENT(fastconv_simt, m) {
+  m.def(FC_SCHEMA_MAX_POOL2D_WITH_INDICES);
+  m.def(FC_SCHEMA_MAX_POOL2D_BACKWARD);
+  m.def(FC_SCHEMA_MAX_UNPOOL2D);
+  m.def(FC_SCHEMA_MAX_UNPOOL2D_BACKWARD);
+}
 
 TORCH_LIBRARY_IMPL(fastconv_simt, CPU, m) {
   m.impl("max_pool2d_with_indices", max_pool2d_with_indices_simt);

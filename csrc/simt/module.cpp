@@ -1,12 +1,12 @@
 // fastconv._simt: the emulated CUDA kernels as their own extension module and op namespace
 // (SIMT.md 2), so the emulator's macros and the kernels compiled into fastconv::simt never meet
-// the real build. TORCH_LIBRARY(fastconv_simt) has the schemas of the fastconv ops it
-// emulates (schemas.h) plus private controls; fastconv.testing.emulate_cuda() redirects
+// the real build. TORCH_LIBRARY(fastconv_simt) here has the private controls; each
+// simt/<op>.cpp adds the schemas of the fastconv ops it emulates (schemas/<family>.h) with
+// TORCH_LIBRARY_FRAGMENT; fastconv.testing.emulate_cuda() redirects
 // torch.ops.fastconv.<op> to torch.ops.fastconv_simt.<op> for CPU tensors.
 #include <Python.h>
 #include <torch/library.h>
 
-#include "schemas.h"
 #include "simt/simt.h"
 
 extern "C" PyObject* PyInit__simt(void) {
@@ -36,12 +36,6 @@ std::string policy() { return ::simt::policy_string(); }
 }  // namespace
 
 TORCH_LIBRARY(fastconv_simt, m) {
-  // Same schemas as TORCH_LIBRARY(fastconv) (contracts in csrc/fastconv.cpp); CPU kernels in
-  // simt/<op>.cpp run the CUDA kernels under the emulator.
-  m.def(FC_SCHEMA_MAX_POOL2D_WITH_INDICES);
-  m.def(FC_SCHEMA_MAX_POOL2D_BACKWARD);
-  m.def(FC_SCHEMA_MAX_UNPOOL2D);
-  m.def(FC_SCHEMA_MAX_UNPOOL2D_BACKWARD);
   // _configure: the scheduling policy of later launches. order / block_order: "forward",
   // "reverse" or "random" (threads within a pass / blocks within a launch); seed: of the random
   // orders (the random stream restarts here, so a run is reproducible); strict: a barrier

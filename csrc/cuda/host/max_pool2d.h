@@ -16,7 +16,7 @@
 #include <limits>
 #include <vector>
 
-#include "checks.h"
+#include "checks/pool.h"
 #include "cuda/launch/max_pool2d.h"
 
 namespace fastconv {

@@ -1,6 +1,6 @@
-// Operator schema strings written once: registered by TORCH_LIBRARY(fastconv) in fastconv.cpp
-// (where each op's contract is documented) and by TORCH_LIBRARY(fastconv_simt) in
-// simt/module.cpp (the emulated CUDA kernels, same signatures).
+// Schema strings of the max-pool family, written once: defined in the fastconv namespace by
+// schemas/pool.cpp (where each op's contract is documented) and in fastconv_simt by
+// simt/max_pool2d.cpp (the emulated CUDA kernels, same signatures).
 #pragma once
 
 #define FC_SCHEMA_MAX_POOL2D_WITH_INDICES                                                  \
