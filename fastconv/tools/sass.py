@@ -3,9 +3,10 @@
     python -m fastconv.tools.sass [--library PATH] [--json]
 
 Per kernel and GPU architecture: registers, stack, shared and local memory (cuobjdump
--res-usage), and from the SASS (cuobjdump -sass) whether it has local-memory loads/stores
+-res-usage), the maximum block size its __launch_bounds__ promise (EIATTR_MAX_THREADS in
+cuobjdump -elf; 0 without launch bounds), and from the SASS (cuobjdump -sass) whether it has local-memory loads/stores
 (LDL/STL: spills or dynamically indexed arrays), 128-bit global loads and stores
-(LDG.E.128/STG.E.128) and tensor-core instructions (HMMA). cuobjdump comes from the PyPI
+(LDG.E.128/STG.E.128), tensor-core instructions (HMMA) and asynchronous copies (LDGSTS). cuobjdump comes from the PyPI
 packages nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (the minimal toolkit here has neither),
 or the toolkit's bin/.
 """
@@ -28,6 +29,7 @@ class Kernel:
     stack: int = 0
     shared: int = 0
     local: int = 0
+    max_threads: int = 0  # from __launch_bounds__; 0: none declared
     mnemonics: set = field(default_factory=set)
 
     @property
@@ -41,6 +43,10 @@ class Kernel:
     @property
     def tensor_core(self):
         return any(m.startswith("HMMA") for m in self.mnemonics)
+
+    @property
+    def async_copy(self):
+        return any(m.startswith("LDGSTS") for m in self.mnemonics)
 
 
 def find_cuobjdump():
@@ -105,6 +111,23 @@ def inspect(library=None, tool=None):
             current.registers, current.stack, current.shared, current.local = map(int, m.groups())
     arch = None
     current = None
+    threads_next = False
+    for line in _run(tool, "-elf", library).splitlines():
+        if m := re.match(r"\s*arch = (sm_\d+)", line):
+            arch = m.group(1)
+        elif m := re.match(r"\.nv\.info\.(\S+)$", line):
+            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
+        elif re.match(r"\.", line):  # any other section
+            current = None
+        elif current is not None and "EIATTR_MAX_THREADS" in line:
+            threads_next = True
+        elif threads_next and (m := re.match(r"\s*Value:\s*(0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)",
+                                             line)):
+            x, y, z = (int(v, 16) for v in m.groups())
+            current.max_threads = x * y * z
+            threads_next = False
+    arch = None
+    current = None
     for line in _run(tool, "-sass", library).splitlines():
         if m := re.match(r"\s*arch = (sm_\d+)", line):
             arch = m.group(1)
@@ -129,17 +152,17 @@ def main(argv=None):
     if args.json:
         rows = [dict(asdict(k), mnemonics=sorted(k.mnemonics), local_memory_instructions=
                      k.local_memory_instructions, vector_128_global=k.vector_128_global,
-                     tensor_core=k.tensor_core) for k in kernels]
+                     tensor_core=k.tensor_core, async_copy=k.async_copy) for k in kernels]
         json.dump(rows, sys.stdout, indent=1)
         print()
         return 0
-    print(f"{'arch':6} {'reg':>4} {'stack':>5} {'smem':>6} {'local':>5} {'LDL/STL':>7} "
-          f"{'128-bit':>7} {'HMMA':>4}  kernel")
+    print(f"{'arch':6} {'reg':>4} {'block':>5} {'stack':>5} {'smem':>6} {'local':>5} "
+          f"{'LDL/STL':>7} {'128-bit':>7} {'HMMA':>4} {'LDGSTS':>6}  kernel")
+    yes = {True: "yes", False: "no"}
     for k in kernels:
-        print(f"{k.arch:6} {k.registers:4d} {k.stack:5d} {k.shared:6d} {k.local:5d} "
-              f"{'yes' if k.local_memory_instructions else 'no':>7} "
-              f"{'yes' if k.vector_128_global else 'no':>7} {'yes' if k.tensor_core else 'no':>4}"
-              f"  {k.name}")
+        print(f"{k.arch:6} {k.registers:4d} {k.max_threads:5d} {k.stack:5d} {k.shared:6d} "
+              f"{k.local:5d} {yes[k.local_memory_instructions]:>7} {yes[k.vector_128_global]:>7} "
+              f"{yes[k.tensor_core]:>4} {yes[k.async_copy]:>6}  {k.name}")
     return 0
 
 
