@@ -134,6 +134,35 @@ __global__ void record_order(int* seq, int* counter) {
   seq[atomicAdd(counter, 1)] = int(block * threads + tid);
 }
 
+// A direct 3x3 convolution (stride 1, padding 1, NCHW, float) sized like a real conv launch, to
+// measure the emulator's cost (tests/test_simt.py): one block per (16x16 output tile, k, n);
+// per input channel the block stages an 18x18 input tile and the 3x3 filter in shared memory
+// (two barriers per channel), then each thread accumulates its output pixel.
+__global__ void __launch_bounds__(256)
+    direct_conv3x3(const float* x, const float* w, float* y, int C, int H, int W, int K) {
+  __shared__ float tile[18][18];
+  __shared__ float filt[9];
+  const int tiles_x = (W + 15) / 16;
+  const int ox0 = int(blockIdx.x) % tiles_x * 16, oy0 = int(blockIdx.x) / tiles_x * 16;
+  const int k = int(blockIdx.y), n = int(blockIdx.z);
+  const int tx = int(threadIdx.x), ty = int(threadIdx.y), t = ty * 16 + tx;
+  float acc = 0.0f;
+  for (int c = 0; c < C; ++c) {
+    const float* plane = x + (int64_t(n) * C + c) * H * W;
+    for (int i = t; i < 18 * 18; i += 256) {
+      const int iy = oy0 + i / 18 - 1, ix = ox0 + i % 18 - 1;
+      tile[i / 18][i % 18] = iy >= 0 && iy < H && ix >= 0 && ix < W ? plane[iy * W + ix] : 0.0f;
+    }
+    if (t < 9) filt[t] = w[(int64_t(k) * C + c) * 9 + t];
+    __syncthreads();
+    for (int r = 0; r < 3; ++r)
+      for (int s = 0; s < 3; ++s) acc += tile[ty + r][tx + s] * filt[r * 3 + s];
+    __syncthreads();
+  }
+  const int oy = oy0 + ty, ox = ox0 + tx;
+  if (oy < H && ox < W) y[((int64_t(n) * K + k) * H + oy) * W + ox] = acc;
+}
+
 // ---- planted bugs ---------------------------------------------------------------------------
 __global__ void divergent_barrier(int* out) {
   if (threadIdx.x % 2 == 0) {
@@ -233,7 +262,7 @@ std::vector<double> test_atomics(int64_t blocks, int64_t threads) {
 }
 
 int64_t test_launch(at::IntArrayRef grid, at::IntArrayRef block, int64_t smem, int64_t optin) {
-  if (optin > 0) ::simt::set_max_dynamic_shared_memory(kCountThreads, size_t(optin));
+  if (optin > 0) ::fastconv::allow_dynamic_smem(kCountThreads, size_t(optin));  // launch.h
   unsigned long long count = 0;
   ::simt::launch(K::count_threads, dim3(unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2])),
                  dim3(unsigned(block[0]), unsigned(block[1]), unsigned(block[2])), size_t(smem),
@@ -257,6 +286,24 @@ at::Tensor test_record_order(at::IntArrayRef grid, at::IntArrayRef block) {
                  dim3(unsigned(block[0]), unsigned(block[1]), unsigned(block[2])), 0,
                  seq.mutable_data_ptr<int>(), &counter);
   return seq;
+}
+
+at::Tensor test_direct_conv3x3(const at::Tensor& x, const at::Tensor& w) {
+  const at::Tensor xc = x.contiguous(), wc = w.contiguous();
+  const int N = int(xc.size(0)), C = int(xc.size(1)), H = int(xc.size(2)), W = int(xc.size(3));
+  const int F = int(wc.size(0));  // output channels (K is the kernels' namespace here)
+  at::Tensor y = at::full({N, F, H, W}, std::nan(""), xc.options());
+  ::simt::launch(K::direct_conv3x3, dim3(unsigned((H + 15) / 16 * ((W + 15) / 16)), unsigned(F),
+                                         unsigned(N)),
+                 dim3(16, 16), 0, xc.const_data_ptr<float>(), wc.const_data_ptr<float>(),
+                 y.mutable_data_ptr<float>(), C, H, W, F);
+  return y;
+}
+
+// fastconv::launch_device() of the emulated target: [sm_count, max_threads_per_sm, smem_optin]
+std::vector<int64_t> test_launch_device() {
+  const ::fastconv::LaunchDevice d = ::fastconv::launch_device();
+  return {d.sm_count, d.max_threads_per_sm, int64_t(d.smem_optin)};
 }
 
 void test_planted(c10::string_view which) {
@@ -288,6 +335,8 @@ TORCH_LIBRARY_FRAGMENT(fastconv_simt, m) {
   m.def("_test_atomics(int blocks, int threads) -> float[]", &test_atomics);
   m.def("_test_launch(int[3] grid, int[3] block, int smem, int optin) -> int", &test_launch);
   m.def("_test_barriers(int blocks, int threads, int rounds) -> int", &test_barriers);
+  m.def("_test_launch_device() -> int[]", &test_launch_device);
+  m.def("_test_direct_conv3x3(Tensor x, Tensor w) -> Tensor", &test_direct_conv3x3);
   m.def("_test_planted(str which) -> ()", &test_planted);
   m.def("_test_record_order(int[3] grid, int[3] block) -> Tensor", &test_record_order);
 }

@@ -12,7 +12,14 @@
 //                                nvcc: k<<<...>>>(args...) then C10_CUDA_KERNEL_LAUNCH_CHECK();
 //                                emulated: simt::launch(k, grid, block, smem, args...)
 //   FC_DYNAMIC_SHARED(T, name)   declares `T* name` pointing at the dynamic shared memory
+//   launch_device()              the LaunchDevice plans size launches for (current GPU or the
+//                                emulated target)
+//   allow_dynamic_smem(k, bytes) the opt-in a kernel needs before a launch with more than
+//                                48 KiB of dynamic shared memory
+// Asynchronous copies: cuda/launch/async_copy.h. Tensor cores: <mma.h> (nvcuda::wmma), which
+// the emulated build resolves to csrc/simt/mma.h.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "common/macros.h"
@@ -68,6 +75,44 @@ namespace fastconv {
 struct LaunchDevice {
   int sm_count;            // cudaDeviceProp::multiProcessorCount
   int max_threads_per_sm;  // cudaDeviceProp::maxThreadsPerMultiProcessor
+  // cudaDevAttrMaxSharedMemoryPerBlockOptin: the most dynamic shared memory a launch may use
+  // after allow_dynamic_smem (the default is CUDA's 48 KiB without opt-in, for launchers that
+  // fill only the first two fields).
+  size_t smem_optin = kDefaultDynamicSmem;
+  static constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 };
+
+#if defined(SIMT_EMULATION)
+inline LaunchDevice launch_device() {
+  const ::simt::Target& t = *::simt::config().target;
+  return {t.sm_count, t.max_threads_per_sm, t.smem_optin};
+}
+
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), recorded
+// per kernel by the emulator, whose launch validation then allows up to `bytes`.
+template <typename... P>
+void allow_dynamic_smem(void (*kernel)(P...), size_t bytes) {
+  if (bytes > LaunchDevice::kDefaultDynamicSmem) ::simt::set_max_dynamic_shared_memory(kernel, bytes);
+}
+#else
+inline LaunchDevice launch_device() {
+  int device = 0, sm_count = 0, threads_per_sm = 0, optin = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return {sm_count, threads_per_sm, static_cast<size_t>(optin)};
+}
+
+// Kernels launched with more than 48 KiB of dynamic shared memory must opt in first; the
+// attribute is per kernel (and per device), so call it before every such launch (cheap).
+template <typename... P>
+void allow_dynamic_smem(void (*kernel)(P...), size_t bytes) {
+  if (bytes > LaunchDevice::kDefaultDynamicSmem)
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(bytes)));
+}
+#endif
 
 }  // namespace fastconv
