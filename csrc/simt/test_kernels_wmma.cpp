@@ -74,9 +74,11 @@ __global__ void staged(const __half* a, const __half* b, float* d, bool barrier)
     wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-    wmma::fill_fragment(acc, 0.0f);
+    // the load is warp 0's first collective: under the forward schedule the last lane to
+    // arrive completes it before warp 1 has run at all
     wmma::load_matrix_sync(fa, tile, 16);
     wmma::load_matrix_sync(fb, b, 16);
+    wmma::fill_fragment(acc, 0.0f);
     wmma::mma_sync(acc, fa, fb, acc);
     wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
   }
