@@ -80,12 +80,11 @@ bool depthwise_forward(const Kernels& kk, const ConvGeometry& g, const at::Tenso
                        const at::Tensor& weight, const at::Tensor& bias, at::Tensor& output) {
   const int64_t B = kk.block, C = g.c, CB = ceil_div(C, B), RS = g.r * g.s;
   const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
-  const at::Tensor src_t = nhwc_with_column_padding(input, g.pad_w, Wp);
+  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
   const at::Tensor taps_t = weight.reshape({C, -1}).t().contiguous();  // [R * S][C]
-  const float* src = src_t.data_ptr<float>();
   const float* taps = taps_t.data_ptr<float>();
   const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  NhwcResult result(output);
+  const Dest out(output);
   at::parallel_for(0, g.n * CB * g.p, 1, [&](int64_t begin, int64_t end) {
     std::vector<const float*> a(RS), w(RS);
     for (int64_t it = begin; it < end; ++it) {
@@ -100,12 +99,11 @@ bool depthwise_forward(const Kernels& kk, const ConvGeometry& g, const at::Tenso
         }
       }
       const DepthwiseRow row{nt, a.data(), w.data(), g.stride_w * C, g.q, b ? b + cb * B : nullptr,
-                             result.data + ((n * g.p + oh) * g.q) * C + cb * B, C,
+                             out.at(n, cb * B, oh, 0), out.sx, out.sc,
                              static_cast<int>(std::min(B, C - cb * B))};
       kk.depthwise_row(row);
     }
   });
-  result.finish();
   return handled();
 }
 
@@ -135,17 +133,17 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
     bias_t.narrow(1, 0, p.Kg).copy_(bias.view({p.G, p.Kg}));
   }
   const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
-  const at::Tensor src_t = nhwc_with_column_padding(input, g.pad_w, Wp);
-  const float* src = src_t.data_ptr<float>();
+  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
   const float* packed = packed_t.data_ptr<float>();
   const float* bias_p = bias_t.defined() ? bias_t.data_ptr<float>() : nullptr;
-  NhwcResult result(output);
+  const Dest out(output);
 
   // 1x1 stride 1: the image is one long row of h * w pixels, cut into chunks for balance.
   const bool flat = g.pointwise();
   const int64_t chunk = flat ? 16 * kk->max_m : g.q;
   const int64_t rows = flat ? ceil_div(g.p * g.q, chunk) : g.p;
-  const int64_t C = g.c, K = g.k;
+  const int64_t C = g.c;
+  const int64_t l_block = l1_reduction_block(p.ntaps, p.B);
   at::parallel_for(0, g.n * p.G * p.KB * rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<const float*> a(p.ntaps), b(p.ntaps);
     for (int64_t it = begin; it < end; ++it) {
@@ -156,14 +154,13 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
       const float* w0 = packed + (gi * p.KB + kb) * p.ntaps * p.L * p.B;
       ConvRow job;
       int nt = 0;
-      int64_t dst_pix0;
       if (flat) {
         const int64_t x0 = row * chunk;
         a[0] = src + (n * g.h * g.w + x0) * C + gi * p.Cg;
         b[0] = w0;
         nt = 1;
         job.npix = std::min(chunk, g.p * g.q - x0);
-        dst_pix0 = n * g.p * g.q + x0;
+        job.dst = out.at(n, gi * p.Kg + kb * p.B, 0, 0) + x0 * out.sx;  // y * sy = y * q * sx
       } else {
         for (int64_t r = 0; r < g.r; ++r) {
           const int64_t ih = row * g.stride_h - g.pad_h + r * g.dil_h;
@@ -175,7 +172,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
           }
         }
         job.npix = g.q;
-        dst_pix0 = (n * g.p + row) * g.q;
+        job.dst = out.at(n, gi * p.Kg + kb * p.B, row, 0);
       }
       job.ntaps = nt;
       job.a = a.data();
@@ -183,13 +180,13 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
       job.L = p.L;
       job.a_pix = flat ? C : g.stride_w * C;
       job.init = bias_p ? bias_p + (gi * p.KB + kb) * p.B : nullptr;
-      job.dst = result.data + dst_pix0 * K + gi * p.Kg + kb * p.B;
-      job.d_pix = K;
+      job.d_pix = out.sx;
+      job.d_chan = out.sc;
       job.nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
+      job.l_block = l_block;
       kk->conv_row(job);
     }
   });
-  result.finish();
   return handled();
 }
 

@@ -83,13 +83,13 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
   const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;
   const GatherPlan plan(g);
-  const at::Tensor src_t = nhwc_with_column_padding(grad_output, plan.Lc, plan.Qp);
-  const float* src = src_t.data_ptr<float>();
+  const float* src = nhwc_with_column_padding(grad_output, plan.Lc, plan.Qp, 0);
   // depthwise: weights as [R * S][C]; otherwise packed for the register tile.
   const at::Tensor w_t = depthwise ? weight.reshape({C, -1}).t().contiguous()
                                    : pack_gather_weights(g, weight, B, fold);
   const float* w = w_t.data_ptr<float>();
-  NhwcResult result(grad_input);
+  const Dest out(grad_input);
+  const int64_t l_block = l1_reduction_block(fold ? g.r : g.r * g.s, B);
   const int64_t DCB = depthwise ? ceil_div(C, B) : G * CB;  // channel blocks of the destination
 
   at::parallel_for(0, g.n * DCB * g.h, 1, [&](int64_t begin, int64_t end) {
@@ -112,7 +112,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
       const int nvalid = static_cast<int>(std::min(B, (depthwise ? C : Cg) - cb * B));
       for (int64_t phase = 0; phase < std::min(g.stride_w, g.w); ++phase) {
         const int64_t npix = ceil_div(g.w - phase, g.stride_w);
-        float* dst = result.data + ((n * g.h + ih) * g.w + phase) * C + c0;
+        float* dst = out.at(n, c0, ih, phase);
         int nt = 0;
         for (size_t i = 0; i < rows_r.size(); ++i) {
           const int64_t r = rows_r[i];
@@ -137,17 +137,17 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
           }
         }
         if (depthwise) {
-          const DepthwiseRow row{nt, a.data(), b.data(), K, npix, nullptr, dst, g.stride_w * C, nvalid};
+          const DepthwiseRow row{nt,  a.data(), b.data(), K,     npix,
+                                 nullptr, dst,   g.stride_w * out.sx, out.sc, nvalid};
           kk->depthwise_row(row);
         } else {
           const ConvRow row{nt, a.data(), b.data(), fold ? g.s * Kg : Kg, K, npix, nullptr,
-                            dst, g.stride_w * C, nvalid};
+                            dst, g.stride_w * out.sx, out.sc, nvalid, l_block};
           kk->conv_row(row);
         }
       }
     }
   });
-  result.finish();
   return handled();
 }
 
@@ -170,18 +170,17 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const int64_t nruns = fold ? g.r : g.r * g.s, runlen = fold ? g.s * Cg : Cg;
   const int64_t tiles_per_run = ceil_div(runlen, M);
   const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
-  const at::Tensor src_t = nhwc_with_column_padding(input, g.pad_w, Wp);
-  const at::Tensor gout_t = nhwc_with_column_padding(grad_output, 0, g.q);
-  const float* src = src_t.data_ptr<float>();
-  const float* gout = gout_t.data_ptr<float>();
+  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
   // acc[G][run][element][KB * B]: one row of whole channel blocks per element.
   at::Tensor acc_t = at::zeros({G, nruns, runlen, KB * B}, grad_output.options());
   float* acc = acc_t.data_ptr<float>();
 
-  // Output rows per pixel chunk: about 256 KiB of grad_output and input together, fixed by the
-  // geometry (not by the thread count) so the summation order is too.
-  const int64_t row_bytes = 4 * g.q * (K + g.stride_w * g.stride_h * C);
-  const int64_t chunk_rows = std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(row_bytes, 1));
+  // Output rows per pixel chunk: about 64 pixels, so one channel block of grad_output over the
+  // chunk (4 KiB with AVX2) and the input lines of a tile stay in L1 (pixel strides of a
+  // power of two bytes map them to few cache sets) while every element tile of that block reads it. Fixed
+  // by the geometry (not by the thread count), so the summation order is too.
+  const int64_t chunk_rows = std::max<int64_t>(1, 64 / g.q);
   const int64_t total_rows = g.n * g.p;
   const int64_t items = G * KB * nruns * tiles_per_run;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {

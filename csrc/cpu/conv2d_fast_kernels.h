@@ -32,7 +32,9 @@ struct ConvRow {
   const float* init;      // `block` floats added to every pixel (bias), or nullptr for zero
   float* dst;             // destination pixel 0, first channel of the block
   int64_t d_pix;          // destination stride (floats) between pixels
+  int64_t d_chan;         // destination stride between channels: 1 (NHWC) or H * W (NCHW)
   int nvalid;             // channels of the block that exist (1..block); only these are stored
+  int64_t l_block;        // reduction steps per pass over the row (<= 0: all of L at once)
 };
 
 struct WgradTile {
@@ -58,7 +60,7 @@ struct DepthwiseRow {
   int64_t npix;
   const float* init;  // nullptr for zero
   float* dst;
-  int64_t d_pix;
+  int64_t d_pix, d_chan;
   int nvalid;
 };
 

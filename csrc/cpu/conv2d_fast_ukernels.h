@@ -33,18 +33,59 @@ FC_UK_INLINE void store_block(float* d, typename V::reg v0, typename V::reg v1, 
   }
 }
 
+// M pixels x nvalid channels between registers and a destination whose channels are not
+// adjacent (NCHW: d_chan = H * W), through a small buffer: the pixels of one channel are
+// usually adjacent there, so this writes short runs instead of transposing the whole result.
+template <class V, int M>
+FC_UK_INLINE void store_tile_strided(float* d, int64_t d_pix, int64_t d_chan, int nvalid,
+                                     typename V::reg (&acc)[M][2]) {
+  float buf[M][2 * V::W];
+  for (int m = 0; m < M; ++m) {
+    V::store(buf[m], acc[m][0]);
+    V::store(buf[m] + V::W, acc[m][1]);
+  }
+  for (int c = 0; c < nvalid; ++c) {
+    for (int m = 0; m < M; ++m) d[c * d_chan + m * d_pix] = buf[m][c];
+  }
+}
+template <class V, int M>
+FC_UK_INLINE void load_tile_strided(const float* d, int64_t d_pix, int64_t d_chan, int nvalid,
+                                    typename V::reg (&acc)[M][2]) {
+  float buf[M][2 * V::W] = {};
+  for (int c = 0; c < nvalid; ++c) {
+    for (int m = 0; m < M; ++m) buf[m][c] = d[c * d_chan + m * d_pix];
+  }
+  for (int m = 0; m < M; ++m) {
+    acc[m][0] = V::load(buf[m]);
+    acc[m][1] = V::load(buf[m] + V::W);
+  }
+}
+
 // ---- ConvRow ------------------------------------------------------------------------------
 
+// Reduction steps [l0, l1) of every tap; the first block starts from init, later ones from the
+// partial sums the previous block stored in dst.
 template <class V, int M>
-FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, const BlockMask<V>& mask) {
+FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1,
+                            const BlockMask<V>& mask) {
   using reg = typename V::reg;
   constexpr int B = 2 * V::W;
   reg acc[M][2];
-  const reg i0 = r.init ? V::load(r.init) : V::zero();
-  const reg i1 = r.init ? V::load(r.init + V::W) : V::zero();
-  for (int m = 0; m < M; ++m) {
-    acc[m][0] = i0;
-    acc[m][1] = i1;
+  float* d = r.dst + x0 * r.d_pix;
+  if (l0 == 0) {
+    const reg i0 = r.init ? V::load(r.init) : V::zero();
+    const reg i1 = r.init ? V::load(r.init + V::W) : V::zero();
+    for (int m = 0; m < M; ++m) {
+      acc[m][0] = i0;
+      acc[m][1] = i1;
+    }
+  } else if (r.d_chan != 1) {
+    load_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
+  } else {
+    for (int m = 0; m < M; ++m) {
+      acc[m][0] = V::load_masked(d + m * r.d_pix, mask.lo);
+      acc[m][1] = V::load_masked(d + m * r.d_pix + V::W, mask.hi);
+    }
   }
   const int64_t a_pix = r.a_pix;
   for (int t = 0; t < r.ntaps; ++t) {
@@ -52,7 +93,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, const BlockMask<V>& ma
     const float* b = r.b[t];
     const float* ap[M];
     for (int m = 0; m < M; ++m) ap[m] = a + m * a_pix;
-    for (int64_t l = 0; l < r.L; ++l) {
+    for (int64_t l = l0; l < l1; ++l) {
       const reg b0 = V::load(b + l * B);
       const reg b1 = V::load(b + l * B + V::W);
       for (int m = 0; m < M; ++m) {
@@ -62,27 +103,37 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, const BlockMask<V>& ma
       }
     }
   }
-  float* d = r.dst + x0 * r.d_pix;
+  if (r.d_chan != 1) {
+    store_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
+    return;
+  }
   for (int m = 0; m < M; ++m) store_block<V>(d + m * r.d_pix, acc[m][0], acc[m][1], r.nvalid, mask);
 }
 
 template <class V, int M>
-FC_UK_INLINE void conv_tail(const ConvRow& r, int64_t x0, int rem, const BlockMask<V>& mask) {
+FC_UK_INLINE void conv_tail(const ConvRow& r, int64_t x0, int rem, int64_t l0, int64_t l1,
+                            const BlockMask<V>& mask) {
   if constexpr (M > 0) {
     if (rem == M) {
-      conv_tile<V, M>(r, x0, mask);
+      conv_tile<V, M>(r, x0, l0, l1, mask);
     } else {
-      conv_tail<V, M - 1>(r, x0, rem, mask);
+      conv_tail<V, M - 1>(r, x0, rem, l0, l1, mask);
     }
   }
 }
 
+// The reduction is cut into blocks of l_block steps so that the weights of one block (taps x
+// l_block x 2 vectors) stay in L1 while every tile of the row uses them.
 template <class V, int MaxM>
 void conv_row(const ConvRow& r) {
   const BlockMask<V> mask(r.nvalid);
-  int64_t x = 0;
-  for (; x + MaxM <= r.npix; x += MaxM) conv_tile<V, MaxM>(r, x, mask);
-  if (x < r.npix) conv_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), mask);
+  const int64_t lb = (r.l_block > 0 && r.ntaps > 0) ? r.l_block : (r.L > 0 ? r.L : 1);
+  for (int64_t l0 = 0; l0 < (r.ntaps > 0 ? r.L : 1); l0 += lb) {
+    const int64_t l1 = r.ntaps > 0 ? (l0 + lb < r.L ? l0 + lb : r.L) : 0;
+    int64_t x = 0;
+    for (; x + MaxM <= r.npix; x += MaxM) conv_tile<V, MaxM>(r, x, l0, l1, mask);
+    if (x < r.npix) conv_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), l0, l1, mask);
+  }
 }
 
 // ---- WgradTile ----------------------------------------------------------------------------
@@ -164,6 +215,10 @@ FC_UK_INLINE void depthwise_tile(const DepthwiseRow& r, int64_t x0, const BlockM
     }
   }
   float* d = r.dst + x0 * r.d_pix;
+  if (r.d_chan != 1) {
+    store_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
+    return;
+  }
   for (int m = 0; m < M; ++m) store_block<V>(d + m * r.d_pix, acc[m][0], acc[m][1], r.nvalid, mask);
 }
 
