@@ -40,11 +40,13 @@ template <class V, int M>
 FC_UK_INLINE void store_tile_strided(float* d, int64_t d_pix, int64_t d_chan, int nvalid,
                                      typename V::reg (&acc)[M][2]) {
   float buf[M][2 * V::W];
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) {
     V::store(buf[m], acc[m][0]);
     V::store(buf[m] + V::W, acc[m][1]);
   }
   for (int c = 0; c < nvalid; ++c) {
+    _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) d[c * d_chan + m * d_pix] = buf[m][c];
   }
 }
@@ -53,8 +55,10 @@ FC_UK_INLINE void load_tile_strided(const float* d, int64_t d_pix, int64_t d_cha
                                     typename V::reg (&acc)[M][2]) {
   float buf[M][2 * V::W] = {};
   for (int c = 0; c < nvalid; ++c) {
+    _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) buf[m][c] = d[c * d_chan + m * d_pix];
   }
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) {
     acc[m][0] = V::load(buf[m]);
     acc[m][1] = V::load(buf[m] + V::W);
@@ -75,6 +79,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
   if (l0 == 0) {
     const reg i0 = r.init ? V::load(r.init) : V::zero();
     const reg i1 = r.init ? V::load(r.init + V::W) : V::zero();
+    _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) {
       acc[m][0] = i0;
       acc[m][1] = i1;
@@ -82,6 +87,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
   } else if (r.d_chan != 1) {
     load_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
   } else {
+    _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) {
       acc[m][0] = V::load_masked(d + m * r.d_pix, mask.lo);
       acc[m][1] = V::load_masked(d + m * r.d_pix + V::W, mask.hi);
@@ -92,10 +98,12 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
     const float* a = r.a[t] + x0 * a_pix;
     const float* b = r.b[t];
     const float* ap[M];
+    _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) ap[m] = a + m * a_pix;
     for (int64_t l = l0; l < l1; ++l) {
       const reg b0 = V::load(b + l * B);
       const reg b1 = V::load(b + l * B + V::W);
+      _Pragma("GCC unroll 16")
       for (int m = 0; m < M; ++m) {
         const reg av = V::bcast(ap[m] + l);
         acc[m][0] = V::fma(av, b0, acc[m][0]);
@@ -107,6 +115,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
     store_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
     return;
   }
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) store_block<V>(d + m * r.d_pix, acc[m][0], acc[m][1], r.nvalid, mask);
 }
 
@@ -142,6 +151,7 @@ template <class V, int M, bool Full>
 FC_UK_INLINE void wgrad_tile_m(const WgradTile& t, const BlockMask<V>& mask) {
   using reg = typename V::reg;
   reg acc[M][2];
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) {
     acc[m][0] = V::load(t.acc + m * t.acc_stride);
     acc[m][1] = V::load(t.acc + m * t.acc_stride + V::W);
@@ -153,6 +163,7 @@ FC_UK_INLINE void wgrad_tile_m(const WgradTile& t, const BlockMask<V>& mask) {
     for (int64_t p = 0; p < t.npix; ++p) {
       const reg g0 = Full ? V::load(g) : V::load_masked(g, mask.lo);
       const reg g1 = Full ? V::load(g + V::W) : V::load_masked(g + V::W, mask.hi);
+      _Pragma("GCC unroll 16")
       for (int m = 0; m < M; ++m) {
         const reg av = V::bcast(a + m);
         acc[m][0] = V::fma(av, g0, acc[m][0]);
@@ -162,6 +173,7 @@ FC_UK_INLINE void wgrad_tile_m(const WgradTile& t, const BlockMask<V>& mask) {
       a += a_pix;
     }
   }
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) {
     V::store(t.acc + m * t.acc_stride, acc[m][0]);
     V::store(t.acc + m * t.acc_stride + V::W, acc[m][1]);
@@ -198,6 +210,7 @@ FC_UK_INLINE void depthwise_tile(const DepthwiseRow& r, int64_t x0, const BlockM
   reg acc[M][2];
   const reg i0 = r.init ? V::load_masked(r.init, mask.lo) : V::zero();
   const reg i1 = r.init ? V::load_masked(r.init + V::W, mask.hi) : V::zero();
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) {
     acc[m][0] = i0;
     acc[m][1] = i1;
@@ -206,6 +219,7 @@ FC_UK_INLINE void depthwise_tile(const DepthwiseRow& r, int64_t x0, const BlockM
     const float* a = r.a[t] + x0 * r.a_pix;
     const reg b0 = full ? V::load(r.b[t]) : V::load_masked(r.b[t], mask.lo);
     const reg b1 = full ? V::load(r.b[t] + V::W) : V::load_masked(r.b[t] + V::W, mask.hi);
+    _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) {
       const float* am = a + m * r.a_pix;
       const reg a0 = full ? V::load(am) : V::load_masked(am, mask.lo);
@@ -219,6 +233,7 @@ FC_UK_INLINE void depthwise_tile(const DepthwiseRow& r, int64_t x0, const BlockM
     store_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
     return;
   }
+  _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) store_block<V>(d + m * r.d_pix, acc[m][0], acc[m][1], r.nvalid, mask);
 }
 
