@@ -1,20 +1,208 @@
-// Placeholder for the hand-written fp32 CPU convolution kernels (interface and contract in
-// cpu/conv2d_fast.h): until they land, every case goes to the generic kernels.
+// The hand-written fp32 CPU convolution (contract in cpu/conv2d_fast.h): dispatch, layout,
+// weight packing and threading around the SIMD micro-kernels of cpu/conv2d_fast_kernels.h.
+//
+// Everything runs on NHWC data. channels_last tensors are used in place; an NCHW input is
+// transposed once into an NHWC buffer (that copy also writes the zero columns of the
+// padding, so the kernels never test column bounds), and an NCHW result is computed into an
+// NHWC buffer and transposed back. Rows of padding are never stored: taps whose row falls
+// outside the image are skipped.
+//
+//  - forward: a direct convolution. One work item is (image, group, block of output
+//    channels, output row); the micro-kernel holds a tile of pixels x channels in registers
+//    and reduces over taps x input channels, with weights packed [tap][c][channel block].
+//    Without groups and with unit column dilation, the kernel columns and the input channels
+//    of one kernel row are one contiguous run of the padded input row (the S x C "fold"), so
+//    each kernel row is a single reduction of length S*C: C = 3 first layers vectorize too.
+//    1x1 stride-1 convolutions are a packed GEMM over the flattened image.
+//  - input gradient: the same kernel in gather form. Input pixels of one stride phase
+//    (iw = phase + j * stride) read consecutive grad_output pixels for every tap, so a phase
+//    is one row of the forward kernel over zero-padded grad_output, with the weights packed
+//    [tap][k][input channel block]; at unit stride the kernel columns fold (reversed).
+//  - weight gradient: a GEMM whose reduction runs over all output pixels. Work items are
+//    tiles (group, output-channel block, run of kernel-tap x input-channel elements), so no
+//    two threads ever add to the same element; each thread sweeps the pixels in fixed chunks
+//    of output rows (sized to stay in cache) and accumulates into a per-element buffer.
+//  - depthwise (groups == channels, multiplier 1): vectorized over channels, forward and
+//    input gradient; its weight gradient goes to the generic kernels.
+// Every sum has a fixed order set by the geometry alone, so results do not depend on the
+// number of threads.
 #include "cpu/conv2d_fast.h"
 
-namespace fastconv::cpu {
+#include <ATen/Parallel.h>
+#include <torch/library.h>
 
-bool conv2d_forward_fast(const ConvGeometry&, const at::Tensor&, const at::Tensor&,
-                         const at::Tensor&, at::Tensor&) {
-  return false;
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cpu/conv2d_fast_kernels.h"
+#include "cpu/conv2d_fast_util.h"
+
+namespace fastconv::cpu {
+namespace {
+
+using fastk::ConvRow;
+using fastk::DepthwiseRow;
+using fastk::Kernels;
+using fastk::WgradTile;
+using namespace fastk;
+
+// Forward-pass problem in NHWC with the input's columns padded.
+struct ForwardPlan {
+  int64_t B, G, Cg, Kg, KB, ntaps, L;
+  bool fold;  // one tap per kernel row, reducing over S x Cg contiguous elements
+};
+
+// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg.
+at::Tensor pack_forward_weights(const ConvGeometry& g, const at::Tensor& weight, const ForwardPlan& p) {
+  at::Tensor packed = at::zeros({p.G, p.KB, p.ntaps, p.L, p.B}, weight.options());
+  const float* w = weight.data_ptr<float>();
+  float* out = packed.data_ptr<float>();
+  for (int64_t k = 0; k < g.k; ++k) {
+    const int64_t gi = k / p.Kg, kb = (k % p.Kg) / p.B, kk = (k % p.Kg) % p.B;
+    for (int64_t c = 0; c < p.Cg; ++c) {
+      for (int64_t r = 0; r < g.r; ++r) {
+        for (int64_t s = 0; s < g.s; ++s) {
+          const int64_t tap = p.fold ? r : r * g.s + s;
+          const int64_t l = p.fold ? s * p.Cg + c : c;
+          out[(((gi * p.KB + kb) * p.ntaps + tap) * p.L + l) * p.B + kk] = w[((k * p.Cg + c) * g.r + r) * g.s + s];
+        }
+      }
+    }
+  }
+  return packed;
 }
-bool conv2d_input_grad_fast(const ConvGeometry&, const at::Tensor&, const at::Tensor&,
-                            at::Tensor&) {
-  return false;
+
+bool depthwise_forward(const Kernels& kk, const ConvGeometry& g, const at::Tensor& input,
+                       const at::Tensor& weight, const at::Tensor& bias, at::Tensor& output) {
+  const int64_t B = kk.block, C = g.c, CB = ceil_div(C, B), RS = g.r * g.s;
+  const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
+  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const at::Tensor taps_t = weight.reshape({C, -1}).t().contiguous();  // [R * S][C]
+  const float* taps = taps_t.data_ptr<float>();
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const Dest out(output);
+  at::parallel_for(0, g.n * CB * g.p, 1, [&](int64_t begin, int64_t end) {
+    std::vector<const float*> a(RS), w(RS);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t oh = it % g.p, cb = (it / g.p) % CB, n = it / (g.p * CB);
+      int nt = 0;
+      for (int64_t r = 0; r < g.r; ++r) {
+        const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
+        if (ih < 0 || ih >= g.h) continue;
+        for (int64_t s = 0; s < g.s; ++s, ++nt) {
+          a[nt] = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + cb * B;
+          w[nt] = taps + (r * g.s + s) * C + cb * B;
+        }
+      }
+      const DepthwiseRow row{nt, a.data(), w.data(), g.stride_w * C, g.q, b ? b + cb * B : nullptr,
+                             out.at(n, cb * B, oh, 0), out.sx, out.sc,
+                             static_cast<int>(std::min(B, C - cb * B))};
+      kk.depthwise_row(row);
+    }
+  });
+  return handled();
 }
-bool conv2d_weight_grad_fast(const ConvGeometry&, const at::Tensor&, const at::Tensor&,
-                             at::Tensor&) {
-  return false;
+
+}  // namespace
+
+bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& bias, at::Tensor& output) {
+  if (input.scalar_type() != at::kFloat) return false;
+  const Kernels* kk = pick_kernels();
+  if (kk == nullptr || g.c_per_group() == 0) return false;
+  if (output.numel() == 0) return handled();
+  if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
+
+  ForwardPlan p;
+  p.B = kk->block;
+  p.G = g.groups;
+  p.Cg = g.c_per_group();
+  p.Kg = g.k_per_group();
+  p.KB = ceil_div(p.Kg, p.B);
+  p.fold = p.G == 1 && g.dil_w == 1;
+  p.ntaps = p.fold ? g.r : g.r * g.s;
+  p.L = p.fold ? g.s * p.Cg : p.Cg;
+  const at::Tensor packed_t = pack_forward_weights(g, weight, p);
+  at::Tensor bias_t;
+  if (bias.defined()) {  // padded to whole blocks per group: [G][KB * B]
+    bias_t = at::zeros({p.G, p.KB * p.B}, bias.options());
+    bias_t.narrow(1, 0, p.Kg).copy_(bias.view({p.G, p.Kg}));
+  }
+  const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
+  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const float* packed = packed_t.data_ptr<float>();
+  const float* bias_p = bias_t.defined() ? bias_t.data_ptr<float>() : nullptr;
+  const Dest out(output);
+
+  // 1x1 stride 1: the image is one long row of h * w pixels, cut into chunks for balance.
+  const bool flat = g.pointwise();
+  const int64_t chunk = flat ? 16 * kk->max_m : g.q;
+  const int64_t rows = flat ? ceil_div(g.p * g.q, chunk) : g.p;
+  const int64_t C = g.c;
+  const int64_t l_block = l1_reduction_block(p.ntaps, p.B);
+  at::parallel_for(0, g.n * p.G * p.KB * rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<const float*> a(p.ntaps), b(p.ntaps);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t row = it % rows;
+      const int64_t kb = (it / rows) % p.KB;
+      const int64_t gi = (it / (rows * p.KB)) % p.G;
+      const int64_t n = it / (rows * p.KB * p.G);
+      const float* w0 = packed + (gi * p.KB + kb) * p.ntaps * p.L * p.B;
+      ConvRow job;
+      int nt = 0;
+      if (flat) {
+        const int64_t x0 = row * chunk;
+        a[0] = src + (n * g.h * g.w + x0) * C + gi * p.Cg;
+        b[0] = w0;
+        nt = 1;
+        job.npix = std::min(chunk, g.p * g.q - x0);
+        job.dst = out.at(n, gi * p.Kg + kb * p.B, 0, 0) + x0 * out.sx;  // y * sy = y * q * sx
+      } else {
+        for (int64_t r = 0; r < g.r; ++r) {
+          const int64_t ih = row * g.stride_h - g.pad_h + r * g.dil_h;
+          if (ih < 0 || ih >= g.h) continue;
+          for (int64_t s = 0; s < (p.fold ? 1 : g.s); ++s) {
+            a[nt] = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * p.Cg;
+            b[nt] = w0 + (p.fold ? r : r * g.s + s) * p.L * p.B;
+            ++nt;
+          }
+        }
+        job.npix = g.q;
+        job.dst = out.at(n, gi * p.Kg + kb * p.B, row, 0);
+      }
+      job.ntaps = nt;
+      job.a = a.data();
+      job.b = b.data();
+      job.L = p.L;
+      job.a_pix = flat ? C : g.stride_w * C;
+      job.init = bias_p ? bias_p + (gi * p.KB + kb) * p.B : nullptr;
+      job.d_pix = out.sx;
+      job.d_chan = out.sc;
+      job.nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
+      job.l_block = l_block;
+      kk->conv_row(job);
+    }
+  });
+  return handled();
 }
+
+namespace {
+std::tuple<std::string, int64_t> fast_info() {
+  const Kernels* k = pick_kernels();
+  return {k ? k->isa : "generic", handled_calls.load()};
+}
+}  // namespace
 
 }  // namespace fastconv::cpu
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  // _conv2d_cpu_fast_info() -> (isa, handled): the instruction set the hand-written fp32 CPU
+  // convolution kernels use at this moment ("avx512", "avx2", or "generic" when they are off:
+  // no AVX2 or FASTCONV_CPU_KERNELS=generic) and how many conv calls they have handled in this
+  // process (the rest went to the generic kernels). For tests and the benchmark report.
+  m.def("_conv2d_cpu_fast_info() -> (str, int)", &fastconv::cpu::fast_info);
+}

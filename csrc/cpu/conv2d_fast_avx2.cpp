@@ -1,0 +1,48 @@
+// The fast-convolution micro-kernels (conv2d_fast_ukernels.h) for AVX2 + FMA: 8 floats per
+// ymm register, tiles of 6 pixels x 16 channels (12 accumulators + 2 weight vectors + 1
+// broadcast of the 16 ymm registers).
+#include <immintrin.h>
+
+#include "cpu/conv2d_fast_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+namespace fastconv::cpu::fastk {
+namespace {
+
+struct VecAvx2 {
+  using reg = __m256;
+  using mask = __m256i;
+  static constexpr int W = 8;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  // Lanes [0, n) set.
+  static mask first(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  // Masked-off lanes are neither read nor written (no fault past the end of an array).
+  static reg load_masked(const float* p, mask m) { return _mm256_maskload_ps(p, m); }
+  static void store_masked(float* p, mask m, reg v) { _mm256_maskstore_ps(p, m, v); }
+};
+
+}  // namespace
+}  // namespace fastconv::cpu::fastk
+
+#define FC_UK_NS avx2
+#include "cpu/conv2d_fast_ukernels.h"
+
+namespace fastconv::cpu::fastk {
+
+const Kernels& avx2_kernels() {
+  static const Kernels k{"avx2", 16, 6, &avx2::conv_row<VecAvx2, 6>, &avx2::wgrad_tile<VecAvx2, 6>,
+                         &avx2::depthwise_row<VecAvx2, 4>};
+  return k;
+}
+
+}  // namespace fastconv::cpu::fastk
+
+#pragma GCC pop_options

@@ -1,0 +1,234 @@
+// Input and weight gradients of the fast fp32 CPU convolution (design notes in
+// cpu/conv2d_fast.cpp; contract in cpu/conv2d_fast.h).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/conv2d_fast.h"
+#include "cpu/conv2d_fast_kernels.h"
+#include "cpu/conv2d_fast_util.h"
+
+namespace fastconv::cpu {
+namespace {
+
+using namespace fastk;
+
+int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
+
+// The gather form of the input gradient: input pixel (ih, iw) receives grad_output pixel
+// (oh, ow) through tap (r, s) when ih + pad_h - r * dil_h = oh * stride_h, likewise for
+// columns. Input pixels of one column phase (iw = phase + j * stride_w) read consecutive
+// output pixels ow0(s) + j through every tap that fits the phase.
+struct GatherPlan {
+  int64_t Lc, Qp;  // columns of zero padding left of grad_output, padded row width
+
+  explicit GatherPlan(const ConvGeometry& g) {
+    const int64_t ow_lo = floor_div(g.pad_w - (g.s - 1) * g.dil_w, g.stride_w);
+    const int64_t ow_hi = floor_div(g.w - 1 + g.pad_w, g.stride_w);
+    Lc = std::max<int64_t>(0, -ow_lo);
+    Qp = Lc + std::max(g.q, ow_hi + 1);
+  }
+  // Output row read by input row ih through kernel row r, or -1.
+  static int64_t out_row(const ConvGeometry& g, int64_t ih, int64_t r) {
+    const int64_t u = ih + g.pad_h - r * g.dil_h;
+    if (floor_mod(u, g.stride_h) != 0) return -1;
+    const int64_t oh = floor_div(u, g.stride_h);
+    return oh < g.p ? oh : -1;
+  }
+  // First output column read by phase `phase` through kernel column s (pixel j reads
+  // ow0 + j), or false when the tap does not fit the phase or misses the output entirely.
+  static bool out_col(const ConvGeometry& g, int64_t phase, int64_t npix, int64_t s, int64_t* ow0) {
+    const int64_t u = phase + g.pad_w - s * g.dil_w;
+    if (floor_mod(u, g.stride_w) != 0) return false;
+    *ow0 = floor_div(u, g.stride_w);
+    return *ow0 < g.q && *ow0 + npix > 0;
+  }
+};
+
+// Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels; with
+// `reverse_s` the kernel columns are stored last to first, so a unit-stride, unit-dilation
+// row of taps reads grad_output columns in ascending order (one run of S * Kg elements).
+at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t B, bool reverse_s) {
+  const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), CB = ceil_div(Cg, B);
+  at::Tensor packed = at::zeros({G, CB, g.r, g.s, Kg, B}, weight.options());
+  const float* w = weight.data_ptr<float>();
+  float* out = packed.data_ptr<float>();
+  for (int64_t k = 0; k < g.k; ++k) {
+    const int64_t gi = k / Kg, kg = k % Kg;
+    for (int64_t c = 0; c < Cg; ++c) {
+      for (int64_t r = 0; r < g.r; ++r) {
+        for (int64_t s = 0; s < g.s; ++s) {
+          const int64_t sp = reverse_s ? g.s - 1 - s : s;
+          out[(((((gi * CB + c / B) * g.r + r) * g.s + sp) * Kg + kg) * B) + c % B] =
+              w[((k * Cg + c) * g.r + r) * g.s + s];
+        }
+      }
+    }
+  }
+  return packed;
+}
+
+}  // namespace
+
+bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output,
+                            const at::Tensor& weight, at::Tensor& grad_input) {
+  if (grad_output.scalar_type() != at::kFloat) return false;
+  const Kernels* kk = pick_kernels();
+  if (kk == nullptr || g.c_per_group() == 0 || g.k_per_group() == 0) return false;
+  if (grad_input.numel() == 0) return handled();
+
+  const bool depthwise = g.depthwise() && g.k == g.c;
+  const int64_t B = kk->block, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
+  const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
+  const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;
+  const GatherPlan plan(g);
+  const float* src = nhwc_with_column_padding(grad_output, plan.Lc, plan.Qp, 0);
+  // depthwise: weights as [R * S][C]; otherwise packed for the register tile.
+  const at::Tensor w_t = depthwise ? weight.reshape({C, -1}).t().contiguous()
+                                   : pack_gather_weights(g, weight, B, fold);
+  const float* w = w_t.data_ptr<float>();
+  const Dest out(grad_input);
+  const int64_t l_block = l1_reduction_block(fold ? g.r : g.r * g.s, B);
+  const int64_t DCB = depthwise ? ceil_div(C, B) : G * CB;  // channel blocks of the destination
+
+  at::parallel_for(0, g.n * DCB * g.h, 1, [&](int64_t begin, int64_t end) {
+    const int64_t max_taps = g.r * g.s;
+    std::vector<const float*> a(max_taps), b(max_taps);
+    std::vector<int64_t> rows_r, rows_oh;
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t ih = it % g.h, blk = (it / g.h) % DCB, n = it / (g.h * DCB);
+      const int64_t gi = depthwise ? 0 : blk / CB, cb = depthwise ? blk : blk % CB;
+      rows_r.clear();
+      rows_oh.clear();
+      for (int64_t r = 0; r < g.r; ++r) {
+        const int64_t oh = GatherPlan::out_row(g, ih, r);
+        if (oh >= 0) {
+          rows_r.push_back(r);
+          rows_oh.push_back(oh);
+        }
+      }
+      const int64_t c0 = depthwise ? cb * B : gi * Cg + cb * B;
+      const int nvalid = static_cast<int>(std::min(B, (depthwise ? C : Cg) - cb * B));
+      for (int64_t phase = 0; phase < std::min(g.stride_w, g.w); ++phase) {
+        const int64_t npix = ceil_div(g.w - phase, g.stride_w);
+        float* dst = out.at(n, c0, ih, phase);
+        int nt = 0;
+        for (size_t i = 0; i < rows_r.size(); ++i) {
+          const int64_t r = rows_r[i];
+          const float* out_row = src + ((n * g.p + rows_oh[i]) * plan.Qp + plan.Lc) * K;
+          if (fold) {  // taps s = S-1 .. 0 read columns phase + pad_w - (S-1) + j + s'
+            a[nt] = out_row + (phase + g.pad_w - (g.s - 1)) * K;
+            b[nt] = w + (cb * g.r + r) * g.s * Kg * B;
+            ++nt;
+            continue;
+          }
+          for (int64_t s = 0; s < g.s; ++s) {
+            int64_t ow0;
+            if (!GatherPlan::out_col(g, phase, npix, s, &ow0)) continue;
+            if (depthwise) {
+              a[nt] = out_row + ow0 * K + c0;
+              b[nt] = w + (r * g.s + s) * C + c0;
+            } else {
+              a[nt] = out_row + ow0 * K + gi * Kg;
+              b[nt] = w + ((((gi * CB + cb) * g.r + r) * g.s + s) * Kg) * B;
+            }
+            ++nt;
+          }
+        }
+        if (depthwise) {
+          const DepthwiseRow row{nt,  a.data(), b.data(), K,     npix,
+                                 nullptr, dst,   g.stride_w * out.sx, out.sc, nvalid};
+          kk->depthwise_row(row);
+        } else {
+          const ConvRow row{nt, a.data(), b.data(), fold ? g.s * Kg : Kg, K, npix, nullptr,
+                            dst, g.stride_w * out.sx, out.sc, nvalid, l_block};
+          kk->conv_row(row);
+        }
+      }
+    }
+  });
+  return handled();
+}
+
+bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output,
+                             const at::Tensor& input, at::Tensor& grad_weight) {
+  if (grad_output.scalar_type() != at::kFloat) return false;
+  const Kernels* kk = pick_kernels();
+  if (kk == nullptr || g.c_per_group() == 0 || g.k_per_group() == 0) return false;
+  if (g.depthwise()) return false;  // too little work per tile: the generic kernel does it
+  if (grad_weight.numel() == 0) return handled();
+  if (g.n * g.p * g.q == 0) {
+    grad_weight.zero_();
+    return handled();
+  }
+  const int64_t B = kk->block, M = kk->max_m, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
+  const int64_t KB = ceil_div(Kg, B), C = g.c, K = g.k;
+  // Reduction-side elements, in runs contiguous in the padded input row: one run per kernel
+  // row of S * Cg (fold) or one per tap of Cg.
+  const bool fold = G == 1 && g.dil_w == 1;
+  const int64_t nruns = fold ? g.r : g.r * g.s, runlen = fold ? g.s * Cg : Cg;
+  const int64_t tiles_per_run = ceil_div(runlen, M);
+  const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
+  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
+  // acc[G][run][element][KB * B]: one row of whole channel blocks per element.
+  at::Tensor acc_t = at::zeros({G, nruns, runlen, KB * B}, grad_output.options());
+  float* acc = acc_t.data_ptr<float>();
+
+  // Output rows per pixel chunk: about 64 pixels, so one channel block of grad_output over the
+  // chunk (4 KiB with AVX2) and the input lines of a tile stay in L1 (pixel strides of a
+  // power of two bytes map them to few cache sets) while every element tile of that block reads it. Fixed
+  // by the geometry (not by the thread count), so the summation order is too.
+  const int64_t chunk_rows = std::max<int64_t>(1, 64 / g.q);
+  const int64_t total_rows = g.n * g.p;
+  const int64_t items = G * KB * nruns * tiles_per_run;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
+    for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
+      const int64_t row1 = std::min(total_rows, row0 + chunk_rows);
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t tile = it % tiles_per_run;
+        const int64_t run = (it / tiles_per_run) % nruns;
+        const int64_t kb = (it / (tiles_per_run * nruns)) % KB;
+        const int64_t gi = it / (tiles_per_run * nruns * KB);
+        const int64_t r = fold ? run : run / g.s, s = fold ? 0 : run % g.s;
+        const int64_t e0 = tile * M;
+        int nrows = 0;
+        for (int64_t row = row0; row < row1; ++row) {
+          const int64_t n = row / g.p, oh = row % g.p;
+          const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
+          if (ih < 0 || ih >= g.h) continue;
+          grow[nrows] = gout + row * g.q * K + gi * Kg + kb * B;
+          arow[nrows] = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * Cg + e0;
+          ++nrows;
+        }
+        if (nrows == 0) continue;
+        const WgradTile t{nrows, grow.data(), arow.data(), g.q, K, g.stride_w * C,
+                          static_cast<int>(std::min(M, runlen - e0)),
+                          static_cast<int>(std::min(B, Kg - kb * B)),
+                          acc + ((gi * nruns + run) * runlen + e0) * KB * B + kb * B, KB * B};
+        kk->wgrad_tile(t);
+      }
+    }
+  });
+
+  // grad_weight[gi * Kg + k][c][r][s] = acc[gi][run][element][k]
+  float* gw = grad_weight.data_ptr<float>();
+  at::parallel_for(0, g.k, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t gi = k / Kg, kg = k % Kg;
+      for (int64_t c = 0; c < Cg; ++c) {
+        for (int64_t r = 0; r < g.r; ++r) {
+          for (int64_t s = 0; s < g.s; ++s) {
+            const int64_t run = fold ? r : r * g.s + s, e = fold ? s * Cg + c : c;
+            gw[((k * Cg + c) * g.r + r) * g.s + s] = acc[((gi * nruns + run) * runlen + e) * KB * B + kg];
+          }
+        }
+      }
+    }
+  });
+  return handled();
+}
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,80 @@
+// The SIMD micro-kernels behind the fast fp32 CPU convolution (cpu/conv2d_fast*.cpp): plain
+// functions over raw arrays, no ATen, compiled once per instruction set (conv2d_fast_avx2.cpp,
+// conv2d_fast_avx512.cpp, both from conv2d_fast_ukernels.h) and picked at run time.
+//
+// Every pass is reduced to two shapes of work on NHWC data:
+//  - ConvRow: one destination row segment x one block of `block` destination channels,
+//    out[x][0:block] = init + sum over taps t, l < L of a[t][x * a_pix + l] * b[t][l][0:block].
+//    Forward: destination = output pixels, source = (zero-padded) input, reduction = input
+//    channels (or kernel columns x input channels, folded into one contiguous run).
+//    Input gradient: destination = input pixels of one stride phase, source = (zero-padded)
+//    grad_output, reduction = output channels. The tile is `max_m` pixels x `block` channels
+//    held in registers (AVX2: 6 x 16 in 12 ymm; AVX-512: 12 x 32 in 24 zmm); the weights are
+//    packed so each reduction step loads two vectors and broadcasts one value per pixel.
+//  - WgradTile: one tile of the weight gradient, `m` (<= max_m) reduction-side elements x one
+//    block of output channels, accumulated over rows of pixels:
+//    acc[e][0:block] += sum over rows i, pixels p of a[i][p * a_pix + e] * g[i][p * g_pix + 0:block].
+//    No padding is read: the caller pads the input. Only the first `nvalid` channels of g are
+//    loaded (masked), so a block may run past the end of grad_output.
+// Summation order is fixed by the arguments alone (never by the thread that runs them).
+#pragma once
+#include <cstdint>
+
+namespace fastconv::cpu::fastk {
+
+struct ConvRow {
+  int ntaps;
+  const float* const* a;  // a[t]: source run of destination pixel 0 for tap t
+  const float* const* b;  // b[t]: packed weights of tap t, L x block floats
+  int64_t L;              // reduction length of every tap
+  int64_t a_pix;          // source stride (floats) between consecutive destination pixels
+  int64_t npix;           // destination pixels in the row segment
+  const float* init;      // `block` floats added to every pixel (bias), or nullptr for zero
+  float* dst;             // destination pixel 0, first channel of the block
+  int64_t d_pix;          // destination stride (floats) between pixels
+  int64_t d_chan;         // destination stride between channels: 1 (NHWC) or H * W (NCHW)
+  int nvalid;             // channels of the block that exist (1..block); only these are stored
+  int64_t l_block;        // reduction steps per pass over the row (<= 0: all of L at once)
+};
+
+struct WgradTile {
+  int nrows;
+  const float* const* g;  // g[i]: grad_output of pixel 0 of row i, first channel of the block
+  const float* const* a;  // a[i]: first reduction-side element of pixel 0 of row i
+  int64_t npix;           // pixels per row
+  int64_t g_pix, a_pix;   // strides (floats) between consecutive pixels of a row
+  int m;                  // reduction-side elements (1..max_m)
+  int nvalid;             // channels of the block that exist (1..block); only these are read
+  float* acc;             // m rows of `block` floats, row stride acc_stride: accumulated into
+  int64_t acc_stride;
+};
+
+// Depthwise (one input channel per group, multiplier 1), NHWC, one destination row segment x
+// `nvalid` (<= block) channels: dst[x][c] = init[c] + sum_t a[t][x * a_pix + c] * b[t][c].
+// Forward: a = padded input, b[t] = weight of tap t transposed to [tap][channel].
+struct DepthwiseRow {
+  int ntaps;
+  const float* const* a;
+  const float* const* b;
+  int64_t a_pix;
+  int64_t npix;
+  const float* init;  // nullptr for zero
+  float* dst;
+  int64_t d_pix, d_chan;
+  int nvalid;
+};
+
+struct Kernels {
+  const char* isa;
+  int block;  // destination channels per packed block (two vectors)
+  int max_m;  // pixels per register tile
+  void (*conv_row)(const ConvRow&);
+  void (*wgrad_tile)(const WgradTile&);
+  void (*depthwise_row)(const DepthwiseRow&);
+};
+
+// The kernels compiled for each instruction set; callable only where the CPU supports it.
+const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
+
+}  // namespace fastconv::cpu::fastk

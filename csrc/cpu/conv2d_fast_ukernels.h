@@ -1,0 +1,262 @@
+// Register-tiled micro-kernels of the fast CPU convolution, written once over a vector type V
+// (V::W floats per register; load/bcast/fma/store and masked partial load/store) and compiled
+// per instruction set by conv2d_fast_avx2.cpp and conv2d_fast_avx512.cpp, which include this
+// file after their `#pragma GCC target`. Include nothing here: a standard header pulled in under
+// the target pragma would compile its inline functions for that ISA, and the linker may keep
+// that copy for the whole library.
+//
+// Tiles: M pixels (or reduction-side elements) x 2 vectors of channels, all 2M accumulators in
+// registers. Kernels are templated on M so every tile is fully unrolled; rows end with one
+// smaller tile. The reduction order within an accumulator is: taps in order, then l ascending
+// (ConvRow); rows in order, then pixels ascending (WgradTile) -- never thread-dependent.
+
+#define FC_UK_INLINE inline __attribute__((always_inline))
+
+namespace fastconv::cpu::fastk::FC_UK_NS {
+
+// Channels [0, n) of a two-register block.
+template <class V>
+struct BlockMask {
+  typename V::mask lo, hi;
+  explicit BlockMask(int n) : lo(V::first(n < V::W ? n : V::W)), hi(V::first(n > V::W ? n - V::W : 0)) {}
+};
+
+template <class V>
+FC_UK_INLINE void store_block(float* d, typename V::reg v0, typename V::reg v1, int nvalid,
+                              const BlockMask<V>& mask) {
+  if (nvalid == 2 * V::W) {
+    V::store(d, v0);
+    V::store(d + V::W, v1);
+  } else {
+    V::store_masked(d, mask.lo, v0);
+    V::store_masked(d + V::W, mask.hi, v1);
+  }
+}
+
+// M pixels x nvalid channels between registers and a destination whose channels are not
+// adjacent (NCHW: d_chan = H * W), through a small buffer: the pixels of one channel are
+// usually adjacent there, so this writes short runs instead of transposing the whole result.
+template <class V, int M>
+FC_UK_INLINE void store_tile_strided(float* d, int64_t d_pix, int64_t d_chan, int nvalid,
+                                     typename V::reg (&acc)[M][2]) {
+  float buf[M][2 * V::W];
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    V::store(buf[m], acc[m][0]);
+    V::store(buf[m] + V::W, acc[m][1]);
+  }
+  for (int c = 0; c < nvalid; ++c) {
+    _Pragma("GCC unroll 16")
+    for (int m = 0; m < M; ++m) d[c * d_chan + m * d_pix] = buf[m][c];
+  }
+}
+template <class V, int M>
+FC_UK_INLINE void load_tile_strided(const float* d, int64_t d_pix, int64_t d_chan, int nvalid,
+                                    typename V::reg (&acc)[M][2]) {
+  float buf[M][2 * V::W] = {};
+  for (int c = 0; c < nvalid; ++c) {
+    _Pragma("GCC unroll 16")
+    for (int m = 0; m < M; ++m) buf[m][c] = d[c * d_chan + m * d_pix];
+  }
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    acc[m][0] = V::load(buf[m]);
+    acc[m][1] = V::load(buf[m] + V::W);
+  }
+}
+
+// ---- ConvRow ------------------------------------------------------------------------------
+
+// Reduction steps [l0, l1) of every tap; the first block starts from init, later ones from the
+// partial sums the previous block stored in dst.
+template <class V, int M>
+FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1,
+                            const BlockMask<V>& mask) {
+  using reg = typename V::reg;
+  constexpr int B = 2 * V::W;
+  reg acc[M][2];
+  float* d = r.dst + x0 * r.d_pix;
+  if (l0 == 0) {
+    const reg i0 = r.init ? V::load(r.init) : V::zero();
+    const reg i1 = r.init ? V::load(r.init + V::W) : V::zero();
+    _Pragma("GCC unroll 16")
+    for (int m = 0; m < M; ++m) {
+      acc[m][0] = i0;
+      acc[m][1] = i1;
+    }
+  } else if (r.d_chan != 1) {
+    load_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
+  } else {
+    _Pragma("GCC unroll 16")
+    for (int m = 0; m < M; ++m) {
+      acc[m][0] = V::load_masked(d + m * r.d_pix, mask.lo);
+      acc[m][1] = V::load_masked(d + m * r.d_pix + V::W, mask.hi);
+    }
+  }
+  const int64_t a_pix = r.a_pix;
+  for (int t = 0; t < r.ntaps; ++t) {
+    const float* a = r.a[t] + x0 * a_pix;
+    const float* b = r.b[t];
+    const float* ap[M];
+    _Pragma("GCC unroll 16")
+    for (int m = 0; m < M; ++m) ap[m] = a + m * a_pix;
+    for (int64_t l = l0; l < l1; ++l) {
+      const reg b0 = V::load(b + l * B);
+      const reg b1 = V::load(b + l * B + V::W);
+      _Pragma("GCC unroll 16")
+      for (int m = 0; m < M; ++m) {
+        const reg av = V::bcast(ap[m] + l);
+        acc[m][0] = V::fma(av, b0, acc[m][0]);
+        acc[m][1] = V::fma(av, b1, acc[m][1]);
+      }
+    }
+  }
+  if (r.d_chan != 1) {
+    store_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
+    return;
+  }
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) store_block<V>(d + m * r.d_pix, acc[m][0], acc[m][1], r.nvalid, mask);
+}
+
+template <class V, int M>
+FC_UK_INLINE void conv_tail(const ConvRow& r, int64_t x0, int rem, int64_t l0, int64_t l1,
+                            const BlockMask<V>& mask) {
+  if constexpr (M > 0) {
+    if (rem == M) {
+      conv_tile<V, M>(r, x0, l0, l1, mask);
+    } else {
+      conv_tail<V, M - 1>(r, x0, rem, l0, l1, mask);
+    }
+  }
+}
+
+// The reduction is cut into blocks of l_block steps so that the weights of one block (taps x
+// l_block x 2 vectors) stay in L1 while every tile of the row uses them.
+template <class V, int MaxM>
+void conv_row(const ConvRow& r) {
+  const BlockMask<V> mask(r.nvalid);
+  const int64_t lb = (r.l_block > 0 && r.ntaps > 0) ? r.l_block : (r.L > 0 ? r.L : 1);
+  for (int64_t l0 = 0; l0 < (r.ntaps > 0 ? r.L : 1); l0 += lb) {
+    const int64_t l1 = r.ntaps > 0 ? (l0 + lb < r.L ? l0 + lb : r.L) : 0;
+    int64_t x = 0;
+    for (; x + MaxM <= r.npix; x += MaxM) conv_tile<V, MaxM>(r, x, l0, l1, mask);
+    if (x < r.npix) conv_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), l0, l1, mask);
+  }
+}
+
+// ---- WgradTile ----------------------------------------------------------------------------
+
+template <class V, int M, bool Full>
+FC_UK_INLINE void wgrad_tile_m(const WgradTile& t, const BlockMask<V>& mask) {
+  using reg = typename V::reg;
+  reg acc[M][2];
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    acc[m][0] = V::load(t.acc + m * t.acc_stride);
+    acc[m][1] = V::load(t.acc + m * t.acc_stride + V::W);
+  }
+  const int64_t g_pix = t.g_pix, a_pix = t.a_pix;
+  for (int i = 0; i < t.nrows; ++i) {
+    const float* g = t.g[i];
+    const float* a = t.a[i];
+    for (int64_t p = 0; p < t.npix; ++p) {
+      const reg g0 = Full ? V::load(g) : V::load_masked(g, mask.lo);
+      const reg g1 = Full ? V::load(g + V::W) : V::load_masked(g + V::W, mask.hi);
+      _Pragma("GCC unroll 16")
+      for (int m = 0; m < M; ++m) {
+        const reg av = V::bcast(a + m);
+        acc[m][0] = V::fma(av, g0, acc[m][0]);
+        acc[m][1] = V::fma(av, g1, acc[m][1]);
+      }
+      g += g_pix;
+      a += a_pix;
+    }
+  }
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    V::store(t.acc + m * t.acc_stride, acc[m][0]);
+    V::store(t.acc + m * t.acc_stride + V::W, acc[m][1]);
+  }
+}
+
+template <class V, int M>
+FC_UK_INLINE void wgrad_dispatch(const WgradTile& t, const BlockMask<V>& mask) {
+  if constexpr (M > 0) {
+    if (t.m == M) {
+      if (t.nvalid == 2 * V::W) {
+        wgrad_tile_m<V, M, true>(t, mask);
+      } else {
+        wgrad_tile_m<V, M, false>(t, mask);
+      }
+    } else {
+      wgrad_dispatch<V, M - 1>(t, mask);
+    }
+  }
+}
+
+template <class V, int MaxM>
+void wgrad_tile(const WgradTile& t) {
+  const BlockMask<V> mask(t.nvalid);
+  wgrad_dispatch<V, MaxM>(t, mask);
+}
+
+// ---- DepthwiseRow -------------------------------------------------------------------------
+
+template <class V, int M>
+FC_UK_INLINE void depthwise_tile(const DepthwiseRow& r, int64_t x0, const BlockMask<V>& mask) {
+  using reg = typename V::reg;
+  const bool full = r.nvalid == 2 * V::W;
+  reg acc[M][2];
+  const reg i0 = r.init ? V::load_masked(r.init, mask.lo) : V::zero();
+  const reg i1 = r.init ? V::load_masked(r.init + V::W, mask.hi) : V::zero();
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    acc[m][0] = i0;
+    acc[m][1] = i1;
+  }
+  for (int t = 0; t < r.ntaps; ++t) {
+    const float* a = r.a[t] + x0 * r.a_pix;
+    const reg b0 = full ? V::load(r.b[t]) : V::load_masked(r.b[t], mask.lo);
+    const reg b1 = full ? V::load(r.b[t] + V::W) : V::load_masked(r.b[t] + V::W, mask.hi);
+    _Pragma("GCC unroll 16")
+    for (int m = 0; m < M; ++m) {
+      const float* am = a + m * r.a_pix;
+      const reg a0 = full ? V::load(am) : V::load_masked(am, mask.lo);
+      const reg a1 = full ? V::load(am + V::W) : V::load_masked(am + V::W, mask.hi);
+      acc[m][0] = V::fma(a0, b0, acc[m][0]);
+      acc[m][1] = V::fma(a1, b1, acc[m][1]);
+    }
+  }
+  float* d = r.dst + x0 * r.d_pix;
+  if (r.d_chan != 1) {
+    store_tile_strided<V, M>(d, r.d_pix, r.d_chan, r.nvalid, acc);
+    return;
+  }
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) store_block<V>(d + m * r.d_pix, acc[m][0], acc[m][1], r.nvalid, mask);
+}
+
+template <class V, int M>
+FC_UK_INLINE void depthwise_tail(const DepthwiseRow& r, int64_t x0, int rem,
+                                 const BlockMask<V>& mask) {
+  if constexpr (M > 0) {
+    if (rem == M) {
+      depthwise_tile<V, M>(r, x0, mask);
+    } else {
+      depthwise_tail<V, M - 1>(r, x0, rem, mask);
+    }
+  }
+}
+
+template <class V, int MaxM>
+void depthwise_row(const DepthwiseRow& r) {
+  const BlockMask<V> mask(r.nvalid);
+  int64_t x = 0;
+  for (; x + MaxM <= r.npix; x += MaxM) depthwise_tile<V, MaxM>(r, x, mask);
+  if (x < r.npix) depthwise_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), mask);
+}
+
+}  // namespace fastconv::cpu::fastk::FC_UK_NS
+
+#undef FC_UK_INLINE

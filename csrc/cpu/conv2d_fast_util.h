@@ -1,0 +1,114 @@
+// Helpers shared by the files of the fast CPU convolution (cpu/conv2d_fast*.cpp): kernel
+// selection at run time and the NHWC staging of inputs and results.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/conv2d_fast_kernels.h"
+
+namespace fastconv::cpu::fastk {
+
+// FASTCONV_CPU_KERNELS=generic sends every case to the generic kernels; =avx2 keeps an
+// AVX-512 machine on the AVX2 kernels (so tests can cover both there).
+inline const Kernels* pick_kernels() {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* env = std::getenv("FASTCONV_CPU_KERNELS");
+  if (env != nullptr && std::strcmp(env, "generic") == 0) return nullptr;
+  const bool avx2_forced = env != nullptr && std::strcmp(env, "avx2") == 0;
+  if (has_avx512 && !avx2_forced) return &fastk::avx512_kernels();
+  if (has_avx2) return &fastk::avx2_kernels();
+  return nullptr;
+}
+
+// Calls the fast kernels have handled in this process (read by the private op
+// fastconv::_conv2d_cpu_fast_info, so tests can tell that a case did not fall back).
+inline std::atomic<int64_t> handled_calls{0};
+inline bool handled() {
+  handled_calls.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Reduction steps per pass of ConvRow: the weights of one pass (taps x steps x block floats)
+// fill about 16 KiB, half of L1. A function of the geometry only (it sets the summation order).
+inline int64_t l1_reduction_block(int64_t ntaps, int64_t block) {
+  return std::max<int64_t>(8, (16 << 10) / (4 * block * std::max<int64_t>(ntaps, 1)));
+}
+
+// dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols, in 8 x 8 tiles so
+// both sides touch only 8 cache lines at a time.
+inline void transpose_copy(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                           int64_t rows, int64_t cols) {
+  constexpr int64_t T = 8;
+  for (int64_t i0 = 0; i0 < rows; i0 += T) {
+    const int64_t i1 = std::min(rows, i0 + T);
+    for (int64_t j0 = 0; j0 < cols; j0 += T) {
+      const int64_t j1 = std::min(cols, j0 + T);
+      for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t i = i0; i < i1; ++i) dst[j * dst_stride + i] = src[i * src_stride + j];
+      }
+    }
+  }
+}
+
+// Scratch memory reused across calls (per calling thread, two slots: a pass stages at most two
+// tensors), so staging an NCHW tensor does not page-fault a fresh allocation on every call.
+inline float* workspace(int slot, int64_t floats) {
+  thread_local std::vector<float> slots[2];
+  std::vector<float>& v = slots[slot];
+  if (static_cast<int64_t>(v.size()) < floats) {
+    v = std::vector<float>();  // free first: no old + new peak
+    v.resize(floats);
+  }
+  return v.data();
+}
+
+// x (N, C, H, W) in either format as (N, H, Wp, C) NHWC data whose columns [left, left + W)
+// hold x and whose other columns are zero: x's own memory when it is channels_last and needs
+// no padding, else a copy in workspace `slot`.
+inline const float* nhwc_with_column_padding(const at::Tensor& x, int64_t left, int64_t Wp, int slot) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const float* src = x.data_ptr<float>();
+  const bool nhwc = x.permute({0, 2, 3, 1}).is_contiguous();
+  if (left == 0 && Wp == W && nhwc) return src;
+  float* dst = workspace(slot, N * H * Wp * C);
+  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nh = begin; nh < end; ++nh) {
+      float* row = dst + nh * Wp * C;
+      std::fill(row, row + left * C, 0.0f);
+      std::fill(row + (left + W) * C, row + Wp * C, 0.0f);
+      if (nhwc) {
+        std::copy(src + nh * W * C, src + (nh + 1) * W * C, row + left * C);
+      } else {  // NCHW: the (C, W) slice of row h, transposed
+        const int64_t n = nh / H, h = nh % H;
+        transpose_copy(src + (n * C * H + h) * W, H * W, row + left * C, C, C, W);
+      }
+    }
+  });
+  return dst;
+}
+
+// Element (n, c, y, x) of a contiguous 4-D result (either format) is at
+// data + n * sn + c * sc + y * sy + x * sx; the kernels store NCHW results directly
+// (channel stride sc = H * W) instead of transposing an NHWC copy.
+struct Dest {
+  float* data;
+  int64_t sn, sc, sy, sx;
+  explicit Dest(at::Tensor& t)
+      : data(t.data_ptr<float>()), sn(t.stride(0)), sc(t.stride(1)), sy(t.stride(2)), sx(t.stride(3)) {}
+  float* at(int64_t n, int64_t c, int64_t y, int64_t x) const { return data + n * sn + c * sc + y * sy + x * sx; }
+};
+
+}  // namespace fastconv::cpu::fastk

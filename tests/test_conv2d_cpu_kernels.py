@@ -1,0 +1,147 @@
+"""The hand-written fp32 CPU convolution kernels (csrc/cpu/conv2d_fast*.cpp) against PyTorch in
+fp64, through the three conv ops, over shapes that reach every kernel variant and tail:
+the S x C fold (C = 1, 3 first layers), per-tap reductions (groups, column dilation), the flat
+1x1 GEMM, strided input-gradient phases, depthwise, pixel tails (widths not a multiple of the
+register tile) and channel tails (counts not a multiple of the channel block), in NCHW and
+channels_last; and the same cases with FASTCONV_CPU_KERNELS=generic (the portable kernels) and,
+on an AVX-512 machine, =avx2. The fast path must handle each case (a per-process counter says
+so), and its results must not depend on the thread count.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv  # noqa: F401  (registers the ops)
+
+ops = torch.ops.fastconv
+
+# (n, c, h, w, k, r, s, stride, padding, dilation, groups, what it reaches)
+CASES = [
+    (2, 3, 11, 13, 16, 3, 3, 1, 1, 1, 1, "C=3 fold, 3x3, pixel tail"),
+    (1, 5, 9, 10, 7, 3, 3, 1, 1, 1, 1, "odd C and K: channel tails"),
+    (2, 8, 12, 12, 20, 1, 1, 1, 0, 1, 1, "flat 1x1 GEMM, K tail"),
+    (1, 16, 9, 9, 33, 1, 1, 2, 0, 1, 1, "1x1 stride 2"),
+    (2, 3, 23, 23, 17, 7, 7, 2, 3, 1, 1, "7x7 stride 2 first layer"),
+    (1, 6, 10, 11, 12, 3, 3, 2, 1, 1, 1, "3x3 stride 2: two input-gradient phases"),
+    (1, 8, 9, 9, 8, 3, 3, 1, 2, 2, 1, "dilation 2: per-tap reduction"),
+    (1, 8, 10, 10, 12, 3, 3, 1, 1, 1, 2, "groups 2"),
+    (1, 12, 11, 9, 6, 3, 3, 2, 1, 1, 3, "groups 3, stride 2"),
+    (1, 1, 20, 40, 5, 5, 9, 2, 0, 1, 1, "C=1 wide kernel (DeepSpeech-like)"),
+    (2, 4, 7, 7, 4, 5, 5, 1, 3, 1, 1, "padding > kernel half"),
+    (1, 8, 6, 6, 16, 2, 3, 3, (1, 0), 1, 1, "stride > kernel: pixels no tap reaches"),
+    (1, 16, 8, 8, 16, 3, 3, 1, 1, 1, 16, "depthwise"),
+    (2, 20, 9, 11, 20, 3, 3, 2, 1, 1, 20, "depthwise stride 2, channel tail"),
+    (1, 17, 5, 5, 40, 3, 3, 1, 1, 1, 1, "small image, K tail"),
+    (1, 40, 7, 7, 72, 3, 3, 1, 1, 1, 1, "several channel blocks"),
+    (3, 7, 13, 6, 9, 4, 2, (2, 1), (2, 0), (1, 2), 1, "even kernel, mixed stride and dilation"),
+    (1, 4, 3, 5, 6, 3, 3, 1, 1, 1, 1, "image narrower than a register tile"),
+]
+IDS = [c[-1].replace(" ", "_") for c in CASES]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _run_all(case, channels_last):
+    """The three passes of one case through the fastconv ops and in fp64 through torch."""
+    n, c, h, w, k, r, s, stride, padding, dilation, groups, _ = case
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+    weight = torch.randn(k, c // groups, r, s)
+    bias = torch.randn(k)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), stride, padding, dilation, groups)
+    grad_out = torch.randn(ref.shape).contiguous(memory_format=fmt)
+    out = ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    grad_in = ops._conv2d_input_grad(grad_out, weight, list(x.shape), stride, padding, dilation, groups)
+    grad_w = ops._conv2d_weight_grad(grad_out, x, list(weight.shape), stride, padding, dilation, groups)
+    refs = (ref,
+            torch.nn.grad.conv2d_input(x.shape, weight.double(), grad_out.double(), stride, padding,
+                                       dilation, groups),
+            torch.nn.grad.conv2d_weight(x.double(), weight.shape, grad_out.double(), stride, padding,
+                                        dilation, groups))
+    return (out, grad_in, grad_w), refs
+
+
+def _assert_close_to_fp64(got, want, reduction):
+    # fp32 sums of `reduction` products of unit normals: rounding error grows ~ sqrt(reduction)
+    # times the magnitude of the terms; 1e-5 * reduction bounds it with a wide margin.
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * max(reduction, 1))
+
+
+def _check_case(case, channels_last):
+    n, c, h, w, k, r, s, *_rest, groups, _ = case
+    got, want = _run_all(case, channels_last)
+    p, q = want[0].shape[2:]
+    reductions = ((c // groups) * r * s, (k // groups) * r * s, n * p * q)
+    for g, wt, red in zip(got, want, reductions):
+        _assert_close_to_fp64(g, wt, red)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert got[0].is_contiguous(memory_format=fmt)
+    assert got[1].is_contiguous(memory_format=fmt)
+    assert got[2].is_contiguous()
+
+
+def _fast_calls():
+    return ops._conv2d_cpu_fast_info()[1]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_fast_kernels_match_torch(case, channels_last):
+    isa, before = ops._conv2d_cpu_fast_info()
+    _check_case(case, channels_last)
+    if isa == "generic":
+        pytest.skip("no AVX2/AVX-512 on this CPU: only the generic kernels ran")
+    depthwise_wgrad = case[10] > 1 and case[10] == case[1]  # left to the generic kernel
+    assert _fast_calls() - before == (2 if depthwise_wgrad else 3)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES[::3], ids=IDS[::3])
+def test_generic_kernels_when_forced(case, channels_last, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_KERNELS", "generic")
+    assert ops._conv2d_cpu_fast_info()[0] == "generic"
+    before = _fast_calls()
+    _check_case(case, channels_last)
+    assert _fast_calls() == before
+
+
+@pytest.mark.parametrize("case", CASES[::2], ids=IDS[::2])
+def test_avx2_kernels_on_avx512_machines(case, monkeypatch):
+    if ops._conv2d_cpu_fast_info()[0] != "avx512":
+        pytest.skip("AVX-512 kernels not in use on this CPU (the AVX2 ones are tested above)")
+    monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
+    assert ops._conv2d_cpu_fast_info()[0] == "avx2"
+    _check_case(case, channels_last=True)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_results_do_not_depend_on_thread_count(channels_last):
+    case = (2, 24, 15, 17, 40, 3, 3, 1, 1, 1, 1, "")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(1)
+        one, _ = _run_all(case, channels_last)
+        torch.set_num_threads(3)
+        torch.manual_seed(1)
+        three, _ = _run_all(case, channels_last)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, three):
+        assert torch.equal(a, b)
+
+
+def test_empty_batch_and_bias_free():
+    x = torch.randn(0, 8, 6, 6)
+    weight = torch.randn(16, 8, 3, 3)
+    out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)
+    assert out.shape == (0, 16, 6, 6)
+    grad_w = ops._conv2d_weight_grad(torch.randn(0, 16, 6, 6), x, [16, 8, 3, 3], (1, 1), (1, 1), (1, 1), 1)
+    assert torch.equal(grad_w, torch.zeros(16, 8, 3, 3))
+    x = torch.randn(1, 8, 6, 6)
+    torch.testing.assert_close(ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1),
+                               F.conv2d(x, weight, None, 1, 1), rtol=1e-5, atol=1e-4)
