@@ -94,7 +94,11 @@ struct Config {
   Order block_order = Order::Forward;  // blocks within a launch
   uint64_t seed = 0;
   bool strict = true;
+#if defined(__SANITIZE_ADDRESS__)
+  size_t stack_bytes = 256 * 1024;  // ASan's redzones make frames several times larger
+#else
   size_t stack_bytes = 64 * 1024;
+#endif
   const Target* target = &kTargets[0];
   std::mt19937_64 rng{0};  // advanced by every random decision since the last configure()
 };

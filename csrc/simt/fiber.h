@@ -10,6 +10,16 @@
 
 #include "config.h"
 
+// AddressSanitizer needs to be told about every switch between stacks (else it takes the fiber
+// stacks for overflows of the thread's stack), and recycled stacks must lose the poisoned
+// redzones of frames abandoned on them (a block dropped after an error is not unwound).
+#if defined(__SANITIZE_ADDRESS__)
+#define SIMT_ASAN 1
+#include <pthread.h>
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace simt {
 
 class StackPool {
@@ -60,8 +70,9 @@ inline StackPool& stack_pool() {
 // ---- context switch ---------------------------------------------------------------------
 // x86-64 (default): a hand-written switch saving the callee-saved registers, MXCSR and the x87
 // control word on the stack being left (SIMT.md 8: tens of ns, against ~0.2 us for
-// swapcontext's signal-mask syscalls). Elsewhere, under ASan/TSan (whose fiber annotations
-// this file does not make), or with -DSIMT_FIBER_UCONTEXT: glibc ucontext.
+// swapcontext's signal-mask syscalls). Elsewhere, under ASan/TSan, or with
+// -DSIMT_FIBER_UCONTEXT: glibc ucontext, with ASan's fiber annotations under ASan. TSan builds
+// are not supported (see csrc/simt/README.md: every switch would synchronise, hiding races).
 #if defined(__x86_64__) && !defined(SIMT_FIBER_UCONTEXT) && !defined(__SANITIZE_ADDRESS__) && \
     !defined(__SANITIZE_THREAD__)
 #define SIMT_FIBER_ASM 1
@@ -119,16 +130,57 @@ inline void fiber_prepare(FiberContext& c, void* stack, size_t size, void (*entr
   c.sp = sp;
 }
 
+inline void fiber_started() {}
+
 #else
 struct FiberContext {
   ucontext_t ctx;
+#ifdef SIMT_ASAN
+  const void* stack_bottom = nullptr;  // of this context's stack (found lazily for the thread's)
+  size_t stack_size = 0;
+  void* fake_stack = nullptr;  // ASan's fake frames of this context while it is switched out
+#endif
 };
 
+#ifdef SIMT_ASAN
+// The stack of the OS thread that runs the scheduler.
+inline void own_thread_stack(FiberContext& c) {
+  pthread_attr_t attr;
+  void* addr = nullptr;
+  size_t size = 0;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstack(&attr, &addr, &size);
+    pthread_attr_destroy(&attr);
+  }
+  c.stack_bottom = addr;
+  c.stack_size = size;
+}
+#endif
+
 inline void fiber_swap(FiberContext& save, FiberContext& next) {
+#ifdef SIMT_ASAN
+  if (!save.stack_bottom) own_thread_stack(save);  // the scheduler, before its first switch
+  __sanitizer_start_switch_fiber(&save.fake_stack, next.stack_bottom, next.stack_size);
   swapcontext(&save.ctx, &next.ctx);
+  __sanitizer_finish_switch_fiber(save.fake_stack, nullptr, nullptr);
+#else
+  swapcontext(&save.ctx, &next.ctx);
+#endif
+}
+
+// First thing a new fiber runs (completes the switch that started it).
+inline void fiber_started() {
+#ifdef SIMT_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
 }
 
 inline void fiber_prepare(FiberContext& c, void* stack, size_t size, void (*entry)()) {
+#ifdef SIMT_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(stack, size);  // redzones of frames abandoned on a reused stack
+  c.stack_bottom = stack;
+  c.stack_size = size;
+#endif
   getcontext(&c.ctx);
   c.ctx.uc_stack.ss_sp = stack;
   c.ctx.uc_stack.ss_size = size;

@@ -22,6 +22,7 @@ enum class BarrierKind : uint8_t { Plain, Count, And, Or };
 enum class WarpOp : uint8_t {
   Sync, ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, MatchAny, MatchAll,
   ReduceAdd, ReduceMinS, ReduceMinU, ReduceMaxS, ReduceMaxU, ReduceAnd, ReduceOr, ReduceXor,
+  Custom,  // completed by a CustomCollective (nvcuda::wmma): the payload points at it
 };
 
 inline const char* warp_op_name(WarpOp op) {
@@ -29,7 +30,8 @@ inline const char* warp_op_name(WarpOp op) {
       "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
       "__ballot_sync", "__any_sync", "__all_sync", "__match_any_sync", "__match_all_sync",
       "__reduce_add_sync", "__reduce_min_sync", "__reduce_min_sync", "__reduce_max_sync",
-      "__reduce_max_sync", "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+      "__reduce_max_sync", "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync",
+      "a custom warp collective"};
   return names[static_cast<int>(op)];
 }
 
@@ -55,6 +57,15 @@ inline std::string dim_str(uint3 d) {
   return "(" + std::to_string(d.x) + "," + std::to_string(d.y) + "," + std::to_string(d.z) + ")";
 }
 
+// A cp.async copy issued by __pipeline_memcpy_async and not yet completed by a wait
+// (csrc/simt/async_copy.h): group is the number of __pipeline_commit calls before it.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  uint32_t size, zfill, group;
+  Site site;
+};
+
 // One emulated CUDA thread.
 struct Thread {
   Fiber fiber;
@@ -75,11 +86,34 @@ struct Thread {
   int size = 0;
   uint64_t result = 0;
   int result_pred = 0;
+  // cp.async: copies not yet waited for, groups committed so far, groups completed by waits
+  std::vector<AsyncCopy> async_copies;
+  uint32_t async_committed = 0, async_completed = 0;
 };
 
 inline std::string thread_str(const Thread& t) {
   return "thread " + dim_str(t.idx) + " (warp " + std::to_string(t.tid / 32) + " lane " +
          std::to_string(t.tid % 32) + ")";
+}
+
+struct BlockRun;
+
+// A warp collective completed by code outside the scheduler (csrc/simt/mma.h). Each lane
+// arrives with op Custom and a payload pointing at its own CustomCollective, which lives on the
+// lane's fiber stack while it waits; once the whole group has arrived, `complete` runs once
+// with the first lane's, and may read and write every lane's (the stacks stay mapped). It
+// checks that the lanes agree and throws Error otherwise.
+struct CustomCollective {
+  const char* name;  // for diagnostics, e.g. "nvcuda::wmma::mma_sync"
+  void (*complete)(BlockRun& b, unsigned warp, unsigned group);
+};
+
+inline const CustomCollective& custom_of(const Thread& t) {
+  return *reinterpret_cast<const CustomCollective*>(static_cast<uintptr_t>(t.payload));
+}
+
+inline const char* collective_name(const Thread& t) {
+  return t.op == WarpOp::Custom ? custom_of(t).name : warp_op_name(t.op);
 }
 
 // The block being run; a global (fibers get no arguments, and nothing is thread_local).
@@ -114,11 +148,15 @@ inline void switch_to_scheduler() {
   fiber_swap(b.current->fiber.ctx, b.scheduler);
 }
 
+inline void check_async_at_exit(const Thread& t);  // defined in async_copy.h (simt.h includes it)
+
 inline void fiber_entry() {
+  fiber_started();
   BlockRun& b = *current_block();
   Thread* t = b.current;
   try {
     b.invoke(b.call);
+    if (!t->async_copies.empty()) check_async_at_exit(*t);
   } catch (...) {
     if (!b.error) {
       b.error = std::current_exception();
@@ -168,6 +206,7 @@ inline void complete_group(BlockRun& b, unsigned w, unsigned group) {
   Thread* lanes = &b.threads[w * 32];
   const Thread& first = lanes[__builtin_ctz(group)];
   const WarpOp op = first.op;
+  if (op == WarpOp::Custom) custom_of(first).complete(b, w, group);
   unsigned ballot = 0;
   for (unsigned l = 0; l < 32; ++l)
     if ((group >> l & 1) && lanes[l].payload != 0) ballot |= 1u << l;
@@ -229,12 +268,37 @@ inline void complete_group(BlockRun& b, unsigned w, unsigned group) {
         }
         break;
       }
-      case WarpOp::Sync: break;
+      case WarpOp::Sync: case WarpOp::Custom: break;
       default: t.result = reduced; break;
     }
     t.state = State::Runnable;
   }
   b.warp_waiting[w] -= __builtin_popcount(group);
+}
+
+// Throws unless every lane of `group` waits at the same kind of collective as lane t.
+inline void check_group(const BlockRun& b, unsigned w, const Thread& t, unsigned group) {
+  const Thread* lanes = &b.threads[w * 32];
+  for (unsigned k = 0; k < 32; ++k) {
+    if (!(group >> k & 1)) continue;
+    const Thread& o = lanes[k];
+    if (o.op != t.op || o.mask != t.mask || o.width != t.width || o.size != t.size) {
+      throw Error("simt: warp collective mismatch in warp " + std::to_string(w) + ": " +
+                  thread_str(t) + " at " + collective_name(t) + "(mask " + hex(t.mask) +
+                  ", width " + std::to_string(t.width) + ") " + site_str(t.site) + ", " +
+                  thread_str(o) + " at " + collective_name(o) + "(mask " + hex(o.mask) +
+                  ", width " + std::to_string(o.width) + ") " + site_str(o.site));
+    }
+  }
+}
+
+// Lanes of warp w waiting at a collective.
+inline unsigned waiting_mask(const BlockRun& b, unsigned w) {
+  const Thread* lanes = &b.threads[w * 32];
+  unsigned waiting = 0;
+  for (unsigned l = 0; l < 32 && w * 32 + l < b.nthreads; ++l)
+    if (lanes[l].state == State::AtWarp) waiting |= 1u << l;
+  return waiting;
 }
 
 // Completes every collective whose group has fully arrived; true if any completed.
@@ -244,9 +308,7 @@ inline bool complete_warps(BlockRun& b) {
     if (b.warp_waiting[w] == 0) continue;
     Thread* lanes = &b.threads[w * 32];
     const unsigned live = live_mask(b, w);
-    unsigned waiting = 0;
-    for (unsigned l = 0; l < 32 && w * 32 + l < b.nthreads; ++l)
-      if (lanes[l].state == State::AtWarp) waiting |= 1u << l;
+    unsigned waiting = waiting_mask(b, w);
     unsigned todo = waiting;
     while (todo) {
       const unsigned l = __builtin_ctz(todo);
@@ -255,17 +317,7 @@ inline bool complete_warps(BlockRun& b) {
       todo &= ~group;
       todo &= ~(1u << l);
       if (group & ~waiting) continue;  // some lane has not arrived yet
-      for (unsigned k = 0; k < 32; ++k) {
-        if (!(group >> k & 1)) continue;
-        const Thread& o = lanes[k];
-        if (o.op != t.op || o.mask != t.mask || o.width != t.width || o.size != t.size) {
-          throw Error("simt: warp collective mismatch in warp " + std::to_string(w) + ": " +
-                      thread_str(t) + " at " + warp_op_name(t.op) + "(mask " + hex(t.mask) +
-                      ", width " + std::to_string(t.width) + ") " + site_str(t.site) + ", " +
-                      thread_str(o) + " at " + warp_op_name(o.op) + "(mask " + hex(o.mask) +
-                      ", width " + std::to_string(o.width) + ") " + site_str(o.site));
-        }
-      }
+      check_group(b, w, t, group);
       complete_group(b, w, group);
       waiting &= ~group;
       any = true;
@@ -275,8 +327,11 @@ inline bool complete_warps(BlockRun& b) {
 }
 
 // Arrival at a warp collective, from a fiber; returns when the collective has completed.
+// eager: the last lane to arrive completes the group at once, before any other thread of the
+// block runs (else the scheduler completes it after the pass). WMMA loads are eager so that a
+// tile read without the __syncthreads that should precede it sees schedule-dependent data.
 inline void warp_arrive(WarpOp op, unsigned mask, int width, unsigned arg, const void* value,
-                        int size, Site site) {
+                        int size, Site site, bool eager = false) {
   BlockRun& b = block_or_die(warp_op_name(op));
   Thread& t = *b.current;
   const unsigned lane = t.tid % 32;
@@ -295,7 +350,16 @@ inline void warp_arrive(WarpOp op, unsigned mask, int width, unsigned arg, const
   if (value) std::memcpy(&t.payload, value, size);
   t.site = site;
   t.state = State::AtWarp;
-  ++b.warp_waiting[t.tid / 32];
+  const unsigned w = t.tid / 32;
+  ++b.warp_waiting[w];
+  if (eager) {
+    const unsigned group = mask & live_mask(b, w);
+    if (!(group & ~waiting_mask(b, w))) {
+      check_group(b, w, t, group);
+      complete_group(b, w, group);  // makes this thread runnable again: it just goes on
+      return;
+    }
+  }
   switch_to_scheduler();
 }
 
@@ -383,7 +447,7 @@ inline bool complete_barrier(BlockRun& b) {
       if (t.state == State::AtBarrier)
         d = std::string(barrier_name(t.barrier_kind)) + " " + site_str(t.site);
       else if (t.state == State::AtWarp)
-        d = std::string(warp_op_name(t.op)) + "(mask " + hex(t.mask) + ") " + site_str(t.site);
+        d = std::string(collective_name(t)) + "(mask " + hex(t.mask) + ") " + site_str(t.site);
     }
     if (d != prev) {
       if (i > 0) flush(i - 1);

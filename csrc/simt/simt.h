@@ -11,6 +11,8 @@
 //   atomics.h     atomicAdd/CAS/... (integer, float, double, half, bf16)
 //   intrinsics.h  __ldg, bit and float intrinsics, min/max
 //   fp16.h        cuda_fp16/cuda_bf16 plus the device-only functions g++ lacks
+//   async_copy.h  __pipeline_memcpy_async/_commit/_wait_prior (cp.async), deferred + checked
+//   mma.h         nvcuda::wmma (what <mma.h> gives nvcc): fragments, load/store/mma/fill
 #pragma once
 #include "config.h"
 #include "fp16.h"
@@ -20,3 +22,5 @@
 #include "builtins.h"
 #include "atomics.h"
 #include "intrinsics.h"
+#include "mma.h"
+#include "async_copy.h"
