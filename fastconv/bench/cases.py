@@ -270,3 +270,5 @@ class MaxPool2d(CaseBuilder):
             # input, output, indices and output gradient: what a pass touches at most
             working_set_bytes=e * n * c * h * w + (2 * e + 8) * n * c * p * q,
         )
+
+from fastconv.bench import cases_roi  # noqa: E402,F401  (registers the roi_align/roi_pool builders)

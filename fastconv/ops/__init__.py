@@ -4,3 +4,5 @@ The schemas, kernels and Meta (fake) kernels are registered by the compiled libr
 module here adds what Python does best: autograd formulas built from other fastconv ops.
 """
 from fastconv.ops import pool  # noqa: F401
+from fastconv.ops import roi  # noqa: F401,E402
+from fastconv.ops.roi import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: F401,E402
