@@ -2,5 +2,6 @@
 from fastconv.nn import functional  # noqa: F401
 from fastconv.nn.conv import Conv2d, ConvTranspose2d
 from fastconv.nn.modules import MaxPool2d, MaxUnpool2d
+from fastconv.ops.roi import RoIAlign, RoIPool  # ROI modules live with their ops (torchvision.ops)
 
-__all__ = ["functional", "Conv2d", "ConvTranspose2d", "MaxPool2d", "MaxUnpool2d"]
+__all__ = ['functional', 'Conv2d', 'ConvTranspose2d', 'MaxPool2d', 'MaxUnpool2d', 'RoIAlign', 'RoIPool']

@@ -5,3 +5,5 @@ module here adds what Python does best: autograd formulas built from other fastc
 """
 from fastconv.ops import pool  # noqa: F401
 from fastconv.ops import conv  # noqa: F401
+from fastconv.ops import roi  # noqa: F401,E402
+from fastconv.ops.roi import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: F401,E402
