@@ -1,5 +1,6 @@
 """fastconv.nn: drop-in modules and the functional interface."""
 from fastconv.nn import functional  # noqa: F401
 from fastconv.nn.modules import MaxPool2d, MaxUnpool2d
+from fastconv.nn.convert import ConversionSummary, convert
 
-__all__ = ["functional", "MaxPool2d", "MaxUnpool2d"]
+__all__ = ["functional", "MaxPool2d", "MaxUnpool2d", "convert", "ConversionSummary"]

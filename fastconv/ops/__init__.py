@@ -4,3 +4,7 @@ The schemas, kernels and Meta (fake) kernels are registered by the compiled libr
 module here adds what Python does best: autograd formulas built from other fastconv ops.
 """
 from fastconv.ops import pool  # noqa: F401
+import importlib.util as _util  # noqa: E402
+
+if _util.find_spec("torchvision") is not None:  # optional: the drop-in for torchvision's pooler
+    from fastconv.ops.poolers import MultiScaleRoIAlign  # noqa: F401
