@@ -57,4 +57,20 @@ FC_HD int64_t conv_output_for_tap(int64_t i, int64_t t, int64_t out_size, int64_
   return o < out_size ? o : -1;
 }
 
+// The output coordinates [begin, end) whose tap `t` reads inside the input (0 <= o * stride -
+// pad + t * dilation < in_size): the loop bounds that skip padding without a test per element.
+struct ConvRange {
+  int64_t begin, end;
+};
+FC_HD ConvRange conv_outputs_reading_inside(int64_t t, int64_t in_size, int64_t out_size,
+                                            int64_t stride, int64_t pad, int64_t dilation) {
+  const int64_t offset = t * dilation - pad;  // input coordinate of output 0
+  int64_t begin = offset >= 0 ? 0 : (stride - 1 - offset) / stride;
+  const int64_t last = in_size - 1 - offset;  // largest o * stride that stays inside
+  int64_t end = last < 0 ? 0 : last / stride + 1;
+  if (end > out_size) end = out_size;
+  if (begin > end) begin = end;
+  return {begin, end};
+}
+
 }  // namespace fastconv

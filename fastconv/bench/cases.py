@@ -270,3 +270,6 @@ class MaxPool2d(CaseBuilder):
             # input, output, indices and output gradient: what a pass touches at most
             working_set_bytes=e * n * c * h * w + (2 * e + 8) * n * c * p * q,
         )
+
+
+from . import cases_conv  # noqa: E402,F401  (registers conv2d and conv_transpose2d)

@@ -1,6 +1,8 @@
 """fastconv.nn: drop-in modules and the functional interface."""
 from fastconv.nn import functional  # noqa: F401
+from fastconv.nn.conv import Conv2d, ConvTranspose2d
 from fastconv.nn.modules import MaxPool2d, MaxUnpool2d
 from fastconv.nn.convert import ConversionSummary, convert
 
-__all__ = ["functional", "MaxPool2d", "MaxUnpool2d", "convert", "ConversionSummary"]
+__all__ = ["functional", "Conv2d", "ConvTranspose2d", "MaxPool2d", "MaxUnpool2d",
+           "convert", "ConversionSummary"]

@@ -80,3 +80,101 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 
 
 __all__ = ["max_pool2d", "max_pool2d_with_indices", "max_unpool2d"]
+
+
+# ---- convolution (fastconv/ops/conv.py has the autograd) ---------------------------------------
+
+def _conv_same_padding(input, weight, dilation):
+    """torch's padding='same': total padding dilation * (kernel - 1) per dimension; an odd
+    total puts the extra row/column at the end, applied here as an explicit zero pad so the
+    op itself only sees symmetric padding (as ATen's _convolution_same does)."""
+    padding, extra = [], [0, 0, 0, 0]  # F.pad order: (left, right, top, bottom)
+    for d in range(2):
+        total = dilation[d] * (weight.shape[2 + d] - 1)
+        padding.append(total // 2)
+        extra[2 * (1 - d) + 1] = total - 2 * (total // 2)
+    if any(extra):
+        input = torch.nn.functional.pad(input, extra)
+    return input, padding
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution, as `F.conv2d`: 4-D (N, C, H, W) or unbatched 3-D input, weight
+    (K, C / groups, R, S), padding an int, a pair, 'same' or 'valid'. The output keeps the
+    input's memory format (channels_last when the input or the weight is)."""
+    stride = _pair(stride, "conv2d", "stride")
+    dilation = _pair(dilation, "conv2d", "dilation")
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = [0, 0]
+        elif padding == "same":
+            if stride != [1, 1]:
+                raise RuntimeError("fastconv::conv2d: expected stride 1 with padding='same' "
+                                   f"(as torch, strided 'same' is not supported), got {stride}")
+            if weight.dim() != 4:
+                raise RuntimeError("fastconv::conv2d: expected a 4-D weight (K, C / groups, R, "
+                                   f"S), got {weight.dim()}-D weight of shape {list(weight.shape)}")
+            input, padding = _conv_same_padding(input, weight, dilation)
+        else:
+            raise RuntimeError("fastconv::conv2d: expected padding to be an int, a pair of ints, "
+                               f"'same' or 'valid', got {padding!r}")
+    else:
+        padding = _pair(padding, "conv2d", "padding")
+    return _ops.conv2d(input, weight, bias, stride, padding, dilation, int(groups))
+
+
+def _conv_transpose_output_size(op, input, weight, stride, padding, output_padding, dilation):
+    """The spatial output size of conv_transpose2d (torch's formula), after torch's checks."""
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"fastconv::{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) "
+                           f"input, got {input.dim()}-D input of shape {list(input.shape)}")
+    if weight.dim() != 4:
+        raise RuntimeError(f"fastconv::{op}: expected a 4-D weight (C_in, C_out / groups, R, S), "
+                           f"got {weight.dim()}-D weight of shape {list(weight.shape)}")
+    for d in range(2):
+        if output_padding[d] < 0 or not (output_padding[d] < stride[d]
+                                         or output_padding[d] < dilation[d]):
+            raise RuntimeError(f"fastconv::{op}: expected output_padding >= 0 and smaller than "
+                               f"stride or dilation, got output_padding={output_padding}, "
+                               f"stride={stride}, dilation={dilation}")
+    if input.shape[-3] != weight.shape[0]:
+        raise RuntimeError(f"fastconv::{op}: expected input with weight.size(0) = "
+                           f"{weight.shape[0]} channels, got input of shape {list(input.shape)}")
+    size = [(input.shape[-2 + d] - 1) * stride[d] - 2 * padding[d]
+            + dilation[d] * (weight.shape[2 + d] - 1) + output_padding[d] + 1 for d in range(2)]
+    if size[0] < 1 or size[1] < 1:
+        raise RuntimeError(f"fastconv::{op}: expected an output of at least 1x1, got "
+                           f"{size[0]}x{size[1]} from input {list(input.shape)}, weight "
+                           f"{list(weight.shape)}, stride={stride}, padding={padding}, "
+                           f"output_padding={output_padding}, dilation={dilation}")
+    return size
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """2-D transposed convolution, as `F.conv_transpose2d`: weight (C_in, C_out / groups, R, S),
+    output size (H - 1) * stride - 2 * padding + dilation * (R - 1) + output_padding + 1. It is
+    the input gradient of the convolution that maps its output back to its input."""
+    op = "conv_transpose2d"
+    stride, padding = _pair(stride, op, "stride"), _pair(padding, op, "padding")
+    dilation = _pair(dilation, op, "dilation")
+    output_padding = _pair(output_padding, op, "output_padding")
+    size = _conv_transpose_output_size(op, input, weight, stride, padding, output_padding,
+                                       dilation)
+    groups = int(groups)
+    out_channels = weight.shape[1] * groups
+    if bias is not None:
+        if bias.dim() != 1 or bias.shape[0] != out_channels:
+            raise RuntimeError(f"fastconv::{op}: expected a 1-D bias of {out_channels} elements "
+                               f"(one per output channel), got bias of shape {list(bias.shape)}")
+        autocast = torch.is_autocast_enabled(input.device.type)
+        if bias.dtype != input.dtype and not autocast:
+            raise RuntimeError(f"fastconv::{op}: expected bias of the input's dtype "
+                               f"{input.dtype}, got {bias.dtype}")
+    input_size = ([input.shape[0]] if input.dim() == 4 else []) + [out_channels] + size
+    out = _ops._conv2d_input_grad(input, weight, input_size, stride, padding, dilation, groups)
+    # (under autocast the op ran in the autocast dtype; the bias follows, as in torch)
+    return out if bias is None else out + bias.to(out.dtype).view(-1, 1, 1)
+
+
+__all__ += ["conv2d", "conv_transpose2d"]

@@ -4,6 +4,7 @@ The schemas, kernels and Meta (fake) kernels are registered by the compiled libr
 module here adds what Python does best: autograd formulas built from other fastconv ops.
 """
 from fastconv.ops import pool  # noqa: F401
+from fastconv.ops import conv  # noqa: F401
 import importlib.util as _util  # noqa: E402
 
 if _util.find_spec("torchvision") is not None:  # optional: the drop-in for torchvision's pooler

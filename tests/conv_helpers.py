@@ -1,0 +1,80 @@
+"""Shared pieces of the convolution tests: the shape table, input makers and the error-bound
+comparison (results are checked against an fp64 reference within a rigorous rounding bound,
+so no tolerance is tuned to the code under test)."""
+import pytest
+import torch
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """fp32 comparisons with PyTorch mean fp32 arithmetic on both sides (cuDNN/cuBLAS would
+    otherwise use TF32 on a GPU)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def case_id(case):
+    x, w, s, p, d, g = case
+    return f"x{list(x)}-w{list(w)}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")
+
+
+# (input shape, weight shape, stride, padding, dilation, groups): the issue's edge cases.
+CASES = [
+    ((2, 8, 5, 6), (12, 8, 1, 1), 1, 0, 1, 1),              # 1x1 (pointwise)
+    ((1, 3, 15, 13), (8, 3, 7, 7), 2, 3, 1, 1),             # 7x7 stride 2 stem, C=3, batch 1
+    ((2, 4, 9, 9), (6, 4, 3, 3), 1, 2, 2, 1),               # dilation
+    ((2, 6, 7, 8), (9, 2, 3, 3), 1, 1, 1, 3),               # groups
+    ((2, 8, 8, 7), (8, 1, 3, 3), 2, 1, 1, 8),               # depthwise, stride 2
+    ((2, 4, 5, 5), (12, 1, 3, 3), 1, 1, 1, 4),              # depthwise with multiplier 3
+    ((1, 3, 6, 5), (4, 3, 3, 3), 1, 3, 1, 1),               # padding larger than the kernel half
+    ((2, 4, 7, 6), (5, 4, 2, 4), (2, 1), (1, 2), (1, 2), 1),  # non-square everything
+    ((2, 4, 11, 10), (5, 4, 2, 2), 4, 0, 1, 1),             # stride > kernel (skipped pixels)
+    ((2, 5, 6, 6), (7, 5, 3, 3), 2, 0, 1, 1),               # stride 2, rows left unread
+    ((0, 4, 6, 6), (5, 4, 3, 3), 1, 1, 1, 1),               # empty batch
+    ((4, 6, 7), (5, 4, 3, 3), 1, 1, 1, 1),                  # unbatched 3-D input
+    ((2, 4, 6, 5), (5, 4, 4, 4), 1, "same", 1, 1),          # 'same' with an even kernel
+    ((2, 4, 6, 5), (6, 2, 2, 3), 1, "same", 2, 2),          # 'same', dilation, groups
+    ((2, 4, 6, 5), (5, 4, 3, 3), 1, "valid", 1, 1),         # 'valid'
+]
+# The cases with numeric padding (torch.nn.grad and the private ops take no strings).
+NUMERIC_CASES = [c for c in CASES if not isinstance(c[3], str)]
+
+
+def make(shape, dtype, device, memory_format=torch.contiguous_format, requires_grad=False):
+    """Normal random values generated in fp32 (same distribution for every dtype)."""
+    t = torch.randn(shape, device=device).to(dtype)
+    if len(shape) == 4:
+        t = t.contiguous(memory_format=memory_format)
+    return t.requires_grad_(requires_grad)
+
+
+def assert_within_rounding(actual, exact, magnitude, terms, what=""):
+    """|actual - exact| <= bound, where exact is the fp64 result of the same (already rounded)
+    inputs and magnitude the fp64 sum of the absolute values of its terms. A sum of `terms`
+    products accumulated in precision eps is off by at most terms * eps * magnitude (the
+    standard worst-case bound); fp16 / bf16 accumulate in fp32 and round the result once (half
+    an ulp of the result, bounded by eps * |exact|)."""
+    assert actual.shape == exact.shape, (actual.shape, exact.shape)
+    dtype = actual.dtype
+    acc_eps = torch.finfo(torch.float32 if dtype in (torch.float16, torch.bfloat16)
+                          else dtype).eps
+    bound = terms * acc_eps * magnitude + torch.finfo(dtype).tiny
+    if dtype in (torch.float16, torch.bfloat16):
+        bound = bound + torch.finfo(dtype).eps * exact.abs()
+    err = (actual.double() - exact).abs()
+    worst = (err / bound).max().item() if err.numel() else 0.0
+    assert (err <= bound).all(), f"{what}: error up to {worst:.2f}x the rounding bound"
+
+
+def reference(fn, *tensors):
+    """fn evaluated in fp64 on the tensors' values, and on their absolute values (the
+    magnitude of the terms each output element sums)."""
+    exact = fn(*[t.detach().double() if t is not None else None for t in tensors])
+    magnitude = fn(*[t.detach().double().abs() if t is not None else None for t in tensors])
+    return exact, magnitude
