@@ -2,7 +2,8 @@
 from fastconv.nn import functional  # noqa: F401
 from fastconv.nn.conv import Conv2d, ConvTranspose2d
 from fastconv.nn.modules import MaxPool2d, MaxUnpool2d
+from fastconv.nn.batch_norm import BatchNorm2d, BatchNormReLU2d, SyncBatchNorm
 from fastconv.nn.convert import ConversionSummary, convert
 
 __all__ = ["functional", "Conv2d", "ConvTranspose2d", "MaxPool2d", "MaxUnpool2d",
-           "convert", "ConversionSummary"]
+           "BatchNorm2d", "BatchNormReLU2d", "SyncBatchNorm", "convert", "ConversionSummary"]

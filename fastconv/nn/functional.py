@@ -178,3 +178,58 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 __all__ += ["conv2d", "conv_transpose2d"]
+
+
+# ---- Fused BatchNorm + ReLU (fastconv/ops/batch_norm.py, csrc/schemas/batch_norm.cpp) -------
+def _batch_norm(input, residual, running_mean, running_var, weight, bias, training, momentum,
+                eps, relu):
+    """[relu](batch_norm(input) [+ residual]) with torch.nn.functional.batch_norm's rules."""
+    if momentum is None or isinstance(momentum, bool):
+        raise TypeError(f"fastconv::batch_norm: expected momentum to be a float, got "
+                        f"{momentum!r} (modules turn momentum=None into a cumulative average)")
+    if (running_mean is None) != (running_var is None):
+        raise RuntimeError("fastconv::batch_norm: expected running_mean and running_var both "
+                           "given or both None, got only one")
+    if not training:
+        if running_mean is None:
+            raise RuntimeError("fastconv::batch_norm: expected running_mean and running_var in "
+                               "evaluation mode (training=False), got None")
+        return _ops.batch_norm_apply(input, running_mean, running_var, weight, bias, residual,
+                                     eps, relu)
+    output, mean, var = _ops._batch_norm_forward_train(input, weight, bias, residual, eps, relu)
+    if running_mean is not None:
+        from fastconv.ops.batch_norm import count_per_channel
+        _ops._batch_norm_update_stats(mean, var, count_per_channel(input), float(momentum),
+                                      running_mean, running_var)
+    return output
+
+
+def _activation_is_relu(activation):
+    if activation is None:
+        return False
+    if activation == "relu":
+        return True
+    raise ValueError(f"fastconv::batch_norm: expected activation None or 'relu', got "
+                     f"{activation!r}")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, activation=None):
+    """`torch.nn.functional.batch_norm` (same arguments, statistics and running-buffer updates),
+    followed by `activation` (None or "relu") fused into the same pass."""
+    return _batch_norm(input, None, running_mean, running_var, weight, bias, training, momentum,
+                       eps, _activation_is_relu(activation))
+
+
+def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5):
+    """relu(batch_norm(input, ...)) in one fused pass."""
+    return _batch_norm(input, None, running_mean, running_var, weight, bias, training, momentum,
+                       eps, True)
+
+
+def batch_norm_add_relu(input, residual, running_mean, running_var, weight=None, bias=None,
+                        training=False, momentum=0.1, eps=1e-5):
+    """relu(batch_norm(input, ...) + residual), the end of a ResNet block, in one fused pass."""
+    return _batch_norm(input, residual, running_mean, running_var, weight, bias, training,
+                       momentum, eps, True)

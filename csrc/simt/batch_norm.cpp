@@ -1,0 +1,114 @@
+// Emulated CUDA launchers of the BatchNorm family: the host code of the nvcc launcher
+// (cuda/host/batch_norm.h: validation, layouts, dtype dispatch, launch plans) on CPU tensors,
+// with the device properties of the emulated target, run by csrc/simt. Outputs and workspaces
+// start poisoned (NaN / 0xFF bytes), so an element a kernel forgets to write shows up in tests.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "simt/simt.h"  // after torch, before anything that includes common/ (SIMT.md 2)
+#include "checks/batch_norm.h"
+#include "schemas/batch_norm.h"
+#include "cuda/host/batch_norm.h"
+
+namespace fastconv {
+namespace {
+
+namespace host = ::fastconv::FC_KERNEL_NS::bn_host;
+using OptTensor = std::optional<at::Tensor>;
+
+host::BnLaunch emulated_launch() {
+  const ::simt::Target& t = *::simt::config().target;
+  auto poisoned_empty = [](at::IntArrayRef size, const at::TensorOptions& options) {
+    at::Tensor e = at::empty(size, options);
+    if (at::isFloatingType(e.scalar_type()))
+      e.fill_(std::numeric_limits<double>::quiet_NaN());
+    else
+      e.fill_(-1);
+    return e;
+  };
+  return {LaunchDevice{t.sm_count, t.max_threads_per_sm}, nullptr, +poisoned_empty};
+}
+
+void check_cpu(const at::Tensor& t, const char* op) {
+  FC_CHECK(t.device().is_cpu(), op, "input on the CPU for the emulated CUDA kernels, got ",
+           t.device());
+}
+
+std::tuple<at::Tensor, at::Tensor> stats_simt(const at::Tensor& input) {
+  check_cpu(input, "_batch_norm_stats");
+  return host::stats(emulated_launch(), input);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train_simt(
+    const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, double eps, bool relu) {
+  check_cpu(input, "_batch_norm_forward_train");
+  return host::forward_train(emulated_launch(), input, weight, bias, residual, eps, relu);
+}
+
+void update_stats_simt(const at::Tensor& mean, const at::Tensor& var, c10::SymInt count,
+                       double momentum, const at::Tensor& running_mean,
+                       const at::Tensor& running_var) {
+  check_cpu(mean, "_batch_norm_update_stats");
+  host::update_stats(mean, var, count, momentum, running_mean, running_var);
+}
+
+at::Tensor apply_simt(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& var,
+                      const OptTensor& weight, const OptTensor& bias, const OptTensor& residual,
+                      double eps, bool relu) {
+  check_cpu(input, "batch_norm_apply");
+  return host::apply(emulated_launch(), input, mean, var, weight, bias, residual, eps, relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_simt(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
+    const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, double eps, bool relu) {
+  check_cpu(input, "_batch_norm_backward_reduce");
+  return host::backward_reduce(emulated_launch(), grad_output, input, mean, var, weight, bias,
+                               residual, eps, relu);
+}
+
+at::Tensor backward_apply_simt(const at::Tensor& grad_output, const at::Tensor& input,
+                               const at::Tensor& mean, const at::Tensor& var,
+                               const OptTensor& weight, const OptTensor& bias,
+                               const OptTensor& residual, const OptTensor& sum_dy,
+                               const OptTensor& sum_dy_xmu, c10::SymInt count, double eps,
+                               bool relu) {
+  check_cpu(input, "_batch_norm_backward_apply");
+  return std::get<0>(host::backward_apply(emulated_launch(), grad_output, input, mean, var,
+                                          weight, bias, residual, sum_dy, sum_dy_xmu, count, eps,
+                                          relu, false, "_batch_norm_backward_apply"));
+}
+
+std::tuple<at::Tensor, at::Tensor> add_relu_backward_apply_simt(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
+    const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
+    const at::Tensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
+    c10::SymInt count, double eps) {
+  check_cpu(input, "_batch_norm_add_relu_backward_apply");
+  return host::backward_apply(emulated_launch(), grad_output, input, mean, var, weight, bias,
+                              residual, sum_dy, sum_dy_xmu, count, eps, true, true,
+                              "_batch_norm_add_relu_backward_apply");
+}
+
+}  // namespace
+
+// Same schemas as in the fastconv namespace (contracts in schemas/batch_norm.cpp).
+TORCH_LIBRARY_FRAGMENT(fastconv_simt, m) { FC_DEFINE_BATCH_NORM_SCHEMAS(m); }
+
+TORCH_LIBRARY_IMPL(fastconv_simt, CPU, m) {
+  m.impl("_batch_norm_stats", stats_simt);
+  m.impl("_batch_norm_forward_train", forward_train_simt);
+  m.impl("_batch_norm_update_stats", update_stats_simt);
+  m.impl("batch_norm_apply", apply_simt);
+  m.impl("_batch_norm_backward_reduce", backward_reduce_simt);
+  m.impl("_batch_norm_backward_apply", backward_apply_simt);
+  m.impl("_batch_norm_add_relu_backward_apply", add_relu_backward_apply_simt);
+}
+
+}  // namespace fastconv
