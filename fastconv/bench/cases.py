@@ -273,3 +273,4 @@ class MaxPool2d(CaseBuilder):
 
 
 from . import cases_conv  # noqa: E402,F401  (registers conv2d and conv_transpose2d)
+from fastconv.bench import cases_roi  # noqa: E402,F401  (registers the roi_align/roi_pool builders)

@@ -1,0 +1,79 @@
+// Channel loops of the CPU ROI kernels (roi_align.cpp, roi_pool.cpp). Every ROI op walks
+// channels_last data, so its inner loops run over the C contiguous channels of one pixel: the
+// templates here are those loops for any storage/accumulator type, and roi_simd.cpp compiles
+// the float ones once per instruction set (GCC target_clones: AVX2 and portable; the running
+// CPU picks at load time).
+#pragma once
+#include <cstdint>
+#include <type_traits>
+
+namespace fastconv {
+namespace cpu {
+
+// acc[c] += w1 * a[c] + w2 * b[c] + w3 * d[c] + w4 * e[c]: one bilinear sample of ROI Align,
+// in torchvision's order of operations (four products summed left to right, then added).
+template <typename S, typename A>
+inline void roi_bilinear_accumulate(A* __restrict acc, const S* a, const S* b, const S* d,
+                                    const S* e, A w1, A w2, A w3, A w4, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    acc[c] += w1 * static_cast<A>(a[c]) + w2 * static_cast<A>(b[c]) +
+              w3 * static_cast<A>(d[c]) + w4 * static_cast<A>(e[c]);
+  }
+}
+
+// dst[c] += w * g[c]: one corner of ROI Align's backward. Corners of one sample may be the same
+// pixel (clamped at the map's edge), so each corner is its own pass.
+template <typename A>
+inline void roi_scatter(A* __restrict dst, const A* __restrict g, A w, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) dst[c] += w * g[c];
+}
+
+// ROI Pool's running maximum over one pixel: a strictly greater value replaces the maximum and
+// its index (NaN never does).
+template <typename S, typename A>
+inline void roi_max_update(A* __restrict best, int32_t* __restrict best_idx, const S* v,
+                           int32_t index, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const A x = static_cast<A>(v[c]);
+    const bool take = x > best[c];
+    best[c] = take ? x : best[c];
+    best_idx[c] = take ? index : best_idx[c];
+  }
+}
+
+// The float instances, compiled per instruction set in roi_simd.cpp.
+void roi_bilinear_accumulate_f32(float* acc, const float* a, const float* b, const float* d,
+                                 const float* e, float w1, float w2, float w3, float w4,
+                                 int64_t n);
+void roi_scatter_f32(float* dst, const float* g, float w, int64_t n);
+void roi_max_update_f32(float* best, int32_t* best_idx, const float* v, int32_t index, int64_t n);
+
+// Dispatch by type: float goes to the multi-versioned instances, others to the templates.
+template <typename S, typename A>
+inline void bilinear_accumulate(A* acc, const S* a, const S* b, const S* d, const S* e, A w1,
+                                A w2, A w3, A w4, int64_t n) {
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<A, float>) {
+    roi_bilinear_accumulate_f32(acc, a, b, d, e, w1, w2, w3, w4, n);
+  } else {
+    roi_bilinear_accumulate(acc, a, b, d, e, w1, w2, w3, w4, n);
+  }
+}
+template <typename A>
+inline void scatter(A* dst, const A* g, A w, int64_t n) {
+  if constexpr (std::is_same_v<A, float>) {
+    roi_scatter_f32(dst, g, w, n);
+  } else {
+    roi_scatter(dst, g, w, n);
+  }
+}
+template <typename S, typename A>
+inline void max_update(A* best, int32_t* best_idx, const S* v, int32_t index, int64_t n) {
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<A, float>) {
+    roi_max_update_f32(best, best_idx, v, index, n);
+  } else {
+    roi_max_update(best, best_idx, v, index, n);
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastconv
