@@ -367,7 +367,8 @@ def test_encoder_decoder_layers_and_roi_modules():
 def test_sync_batchnorm_converts_and_fuses_by_adjacency():
     original = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4), nn.ReLU())
     converted, summary = convert(original, return_summary=True)
-    assert type(converted[1]) is fnn.SyncBatchNorm
+    assert type(converted[1]) is fnn.SyncBatchNorm and converted[1].activation == "relu"
+    assert summary.fused == {"1": "relu"} and type(converted[2]) is nn.Identity
     x = torch.randn(2, 3, 4, 4)
     for training in (True, False):  # without a process group SyncBatchNorm is a local BN
         assert_same_step(converted, original, (x,), training)

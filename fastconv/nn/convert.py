@@ -14,7 +14,8 @@
 2. Fusion (fuse=True). A BatchNorm2d whose output feeds only a ReLU, or only an addition whose
    result feeds only a ReLU (the residual block's `relu(bn(x) + shortcut)`), becomes a
    BatchNormReLU2d called as `bn(x)` or `bn(x, shortcut)`: the same function, one pass over the
-   data and one saved activation instead of two. The fused BatchNorm keeps its name and state;
+   data and one saved activation instead of two. A SyncBatchNorm fuses the same way (its
+   activation becomes "relu"). The fused BatchNorm keeps its name and state;
    a ReLU module no longer called anywhere becomes an Identity. Patterns are found
    - with torch.fx in the forward of every module that has a BatchNorm2d child (the children
      are leaves, so each module is traced on its own and a model that does not trace as a
@@ -57,12 +58,10 @@ def _conversion_table():
 
 
 def _retype(module, new_type):
-    """Make `module` an instance of new_type, a stateless subclass of its type, in place."""
+    """Make `module` an instance of new_type, a subclass of its type, in place."""
     module.__class__ = new_type
-    # Attributes a fastconv class sets in __init__ beyond its torch base class.
-    for name, default in getattr(new_type, "_fastconv_extra_attributes", {}).items():
-        if not hasattr(module, name):
-            setattr(module, name, default)
+    if new_type.__name__ == "SyncBatchNorm":  # the one attribute its __init__ adds to torch's
+        module.activation = None
 
 
 def _not_convertible_reason(module, table):
@@ -245,7 +244,7 @@ def _graph_source(graph):
     return _format_import_block(code.globals, sys_importer) + "\n" + code.src
 
 
-def _fuse_traced(module, name, graph, fusions, summary, fused_type):
+def _fuse_traced(module, name, graph, fusions, summary):
     """Rewrite graph so each BatchNorm -> [add ->] ReLU is one call bn(x[, residual])."""
     for bn, add, relu, residual in fusions:
         if add is not None:
@@ -255,7 +254,7 @@ def _fuse_traced(module, name, graph, fusions, summary, fused_type):
         graph.erase_node(relu)
         if add is not None:
             graph.erase_node(add)
-        _retype(module.get_submodule(bn.target), fused_type)
+        _fuse_module(module.get_submodule(bn.target))
         summary.fused[_join(name, bn.target)] = "relu" if add is None else "add+relu"
     graph.lint()
     remaining = {n.target for n in graph.nodes if n.op == "call_module"}
@@ -273,6 +272,15 @@ def _join(prefix, name):
 
 # ---- the pass ---------------------------------------------------------------------------------
 
+def _fuse_module(bn):
+    """Make a BatchNorm compute relu(bn(x) [+ residual]); both classes take the residual."""
+    import fastconv.nn as fnn
+    if type(bn) is fnn.SyncBatchNorm:
+        bn.activation = "relu"
+    else:
+        _retype(bn, fnn.BatchNormReLU2d)
+
+
 def _fuse(model, summary):
     import fastconv.nn as fnn
     references = {}
@@ -280,14 +288,16 @@ def _fuse(model, summary):
         references[id(m)] = references.get(id(m), 0) + 1
 
     def fusable_module(m):
-        return type(m) is fnn.BatchNorm2d and references[id(m)] == 1
+        unfused = type(m) is fnn.BatchNorm2d or \
+            (type(m) is fnn.SyncBatchNorm and m.activation is None)
+        return unfused and references[id(m)] == 1
 
     for name, module in list(model.named_modules()):
         children = dict(module.named_children())
         if not any(fusable_module(c) for c in children.values()):
             continue
         if type(module).forward is nn.Sequential.forward:
-            _fuse_sequential(module, name, summary, fusable_module, fnn.BatchNormReLU2d)
+            _fuse_sequential(module, name, summary, fusable_module)
             continue
         try:
             graph = _trace(module)
@@ -297,15 +307,15 @@ def _fuse(model, summary):
         fusions = _find_fusions(graph, module,
                                 lambda t: fusable_module(module.get_submodule(t)))
         if fusions:
-            _fuse_traced(module, name, graph, fusions, summary, fnn.BatchNormReLU2d)
+            _fuse_traced(module, name, graph, fusions, summary)
 
 
-def _fuse_sequential(seq, name, summary, fusable_module, fused_type):
+def _fuse_sequential(seq, name, summary, fusable_module):
     keys = list(seq._modules)
     for key, next_key in zip(keys, keys[1:]):
         bn, follower = seq._modules[key], seq._modules[next_key]
         if fusable_module(bn) and type(follower) is nn.ReLU:
-            _retype(bn, fused_type)
+            _fuse_module(bn)
             seq._modules[next_key] = nn.Identity()
             summary.fused[_join(name, key)] = "relu"
 
