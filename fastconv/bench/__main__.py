@@ -75,7 +75,7 @@ def run_case(case, lim, args, tag):
     base = dict(id=case.entry["id"], op=case.op, shape=case.shape, batch=case.batch,
                 memory_format=case.memory_format, bound=case.bound,
                 fits_in_cache=bool(lim.llc_bytes and case.working_set_bytes <= lim.llc_bytes),
-                working_set_bytes=case.working_set_bytes)
+                working_set_bytes=case.working_set_bytes, **case.extra)
     rows = [dict(base, **{"pass": p.name, "bytes": p.bytes, "flops": p.flops})
             for p in case.passes]
     try:

@@ -8,7 +8,7 @@ op has no builder, or whose fastconv function does not exist yet, are reported a
 """
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -40,6 +40,7 @@ class Case:
     passes: List[Pass]
     check: Callable[[], List[str]]   # failure messages; empty means both sides agree
     working_set_bytes: int = 0       # all tensors of one call (does it stay in cache?)
+    extra: dict = field(default_factory=dict)  # more results for every row (e.g. memory)
 
 
 class CaseBuilder:
@@ -274,3 +275,4 @@ class MaxPool2d(CaseBuilder):
 
 from . import cases_conv  # noqa: E402,F401  (registers conv2d and conv_transpose2d)
 from fastconv.bench import cases_roi  # noqa: E402,F401  (registers the roi_align/roi_pool builders)
+from fastconv.bench import cases_models  # noqa: E402,F401  (whole models: op `model`)

@@ -63,9 +63,25 @@ def table(rows):
     if any(r.get("fits_in_cache") for r in rows):
         lines.append("* working set fits in the last-level cache and stays there between "
                      "repetitions: % of the DRAM copy limit can exceed 100")
+    lines += memory_lines(rows)
     if notes:
         lines += ["", "not timed:"] + list(notes.values())
     return "\n".join(lines)
+
+
+def memory_lines(rows):
+    """Activation memory of cases that measure it (model training steps), once per case."""
+    out, seen = [], set()
+    for r in rows:
+        key = (r["id"], r.get("memory_format"))
+        if "saved_bytes_fastconv" not in r or key in seen:
+            continue
+        seen.add(key)
+        fc, pt = r["saved_bytes_fastconv"], r["saved_bytes_torch"]
+        out.append(f"  {r['id']} {FORMAT_ABBREV.get(r.get('memory_format'), '')}: saved for "
+                   f"backward in a training step: fastconv {fc / 2**20:.1f} MiB, PyTorch "
+                   f"{pt / 2**20:.1f} MiB ({fc / pt:.2f}x)")
+    return ["", "activation memory:"] + out if out else []
 
 
 def header(meta, limits):

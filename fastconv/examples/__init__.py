@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m fastconv.examples.train_digits`."""

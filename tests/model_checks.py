@@ -1,0 +1,76 @@
+"""Helpers shared by the model-level tests (test_convert.py, test_models.py): run two models
+on the same input and compare what a training step sees."""
+import copy
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Whole models at 1 thread (imported by each model test module, autouse there): on a
+    shared 2-core CI machine, PyTorch's and fastconv's thread pools oversubscribe the cores
+    and a model step took 15-40x longer at 2 threads than at 1. Threading is tested per op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def model_tolerance(reference):
+    """rtol/atol for comparing a model output or gradient with PyTorch's, relative to the
+    reference tensor's largest magnitude.
+
+    fastconv's kernels sum in a different order than PyTorch's (oneDNN) convolution and
+    BatchNorm, so each layer's fp32 result differs in the last bits; through the 20-50 layers
+    of a ResNet (BatchNorm renormalizing at every layer, gradients summed over the batch) those
+    rounding differences grow to about 1e-5 of the tensor's scale. 1e-4 of the largest
+    magnitude is far below any real error (a wrong tap, a missed residual, a wrong BN
+    statistic changes values by O(1) of the scale)."""
+    scale = reference.detach().abs().max().item() if reference.numel() else 1.0
+    return dict(rtol=1e-4, atol=1e-4 * max(scale, 1e-6))
+
+
+def assert_close_model(actual, expected, what):
+    torch.testing.assert_close(actual, expected, **model_tolerance(expected),
+                               msg=lambda m: f"{what}: {m}")
+
+
+def first_tensor(out):
+    """The tensor output of a model (torchvision segmentation models return a dict)."""
+    if isinstance(out, dict):
+        return out["out"]
+    if isinstance(out, (tuple, list)):
+        return torch.cat([o.flatten() for o in out])
+    return out
+
+
+def run_step(model, inputs, seed=0):
+    """Forward (under a fixed RNG state, for dropout), then backward of a fixed random
+    projection of the output; returns (output, {name: grad}, {name: buffer})."""
+    torch.manual_seed(seed)
+    out = first_tensor(model(*inputs))
+    torch.manual_seed(seed + 1)
+    weight = torch.randn_like(out)
+    if any(p.requires_grad for p in model.parameters()):
+        model.zero_grad(set_to_none=True)
+        (out * weight).sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    return out.detach(), grads, buffers
+
+
+def assert_same_step(converted, original, inputs, training):
+    """Output, every parameter gradient and every buffer (BN running statistics) after one
+    step agree between two models that start from the same state."""
+    converted.train(training)
+    original.train(training)
+    out_c, grads_c, bufs_c = run_step(converted, copy.deepcopy(inputs))
+    out_o, grads_o, bufs_o = run_step(original, copy.deepcopy(inputs))
+    assert_close_model(out_c, out_o, "output")
+    assert grads_c.keys() == grads_o.keys() and len(grads_o) > 0
+    for name in grads_o:
+        assert_close_model(grads_c[name], grads_o[name], f"gradient of {name}")
+    assert bufs_c.keys() == bufs_o.keys()
+    for name in bufs_o:
+        assert_close_model(bufs_c[name].double(), bufs_o[name].double(), f"buffer {name}")
