@@ -178,11 +178,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 __all__ += ["conv2d", "conv_transpose2d"]
-<<<<<<< HEAD
-=======
 
 
->>>>>>> models
 # ---- Fused BatchNorm + ReLU (fastconv/ops/batch_norm.py, csrc/schemas/batch_norm.cpp) -------
 def _batch_norm(input, residual, running_mean, running_var, weight, bias, training, momentum,
                 eps, relu):

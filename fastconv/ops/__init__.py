@@ -5,11 +5,6 @@ module here adds what Python does best: autograd formulas built from other fastc
 """
 from fastconv.ops import pool  # noqa: F401
 from fastconv.ops import conv  # noqa: F401
-<<<<<<< HEAD
-from fastconv.ops import roi  # noqa: F401,E402
-from fastconv.ops.roi import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: F401,E402
-from fastconv.ops import batch_norm  # noqa: F401,E402
-=======
 from fastconv.ops import batch_norm  # noqa: F401,E402
 from fastconv.ops import roi  # noqa: F401,E402
 from fastconv.ops.roi import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: F401,E402
@@ -17,4 +12,3 @@ import importlib.util as _util  # noqa: E402
 
 if _util.find_spec("torchvision") is not None:  # optional: the drop-in for torchvision's pooler
     from fastconv.ops.poolers import MultiScaleRoIAlign  # noqa: F401
->>>>>>> models
