@@ -55,12 +55,15 @@ def reference(ra, rb, c, kt, k):
     return d.float()
 
 
-@pytest.mark.parametrize("shape", list(SHAPES), ids=lambda s: "m{}n{}k{}".format(*s))
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32],
-                         ids=["fp16", "bf16", "tf32"])
-def test_wmma_gemm_is_exact_against_fp64_of_the_rounded_inputs(shape, dtype):
-    if (dtype == torch.float32) != (shape == (16, 16, 8)):
-        pytest.skip("tf32 is m16n16k8 only, fp16/bf16 the other three")
+# every emulated (type, shape): fp16 and bf16 in the three k16 shapes, tf32 (float) in m16n16k8
+CASES = [(dtype, shape) for dtype in (torch.float16, torch.bfloat16) for shape in list(SHAPES)[:3]]
+CASES.append((torch.float32, (16, 16, 8)))
+
+
+@pytest.mark.parametrize("dtype, shape", CASES, ids=lambda c: {
+    torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "tf32"}.get(c) or
+    "m{}n{}k{}".format(*c))
+def test_wmma_gemm_is_exact_against_fp64_of_the_rounded_inputs(dtype, shape):
     tiles = SHAPES[shape]
     g = torch.Generator().manual_seed(hash(shape) % 1000 + 7)
     results = []
