@@ -54,19 +54,21 @@ def make(shape, dtype, device, memory_format=torch.contiguous_format, requires_g
     return t.requires_grad_(requires_grad)
 
 
-def assert_within_rounding(actual, exact, magnitude, terms, what=""):
+def assert_within_rounding(actual, exact, magnitude, terms, what="", roundings=1):
     """|actual - exact| <= bound, where exact is the fp64 result of the same (already rounded)
     inputs and magnitude the fp64 sum of the absolute values of its terms. A sum of `terms`
     products accumulated in precision eps is off by at most terms * eps * magnitude (the
     standard worst-case bound); fp16 / bf16 accumulate in fp32 and round the result once (half
-    an ulp of the result, bounded by eps * |exact|)."""
+    an ulp of the result, bounded by eps * |exact|). `roundings` > 1 counts further roundings
+    to the low-precision dtype before the end (a bias added after the sum), each bounded by
+    eps * magnitude."""
     assert actual.shape == exact.shape, (actual.shape, exact.shape)
     dtype = actual.dtype
     acc_eps = torch.finfo(torch.float32 if dtype in (torch.float16, torch.bfloat16)
                           else dtype).eps
     bound = terms * acc_eps * magnitude + torch.finfo(dtype).tiny
     if dtype in (torch.float16, torch.bfloat16):
-        bound = bound + torch.finfo(dtype).eps * exact.abs()
+        bound = bound + torch.finfo(dtype).eps * (exact.abs() + (roundings - 1) * magnitude)
     err = (actual.double() - exact).abs()
     worst = (err / bound).max().item() if err.numel() else 0.0
     assert (err <= bound).all(), f"{what}: error up to {worst:.2f}x the rounding bound"

@@ -46,7 +46,8 @@ def test_forward_and_backward_match_torch(device, case, dtype, memory_format):
     exact, magnitude = reference(lambda *t: TF.conv_transpose2d(*t, **kw), x, w, b)
     # each output element sums at most (C_in / groups) * R * S products, plus the bias
     terms = w_shape[0] // groups * w_shape[2] * w_shape[3] + 1
-    assert_within_rounding(y, exact, magnitude, terms, "forward")
+    # the bias is added to the rounded sum (as a separate op): two roundings in fp16 / bf16
+    assert_within_rounding(y, exact, magnitude, terms, "forward", roundings=2)
     if dtype in (torch.float32, torch.float64):
         ref = TF.conv_transpose2d(x, w, b, **kw)
         assert y.shape == ref.shape and y.stride() == ref.stride()

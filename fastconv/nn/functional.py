@@ -171,8 +171,14 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         if bias.dtype != input.dtype and not autocast:
             raise RuntimeError(f"fastconv::{op}: expected bias of the input's dtype "
                                f"{input.dtype}, got {bias.dtype}")
-    input_size = ([input.shape[0]] if input.dim() == 4 else []) + [out_channels] + size
+    # An output_padding >= stride (allowed when smaller than the dilation) adds rows/columns
+    # that no input reaches: the op computes the reachable part and the rest is zero padding.
+    extra = [max(0, output_padding[d] - (stride[d] - 1)) for d in range(2)]
+    reach = [size[d] - extra[d] for d in range(2)]
+    input_size = ([input.shape[0]] if input.dim() == 4 else []) + [out_channels] + reach
     out = _ops._conv2d_input_grad(input, weight, input_size, stride, padding, dilation, groups)
+    if any(extra):
+        out = torch.nn.functional.pad(out, (0, extra[1], 0, extra[0]))
     # (under autocast the op ran in the autocast dtype; the bias follows, as in torch)
     return out if bias is None else out + bias.to(out.dtype).view(-1, 1, 1)
 
