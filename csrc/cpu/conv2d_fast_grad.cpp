@@ -176,38 +176,96 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   at::Tensor acc_t = at::zeros({G, nruns, runlen, KB * B}, grad_output.options());
   float* acc = acc_t.data_ptr<float>();
 
-  // Output rows per pixel chunk: about 64 pixels, so one channel block of grad_output over the
-  // chunk (4 KiB with AVX2) and the input lines of a tile stay in L1 (pixel strides of a
-  // power of two bytes map them to few cache sets) while every element tile of that block reads it. Fixed
-  // by the geometry (not by the thread count), so the summation order is too.
-  const int64_t chunk_rows = std::max<int64_t>(1, 64 / g.q);
+  // The pixels are swept in chunks of whole output rows (fixed by the geometry, never by the
+  // thread count, so the summation order is too). Per chunk, a thread (with `pack`) packs what its tiles read into contiguous buffers: for each run, the input elements as
+  // [tile][pixel][M] (all kernel rows that miss the image dropped), and for each channel block
+  // grad_output as [pixel][B], zero past the group's channels. NHWC strides of a power of two
+  // bytes would otherwise map a tile's pixels to a few L1 sets; packed, a tile streams two
+  // sequential arrays, and the block of grad_output stays in L1 across all tiles of the run.
+  // Packing pays where the input's pixel stride is large (C * stride_w >= 128 floats: every
+  // pixel a different cache line, in few sets); with few input channels (first layers, C <= 64)
+  // the tiles read the NHWC data in place, in chunks of about 64 pixels (measured, AVX2).
+  const bool pack = C * g.stride_w >= 128;
+  const int64_t chunk_rows = std::max<int64_t>(1, (pack ? 128 : 64) / g.q);
   const int64_t total_rows = g.n * g.p;
-  const int64_t items = G * KB * nruns * tiles_per_run;
+  const int64_t items = G * nruns * KB * tiles_per_run;  // (group, run, block, tile), tile fastest
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    const int64_t chunk_px = chunk_rows * g.q;
+    std::vector<float> apack(tiles_per_run * chunk_px * M), gpack(chunk_px * B);
     std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
+    std::vector<int64_t> rows;  // chunk rows (n * P + oh) whose input row exists for this run
     for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
       const int64_t row1 = std::min(total_rows, row0 + chunk_rows);
+      int64_t packed_a = -1, packed_g = -1;  // (group, run) and (group, run, block) now packed
+      int64_t npix = 0;
       for (int64_t it = begin; it < end; ++it) {
         const int64_t tile = it % tiles_per_run;
-        const int64_t run = (it / tiles_per_run) % nruns;
-        const int64_t kb = (it / (tiles_per_run * nruns)) % KB;
-        const int64_t gi = it / (tiles_per_run * nruns * KB);
-        const int64_t r = fold ? run : run / g.s, s = fold ? 0 : run % g.s;
-        const int64_t e0 = tile * M;
-        int nrows = 0;
-        for (int64_t row = row0; row < row1; ++row) {
-          const int64_t n = row / g.p, oh = row % g.p;
-          const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
-          if (ih < 0 || ih >= g.h) continue;
-          grow[nrows] = gout + row * g.q * K + gi * Kg + kb * B;
-          arow[nrows] = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * Cg + e0;
-          ++nrows;
+        const int64_t kb = (it / tiles_per_run) % KB;
+        const int64_t gr = it / (tiles_per_run * KB);  // gi * nruns + run
+        const int64_t gi = gr / nruns, run = gr % nruns;
+        if (!pack) {
+          const int64_t r = fold ? run : run / g.s, s = fold ? 0 : run % g.s;
+          const int64_t e0 = tile * M;
+          int nrows = 0;
+          for (int64_t row = row0; row < row1; ++row) {
+            const int64_t n = row / g.p, oh = row % g.p;
+            const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
+            if (ih < 0 || ih >= g.h) continue;
+            grow[nrows] = gout + row * g.q * K + gi * Kg + kb * B;
+            arow[nrows] = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * Cg + e0;
+            ++nrows;
+          }
+          if (nrows == 0) continue;
+          const WgradTile t{nrows, grow.data(), arow.data(), g.q, K, g.stride_w * C,
+                            static_cast<int>(std::min(M, runlen - e0)),
+                            static_cast<int>(std::min(B, Kg - kb * B)),
+                            acc + (gr * runlen + e0) * KB * B + kb * B, KB * B};
+          kk->wgrad_tile(t);
+          continue;
         }
-        if (nrows == 0) continue;
-        const WgradTile t{nrows, grow.data(), arow.data(), g.q, K, g.stride_w * C,
-                          static_cast<int>(std::min(M, runlen - e0)),
-                          static_cast<int>(std::min(B, Kg - kb * B)),
-                          acc + ((gi * nruns + run) * runlen + e0) * KB * B + kb * B, KB * B};
+        if (gr != packed_a) {
+          const int64_t r = fold ? run : run / g.s, s = fold ? 0 : run % g.s;
+          rows.clear();
+          for (int64_t row = row0; row < row1; ++row) {
+            const int64_t ih = (row % g.p) * g.stride_h - g.pad_h + r * g.dil_h;
+            if (ih >= 0 && ih < g.h) rows.push_back(row);
+          }
+          npix = static_cast<int64_t>(rows.size()) * g.q;
+          const int64_t full_tiles = runlen / M, tail = runlen % M;
+          for (size_t i = 0; i < rows.size(); ++i) {
+            const int64_t n = rows[i] / g.p, oh = rows[i] % g.p;
+            const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
+            const float* a_row = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * Cg;
+            for (int64_t q = 0; q < g.q; ++q) {
+              const float* a_px = a_row + q * g.stride_w * C;
+              float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * M;
+              for (int64_t t = 0; t < full_tiles; ++t) {
+                std::copy(a_px + t * M, a_px + (t + 1) * M, dst + t * npix * M);
+              }
+              if (tail > 0) std::copy(a_px + full_tiles * M, a_px + runlen, dst + full_tiles * npix * M);
+            }
+          }
+          packed_a = gr;
+          packed_g = -1;
+        }
+        if (npix == 0) continue;
+        if (gr * KB + kb != packed_g) {
+          const int64_t nvalid = std::min(B, Kg - kb * B);
+          for (size_t i = 0; i < rows.size(); ++i) {
+            for (int64_t q = 0; q < g.q; ++q) {
+              const float* g_px = gout + (rows[i] * g.q + q) * K + gi * Kg + kb * B;
+              float* dst = gpack.data() + (static_cast<int64_t>(i) * g.q + q) * B;
+              std::copy(g_px, g_px + nvalid, dst);
+              std::fill(dst + nvalid, dst + B, 0.0f);
+            }
+          }
+          packed_g = gr * KB + kb;
+        }
+        const int64_t e0 = tile * M;
+        const float* g_rows[1] = {gpack.data()};
+        const float* a_rows[1] = {apack.data() + tile * npix * M};
+        const WgradTile t{1, g_rows, a_rows, npix, B, M, static_cast<int>(std::min(M, runlen - e0)),
+                          static_cast<int>(B), acc + (gr * runlen + e0) * KB * B + kb * B, KB * B};
         kk->wgrad_tile(t);
       }
     }
