@@ -38,9 +38,10 @@ def plan_options(tile=0, splits=0, scalar=0, tf32=False):
 
 # atol = rtol per dtype, against fp64 on the same (rounded) inputs. fp32/fp64: summation order
 # only. fp16/bf16: the output's final rounding (fp32 accumulation). TF32: inputs rounded to
-# 10 mantissa bits (relative 2^-11 per product) over reductions of up to ~150 terms.
+# 10 mantissa bits (relative ~2^-10 per product) over reductions of up to ~150 terms of
+# magnitude ~1, random signs: a few 1e-3 typical, so 3e-2 leaves room without hiding a wrong tap.
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1e-2,
-       "tf32": 1e-2}
+       "tf32": 3e-2}
 
 
 def run_passes(x, w, b, stride, padding, dilation, groups, gy=None):
@@ -74,48 +75,48 @@ def _format(t):
 #  plan options, expected plans of (fwd, dgrad, wgrad))
 CASES = [
     ("simt-small-nchw", (2, 5, 9, 8), (6, 3, 3), 1, 1, 1, 1, torch.float32, NCHW, {},
-     ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=1")),
+     ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=")),
     ("simt-large-nchw-stride2", (2, 6, 11, 10), (70, 3, 3), 2, 1, 1, 1, torch.float32, NCHW,
-     dict(tile=1), ("fwd:simt-large", "dgrad:simt-large", "wgrad:simt-large splits=1")),
+     dict(tile=1), ("fwd:simt-large", "dgrad:simt-large", "wgrad:simt-large splits=")),
     ("simt-small-v4-cl", (2, 8, 7, 9), (12, 3, 3), 1, 1, 1, 1, torch.float32, CL, {},
-     ("fwd:simt-small-v4", "dgrad:simt-small-v4", "wgrad:simt-small-v4 splits=1")),
+     ("fwd:simt-small-v4", "dgrad:simt-small-v4", "wgrad:simt-small-v4 splits=")),
     ("simt-large-v4-cl-groups", (1, 16, 8, 8), (72, 3, 3), 1, 2, 2, 2, torch.float32, CL,
-     dict(tile=1), ("fwd:simt-large-v4", "dgrad:simt-large-v4", "wgrad:simt-large-v4 splits=1")),
+     dict(tile=1), ("fwd:simt-large-v4", "dgrad:simt-large-v4", "wgrad:simt-large-v4 splits=")),
     ("simt-scalar-cl-c3", (2, 3, 13, 13), (8, 7, 7), 2, 3, 1, 1, torch.float32, CL, {},
-     ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=1")),
+     ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=")),
     ("simt-forced-scalar-cl", (2, 8, 6, 6), (8, 1, 1), 1, 0, 1, 1, torch.float32, CL,
-     dict(scalar=1), ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=1")),
+     dict(scalar=1), ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=")),
     ("wgrad-split3", (3, 4, 10, 10), (8, 3, 3), 1, 1, 1, 1, torch.float32, NCHW,
      dict(splits=3), ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=3")),
     ("wgrad-split-auto", (4, 4, 16, 16), (4, 3, 3), 1, 1, 1, 1, torch.float32, CL, {},
-     ("fwd:simt-small-v4", "dgrad:simt-small-v4", "wgrad:simt-small-v4 splits=")),
+     ("fwd:simt-small-v4", "dgrad:simt-small-v4", "wgrad:simt-small-v4 splits=>1")),
     ("fp64-nchw-pad-gt-half", (2, 4, 6, 7), (5, 3, 2), 1, (3, 2), 1, 1, torch.float64, NCHW, {},
-     ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=1")),
+     ("fwd:simt-small", "dgrad:simt-small", "wgrad:simt-small splits=")),
     ("fp64-v2-cl-dilated", (2, 4, 9, 9), (6, 3, 3), 2, 2, 2, 1, torch.float64, CL, {},
-     ("fwd:simt-small-v2", "dgrad:simt-small-v2", "wgrad:simt-small-v2 splits=1")),
+     ("fwd:simt-small-v2", "dgrad:simt-small-v2", "wgrad:simt-small-v2 splits=")),
     ("depthwise-nchw", (2, 6, 9, 8), (12, 3, 3), 2, 1, 1, 6, torch.float32, NCHW, {},
-     ("fwd:depthwise", "dgrad:depthwise", "wgrad:simt-small splits=1")),
+     ("fwd:depthwise", "dgrad:depthwise", "wgrad:simt-small splits=")),
     ("depthwise-cl-dilated", (2, 8, 9, 9), (8, 5, 5), 1, 4, 2, 8, torch.float32, CL, {},
-     ("fwd:depthwise", "dgrad:depthwise", "wgrad:simt-small splits=1")),
+     ("fwd:depthwise", "dgrad:depthwise", "wgrad:simt-small splits=")),
     ("depthwise-fp64", (1, 4, 7, 6), (4, 3, 3), 1, 1, 1, 4, torch.float64, NCHW, {},
-     ("fwd:depthwise", "dgrad:depthwise", "wgrad:simt-small splits=1")),
+     ("fwd:depthwise", "dgrad:depthwise", "wgrad:simt-small splits=")),
 ]
 
 WMMA_CASES = [
     ("wmma-fp16-v8-cl", (2, 8, 7, 7), (16, 3, 3), 1, 1, 1, 1, torch.float16, CL, {},
-     ("fwd:wmma-v8", "dgrad:wmma-v8", "wgrad:wmma-v8 splits=1")),
+     ("fwd:wmma-v8", "dgrad:wmma-v8", "wgrad:wmma-v8 splits=")),
     ("wmma-fp16-nchw", (2, 5, 7, 7), (6, 3, 3), 2, 1, 1, 1, torch.float16, NCHW, {},
-     ("fwd:wmma", "dgrad:wmma", "wgrad:wmma splits=1")),
+     ("fwd:wmma", "dgrad:wmma", "wgrad:wmma splits=")),
     ("wmma-bf16-v8-cl-groups", (1, 16, 6, 6), (16, 3, 3), 1, 1, 1, 2, torch.bfloat16, CL, {},
-     ("fwd:wmma-v8", "dgrad:wmma-v8", "wgrad:wmma-v8 splits=1")),
+     ("fwd:wmma-v8", "dgrad:wmma-v8", "wgrad:wmma-v8 splits=")),
     ("wmma-bf16-scalar-cl", (2, 6, 6, 5), (10, 3, 3), 1, 1, 1, 1, torch.bfloat16, CL, {},
-     ("fwd:wmma", "dgrad:wmma", "wgrad:wmma splits=1")),
+     ("fwd:wmma", "dgrad:wmma", "wgrad:wmma splits=")),
     ("wmma-tf32-v4-cl", (2, 8, 6, 6), (8, 3, 3), 1, 1, 1, 1, torch.float32, CL, dict(tf32=True),
-     ("fwd:wmma-v4", "dgrad:wmma-v4", "wgrad:wmma-v4 splits=1")),
+     ("fwd:wmma-v4", "dgrad:wmma-v4", "wgrad:wmma-v4 splits=")),
     ("wmma-tf32-nchw-split", (2, 3, 9, 9), (5, 3, 3), 1, 1, 1, 1, torch.float32, NCHW,
      dict(tf32=True, splits=2), ("fwd:wmma", "dgrad:wmma", "wgrad:wmma splits=2")),
     ("depthwise-fp16-cl", (2, 8, 7, 7), (16, 3, 3), 1, 1, 1, 8, torch.float16, CL, {},
-     ("fwd:depthwise", "dgrad:depthwise", "wgrad:wmma-v8 splits=1")),
+     ("fwd:depthwise", "dgrad:depthwise", "wgrad:wmma splits=")),  # C/g = 1: scalar
 ]
 
 
@@ -129,6 +130,20 @@ def make_inputs(shape, kshape, groups, dtype, memory_format, bias=True):
     return x, wt, b
 
 
+def check_plans(got, expected):
+    """Plans as describe() in cuda/launch/conv2d.h prints them. A weight-gradient plan lists
+    its split count: expected "splits=N" must match exactly, "splits=>1" means any split,
+    a bare "splits=" any count (the plan sizes it from the device)."""
+    for g, e in zip(got, expected):
+        g_variant, _, g_splits = g.partition(" splits=")
+        e_variant, _, e_splits = e.partition(" splits=")
+        assert g_variant == e_variant, (g, e)
+        if e_splits == ">1":
+            assert int(g_splits) > 1, (g, e)
+        elif e_splits:
+            assert g_splits == e_splits, (g, e)
+
+
 def check_case(shape, kshape, stride, padding, dilation, groups, dtype, memory_format, options,
                plans, schedule="random", seed=7):
     pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
@@ -136,9 +151,7 @@ def check_case(shape, kshape, stride, padding, dilation, groups, dtype, memory_f
     x, w, b = make_inputs(shape, kshape, groups, dtype, memory_format)
     with emulate_cuda(schedule, seed=seed), plan_options(**options):
         out, dx, dw, gy, got_plans = run_passes(x, w, b, stride, padding, dilation, groups)
-    for got, expected in zip(got_plans, plans):
-        assert got.startswith(expected) and (expected.endswith("=") or got == expected), \
-            (got, expected)
+    check_plans(got_plans, plans)
     ref = reference(x, w, b, gy, stride, padding, dilation, groups)
     tol = TOL["tf32" if options.get("tf32") else dtype]
     for name, value, expected in zip(("output", "grad_input", "grad_weight"), (out, dx, dw), ref):

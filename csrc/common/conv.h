@@ -48,13 +48,18 @@ FC_HD int64_t conv_input_coord(int64_t o, int64_t t, int64_t stride, int64_t pad
 }
 
 // For the gather form of the input gradient: the output coordinate that reads input
-// coordinate `i` through tap `t`, or -1 if there is none.
+// coordinate `i` through tap `t`, or -1 if there is none. In any integer type I: the CUDA
+// kernels use int (spatial sizes are checked < 2^31; a 64-bit division costs a GPU far more).
+template <typename I>
+FC_HD I conv_output_for_tap_as(I i, I t, I out_size, I stride, I pad, I dilation) {
+  I u = i + pad - t * dilation;
+  if (u < 0 || u % stride != 0) return -1;
+  I o = u / stride;
+  return o < out_size ? o : -1;
+}
 FC_HD int64_t conv_output_for_tap(int64_t i, int64_t t, int64_t out_size, int64_t stride,
                                   int64_t pad, int64_t dilation) {
-  int64_t u = i + pad - t * dilation;
-  if (u < 0 || u % stride != 0) return -1;
-  int64_t o = u / stride;
-  return o < out_size ? o : -1;
+  return conv_output_for_tap_as<int64_t>(i, t, out_size, stride, pad, dilation);
 }
 
 // The output coordinates [begin, end) whose tap `t` reads inside the input (0 <= o * stride -

@@ -74,12 +74,12 @@ inline bool aligned16(const at::Tensor& t) {
 
 inline at::Tensor conv_batched(const at::Tensor& t) { return t.dim() == 3 ? t.unsqueeze(0) : t; }
 
-// The kernels decode channel/tap and spatial indices in 32 bits.
+// The kernels decode pixel, channel and tap indices in 32 bits.
 inline void check_int_range(const ConvGeometry& g, const char* op) {
   const int64_t taps = std::max(g.c_per_group(), g.k_per_group()) * g.r * g.s;
-  FC_CHECK(taps <= INT_MAX && g.h <= INT_MAX && g.w <= INT_MAX && g.c <= INT_MAX &&
-               g.k <= INT_MAX, op, "channels x kernel taps and spatial sizes below 2^31, got C=",
-           g.c, " K=", g.k, " R=", g.r, " S=", g.s, " H=", g.h, " W=", g.w);
+  FC_CHECK(taps <= INT_MAX && g.n * g.h * g.w <= INT_MAX && g.n * g.p * g.q <= INT_MAX, op,
+           "channels x kernel taps and batch x spatial sizes below 2^31 on CUDA, got N=", g.n,
+           " C=", g.c, " K=", g.k, " R=", g.r, " S=", g.s, " H=", g.h, " W=", g.w);
 }
 
 inline ConvOptions plan_options() {

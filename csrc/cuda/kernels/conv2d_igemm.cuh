@@ -7,6 +7,8 @@
 // shared memory, then store the registers into the other shared buffer: one barrier per step.
 // Grid: x over M tiles, y over N tiles, z = groups * splits (splits > 1: weight gradient).
 #pragma once
+#include <cuda_pipeline_primitives.h>  // cp.async (the emulated build: csrc/simt's shadow)
+
 #include <type_traits>
 
 #include "cuda/kernels/conv2d_problems.cuh"
@@ -26,7 +28,13 @@ struct ConvPanel {
   static constexpr bool kFull = kVecs % kThreads == 0;
   static_assert(kBK % V == 0 && kMN % V == 0, "a vector must stay inside one panel row/column");
 
-  Row row[kIters];
+  // Row contexts are kept in registers when a thread has few accesses; otherwise (the scalar
+  // panels of the wmma core: 8 accesses) they are decoded again at every step, which costs
+  // integer work but keeps the kernel free of spills.
+  static constexpr bool kCacheRows = kIters <= 2;
+  Row row[kCacheRows ? kIters : 1];
+  int mn_off[kIters];    // panel row of access i
+  int64_t mn0, grp;
   int kk_off[kIters];    // reduction offset inside the panel
   int smem_off[kIters];  // shared-memory offset of the first element
   int step;              // shared-memory distance between the V elements of one access
@@ -36,9 +44,11 @@ struct ConvPanel {
   FC_DEV bool active(int i) const { return kFull || tid + i * kThreads < kVecs; }
 
   // ld_mn, ld_k: shared-memory strides of the panel's row and reduction indices.
-  FC_DEV void init(const P& p, int thread, int64_t mn0, int64_t grp, bool cl, int ld_mn,
+  FC_DEV void init(const P& p, int thread, int64_t first_row, int64_t group, bool cl, int ld_mn,
                    int ld_k) {
     tid = thread;
+    mn0 = first_row;
+    grp = group;
     // the direction in which consecutive threads (and a vector's elements) are adjacent in
     // global memory: coalesced loads
     const bool along_k = kIsA ? P::a_along_k(cl) : P::b_along_k(cl);
@@ -49,21 +59,32 @@ struct ConvPanel {
       const int mn = along_k ? v / (kBK / V) : (v % (kMN / V)) * V;
       const int kk = along_k ? (v % (kBK / V)) * V : v / (kMN / V);
       kk_off[i] = kk;
+      mn_off[i] = mn;
       smem_off[i] = mn * ld_mn + kk * ld_k;
-      if constexpr (kIsA) {
-        row[i] = p.a_row(mn0 + mn, grp);
-      } else {
-        row[i] = p.b_row(mn0 + mn, grp);
-      }
+      if constexpr (kCacheRows) row[i] = make_row(p, i);
+    }
+  }
+
+  FC_DEV Row make_row(const P& p, int i) const {
+    if constexpr (kIsA) {
+      return p.a_row(mn0 + mn_off[i], grp);
+    } else {
+      return p.b_row(mn0 + mn_off[i], grp);
     }
   }
 
   // Address of access i at reduction step k0 (null: zeros).
   FC_DEV const T* src(const P& p, int i, int64_t k0, int64_t kend) const {
-    if constexpr (kIsA) {
-      return p.a_src(row[i], k0 + kk_off[i], kend);
+    Row r;
+    if constexpr (kCacheRows) {
+      r = row[i];
     } else {
-      return p.b_src(row[i], k0 + kk_off[i], kend);
+      r = make_row(p, i);
+    }
+    if constexpr (kIsA) {
+      return p.a_src(r, k0 + kk_off[i], kend);
+    } else {
+      return p.b_src(r, k0 + kk_off[i], kend);
     }
   }
 
@@ -73,6 +94,25 @@ struct ConvPanel {
     for (int i = 0; i < kIters; ++i) {
       if (!active(i)) continue;
       conv_fetch<T, V>(src(p, i, k0, kend), regs[i]);
+    }
+  }
+
+  // The same accesses as asynchronous copies straight into shared memory (the wmma core's
+  // vector panels, whose layout makes the V elements contiguous: step == 1); zeros (padding,
+  // past the panel) are stored directly.
+  FC_DEV void fetch_async(const P& p, int64_t k0, int64_t kend, T* smem) const {
+    static_assert(V * sizeof(T) == 16, "cp.async moves 16-byte vectors here");
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      if (!active(i)) continue;
+      const T* s = src(p, i, k0, kend);
+      T* d = smem + smem_off[i];
+      if (s != nullptr) {
+        __pipeline_memcpy_async(d, s, 16);
+      } else {
+#pragma unroll
+        for (int j = 0; j < V; ++j) conv_zero(&d[j]);
+      }
     }
   }
 
@@ -93,7 +133,9 @@ struct ConvSplit {
 };
 template <class P>
 FC_DEV ConvSplit conv_split(const P& p, int64_t splits, int64_t k_chunk) {
-  const int64_t grp = blockIdx.z / splits, split = blockIdx.z % splits;
+  // 32-bit: splits * groups <= 65535 (the grid's z); a 64-bit division is a call on the GPU
+  const int z = int(blockIdx.z), nsplits = int(splits);
+  const int64_t grp = z / nsplits, split = z % nsplits;
   const int64_t kbeg = split * k_chunk;
   const int64_t kend = kbeg + k_chunk < p.gemm_k() ? kbeg + k_chunk : p.gemm_k();
   return {grp, split, kbeg, kend};
@@ -116,7 +158,7 @@ using SimtTileSmall = SimtTile<64, 32, 8, 4, 2>;
 
 // VA, VB: elements per access of the A and B panels (1, or the channels_last vector width).
 template <class P, class Tile, int VA, int VB>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, 1)
     conv_igemm_simt(P p, int64_t splits, int64_t k_chunk) {
   using T = typename P::scalar_t;
   using acc_t = typename P::acc_t;
@@ -180,13 +222,16 @@ __global__ void __launch_bounds__(Tile::kThreads)
   }
 
   const int64_t M = p.gemm_m(), N = p.gemm_n();
+  auto row = p.out_row(m0 + ty * TM);  // rows m0 + ty * TM + i, stepped
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const int64_t m = m0 + ty * TM + i;
+    if (m0 + ty * TM + i < M) {
 #pragma unroll
-    for (int j = 0; j < TN; ++j) {
-      const int64_t n = n0 + tx * TN + j;
-      if (m < M && n < N) p.store(m, n, sp.grp, sp.split, acc[i][j]);
+      for (int j = 0; j < TN; ++j) {
+        const int64_t n = n0 + tx * TN + j;
+        if (n < N) p.store(row, n, sp.grp, sp.split, acc[i][j]);
+      }
+      p.out_next(row);
     }
   }
 }

@@ -18,8 +18,9 @@
 // layout the host passes: (c, r, s) for NCHW, (r, s, c) for channels_last (the weight is made
 // contiguous in the activations' memory format).
 //
-// Index math: int64 for tensor offsets and pixel indices, int for channel/tap decodes (the host
-// checks C*R*S and K*R*S fit in int).
+// Index math: int64 for tensor offsets, built from products only (a 64-bit division is a
+// subroutine call on the GPU, whose register saves show up as spills); int for the decodes of
+// pixel, channel and tap indices (the host checks N*P*Q, N*H*W, C*R*S and K*R*S fit in int).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -101,6 +102,30 @@ FC_DEV ConvTap conv_tap(int kk, int cg, int r, int s, bool cl) {
   return {c, rs / s, rs % s};
 }
 
+// The epilogue's view of one output row (an activation pixel m = (image, pixel-in-plane)):
+// element (m, channel) is at base + channel * cstride. One division per decode; the next row
+// is a step (the SIMT core's rows are consecutive), which keeps divisions out of the epilogue.
+struct ConvOutRow {
+  int64_t base, cstride;
+  int img, pix;
+};
+// plane = pixels per image, channels = channels of the activation.
+FC_DEV ConvOutRow conv_out_row(int64_t m, int64_t plane, int64_t channels, bool cl) {
+  const int img = int(m) / int(plane), pix = int(m) % int(plane);
+  return {cl ? m * channels : int64_t(img) * channels * plane + pix, cl ? 1 : plane, img, pix};
+}
+FC_DEV void conv_out_next(ConvOutRow& o, int64_t plane, int64_t channels, bool cl) {
+  if (cl) {
+    o.base += channels;
+  } else if (++o.pix == plane) {
+    o.pix = 0;
+    ++o.img;
+    o.base += (channels - 1) * plane + 1;  // first pixel of the next image
+  } else {
+    ++o.base;
+  }
+}
+
 // ---- forward ----------------------------------------------------------------------------------
 template <typename T>
 struct ConvFwdProblem {
@@ -112,12 +137,13 @@ struct ConvFwdProblem {
   T* y;           // output (N, K, P, Q), the input's memory format
   ConvGeometry g;
   bool cl;
+  int cg, kg;  // channels per group of input and output (host-computed: no 64-bit division)
 
   FC_DEV int64_t gemm_m() const { return g.n * g.p * g.q; }
-  FC_DEV int64_t gemm_n() const { return g.k_per_group(); }
-  FC_DEV int64_t gemm_k() const { return g.c_per_group() * g.r * g.s; }
-  FC_DEV static bool a_along_k(bool cl) { return cl; }  // NCHW: neighbouring q are adjacent
-  FC_DEV static bool b_along_k(bool) { return true; }   // weight rows are contiguous in kk
+  FC_DEV int64_t gemm_n() const { return kg; }
+  FC_DEV int64_t gemm_k() const { return cg * g.r * g.s; }
+  static constexpr bool a_along_k(bool cl) { return cl; }  // NCHW: neighbouring q are adjacent
+  static constexpr bool b_along_k(bool) { return true; }   // weight rows are contiguous in kk
 
   struct ARow {
     int64_t base;  // offset of the image, plus the group's first channel in channels_last
@@ -125,14 +151,14 @@ struct ConvFwdProblem {
     bool valid;
   };
   FC_DEV ARow a_row(int64_t m, int64_t grp) const {
-    const int64_t pq = g.p * g.q, n = m / pq, rem = m % pq;
-    const int64_t first_c = grp * g.c_per_group();
+    const int pq = int(g.p * g.q), n = int(m) / pq, rem = int(m) % pq, q = int(g.q);
+    const int64_t first_c = grp * cg;
     return {n * g.c * g.h * g.w + (cl ? first_c : first_c * g.h * g.w),
-            int(conv_input_coord(rem / g.q, 0, g.stride_h, g.pad_h, g.dil_h)),
-            int(conv_input_coord(rem % g.q, 0, g.stride_w, g.pad_w, g.dil_w)), m < gemm_m()};
+            int(conv_input_coord(rem / q, 0, g.stride_h, g.pad_h, g.dil_h)),
+            int(conv_input_coord(rem % q, 0, g.stride_w, g.pad_w, g.dil_w)), m < gemm_m()};
   }
   FC_DEV const T* a_src(const ARow& a, int64_t kk, int64_t kend) const {
-    const ConvTap t = conv_tap(int(kk), int(g.c_per_group()), int(g.r), int(g.s), cl);
+    const ConvTap t = conv_tap(int(kk), cg, int(g.r), int(g.s), cl);
     const int ih = a.ih0 + t.r * int(g.dil_h), iw = a.iw0 + t.s * int(g.dil_w);
     const bool in = a.valid && kk < kend && ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
     const int64_t off = cl ? (int64_t(ih) * g.w + iw) * g.c + t.c
@@ -152,11 +178,15 @@ struct ConvFwdProblem {
     return in ? w + b.base + kk : nullptr;
   }
 
-  FC_DEV void store(int64_t m, int64_t n, int64_t grp, int64_t /*split*/, acc_t v) const {
+  // Output row m (pixel): its offset and the distance between channels, decoded once per row
+  // and stepped to the next row without a division.
+  FC_DEV ConvOutRow out_row(int64_t m) const { return conv_out_row(m, g.p * g.q, g.k, cl); }
+  FC_DEV void out_next(ConvOutRow& o) const { conv_out_next(o, g.p * g.q, g.k, cl); }
+  FC_DEV void store(const ConvOutRow& o, int64_t n, int64_t grp, int64_t /*split*/,
+                    acc_t v) const {
     const int64_t k = grp * gemm_n() + n;
     if (bias != nullptr) v += conv_to_acc(bias[k]);
-    const int64_t pq = g.p * g.q;
-    conv_from_acc(v, y + (cl ? m * g.k + k : ((m / pq) * g.k + k) * pq + m % pq));
+    conv_from_acc(v, y + o.base + k * o.cstride);
   }
 };
 
@@ -170,12 +200,13 @@ struct ConvDgradProblem {
   T* dx;        // grad_input (N, C, H, W)
   ConvGeometry g;
   bool cl;
+  int cg, kg;  // channels per group of input and output (host-computed: no 64-bit division)
 
   FC_DEV int64_t gemm_m() const { return g.n * g.h * g.w; }
-  FC_DEV int64_t gemm_n() const { return g.c_per_group(); }
-  FC_DEV int64_t gemm_k() const { return g.k_per_group() * g.r * g.s; }
-  FC_DEV static bool a_along_k(bool cl) { return cl; }   // channels of dy are adjacent
-  FC_DEV static bool b_along_k(bool cl) { return !cl; }  // channels_last weight: c adjacent
+  FC_DEV int64_t gemm_n() const { return cg; }
+  FC_DEV int64_t gemm_k() const { return kg * g.r * g.s; }
+  static constexpr bool a_along_k(bool cl) { return cl; }   // channels of dy are adjacent
+  static constexpr bool b_along_k(bool cl) { return !cl; }  // channels_last weight: c adjacent
 
   struct ARow {
     int64_t base;  // dy offset of the image (+ the group's first channel in channels_last)
@@ -183,16 +214,18 @@ struct ConvDgradProblem {
     bool valid;
   };
   FC_DEV ARow a_row(int64_t m, int64_t grp) const {
-    const int64_t hw = g.h * g.w, n = m / hw, rem = m % hw;
-    const int64_t first_k = grp * g.k_per_group();
-    return {n * g.k * g.p * g.q + (cl ? first_k : first_k * g.p * g.q), int(rem / g.w),
-            int(rem % g.w), m < gemm_m()};
+    const int hw = int(g.h * g.w), n = int(m) / hw, rem = int(m) % hw;
+    const int64_t first_k = grp * kg;
+    return {n * g.k * g.p * g.q + (cl ? first_k : first_k * g.p * g.q), rem / int(g.w),
+            rem % int(g.w), m < gemm_m()};
   }
   FC_DEV const T* a_src(const ARow& a, int64_t kk, int64_t kend) const {
     // kk = (k, r, s) with k slowest (NCHW) or fastest (channels_last): conv_tap's decode
-    const ConvTap t = conv_tap(int(kk), int(g.k_per_group()), int(g.r), int(g.s), cl);
-    const int64_t p = conv_output_for_tap(a.h, t.r, g.p, g.stride_h, g.pad_h, g.dil_h);
-    const int64_t q = conv_output_for_tap(a.w, t.s, g.q, g.stride_w, g.pad_w, g.dil_w);
+    const ConvTap t = conv_tap(int(kk), kg, int(g.r), int(g.s), cl);
+    const int64_t p = conv_output_for_tap_as<int>(a.h, t.r, int(g.p), int(g.stride_h),
+                                                  int(g.pad_h), int(g.dil_h));
+    const int64_t q = conv_output_for_tap_as<int>(a.w, t.s, int(g.q), int(g.stride_w),
+                                                  int(g.pad_w), int(g.dil_w));
     const bool in = a.valid && kk < kend && p >= 0 && q >= 0;
     const int64_t off = cl ? (p * g.q + q) * g.k + t.c : (int64_t(t.c) * g.p + p) * g.q + q;
     return in ? dy + a.base + off : nullptr;
@@ -204,20 +237,22 @@ struct ConvDgradProblem {
     bool valid;
   };
   FC_DEV BRow b_row(int64_t n, int64_t grp) const {
-    return {grp * g.k_per_group(), int(n), n < gemm_n()};
+    return {grp * kg, int(n), n < gemm_n()};
   }
   FC_DEV const T* b_src(const BRow& b, int64_t kk, int64_t kend) const {
-    const ConvTap t = conv_tap(int(kk), int(g.k_per_group()), int(g.r), int(g.s), cl);
-    const int64_t rs = int64_t(t.r) * g.s + t.s, cg = g.c_per_group();
+    const ConvTap t = conv_tap(int(kk), kg, int(g.r), int(g.s), cl);
+    const int64_t rs = int64_t(t.r) * g.s + t.s;
     const int64_t row = (b.first_k + t.c) * cg * g.r * g.s;
     const bool in = b.valid && kk < kend;
     const int64_t off = row + (cl ? rs * cg + b.c : b.c * g.r * g.s + rs);
     return in ? w + off : nullptr;
   }
 
-  FC_DEV void store(int64_t m, int64_t n, int64_t grp, int64_t /*split*/, acc_t v) const {
-    const int64_t c = grp * gemm_n() + n, hw = g.h * g.w;
-    conv_from_acc(v, dx + (cl ? m * g.c + c : ((m / hw) * g.c + c) * hw + m % hw));
+  FC_DEV ConvOutRow out_row(int64_t m) const { return conv_out_row(m, g.h * g.w, g.c, cl); }
+  FC_DEV void out_next(ConvOutRow& o) const { conv_out_next(o, g.h * g.w, g.c, cl); }
+  FC_DEV void store(const ConvOutRow& o, int64_t n, int64_t grp, int64_t /*split*/,
+                    acc_t v) const {
+    conv_from_acc(v, dx + o.base + (grp * gemm_n() + n) * o.cstride);
   }
 };
 
@@ -234,12 +269,13 @@ struct ConvWgradProblem {
   acc_t* ws;    // partials (splits, K, C/g, R, S)
   ConvGeometry g;
   bool cl;
+  int cg, kg;  // channels per group of input and output (host-computed: no 64-bit division)
 
-  FC_DEV int64_t gemm_m() const { return g.k_per_group(); }
-  FC_DEV int64_t gemm_n() const { return g.c_per_group() * g.r * g.s; }
+  FC_DEV int64_t gemm_m() const { return kg; }
+  FC_DEV int64_t gemm_n() const { return cg * g.r * g.s; }
   FC_DEV int64_t gemm_k() const { return g.n * g.p * g.q; }
-  FC_DEV static bool a_along_k(bool cl) { return !cl; }  // NCHW: pixels adjacent
-  FC_DEV static bool b_along_k(bool cl) { return !cl; }
+  static constexpr bool a_along_k(bool cl) { return !cl; }  // NCHW: pixels adjacent
+  static constexpr bool b_along_k(bool cl) { return !cl; }
 
   struct ARow {
     int64_t k;  // output channel (absolute)
@@ -249,9 +285,10 @@ struct ConvWgradProblem {
     return {grp * gemm_m() + m, m < gemm_m()};
   }
   FC_DEV const T* a_src(const ARow& a, int64_t kk, int64_t kend) const {
-    const int64_t pq = g.p * g.q;
+    const int pq = int(g.p * g.q);
     const bool in = a.valid && kk < kend;
-    const int64_t off = cl ? kk * g.k + a.k : ((kk / pq) * g.k + a.k) * pq + kk % pq;
+    const int64_t off =
+        cl ? kk * g.k + a.k : (int64_t(int(kk) / pq) * g.k + a.k) * pq + int(kk) % pq;
     return in ? dy + off : nullptr;
   }
 
@@ -262,26 +299,29 @@ struct ConvWgradProblem {
     bool valid;
   };
   FC_DEV BRow b_row(int64_t n, int64_t grp) const {
-    const int cg = int(g.c_per_group());
     const ConvTap t = conv_tap(int(n < gemm_n() ? n : 0), cg, int(g.r), int(g.s), cl);
     return {grp * cg + t.c, int(conv_input_coord(0, t.r, 1, g.pad_h, g.dil_h)),
             int(conv_input_coord(0, t.s, 1, g.pad_w, g.dil_w)),
             (int64_t(t.c) * g.r + t.r) * g.s + t.s, n < gemm_n()};
   }
   FC_DEV const T* b_src(const BRow& b, int64_t kk, int64_t kend) const {
-    const int64_t pq = g.p * g.q, n = kk / pq, rem = kk % pq;
-    const int64_t ih = (rem / g.q) * g.stride_h + b.dh, iw = (rem % g.q) * g.stride_w + b.dw;
+    const int pq = int(g.p * g.q), n = int(kk) / pq, rem = int(kk) % pq, q = int(g.q);
+    const int ih = (rem / q) * int(g.stride_h) + b.dh, iw = (rem % q) * int(g.stride_w) + b.dw;
     const bool in = b.valid && kk < kend && ih >= 0 && ih < g.h && iw >= 0 && iw < g.w;
     const int64_t off = cl ? ((n * g.h + ih) * g.w + iw) * g.c + b.c
-                           : ((n * g.c + b.c) * g.h + ih) * g.w + iw;
+                           : ((n * g.c + b.c) * g.h + ih) * g.w + iw;  // n promotes to int64
     return in ? x + off : nullptr;
   }
 
-  FC_DEV void store(int64_t m, int64_t n, int64_t grp, int64_t split, acc_t v) const {
+  // Output rows are output channels: the row is m itself.
+  FC_DEV ConvOutRow out_row(int64_t m) const { return {m, 0, 0, 0}; }
+  FC_DEV void out_next(ConvOutRow& o) const { ++o.base; }
+  FC_DEV void store(const ConvOutRow& o, int64_t n, int64_t grp, int64_t split,
+                    acc_t v) const {
     // n in the panel's order; the partials are stored in (c, r, s) order
-    const ConvTap t = conv_tap(int(n), int(g.c_per_group()), int(g.r), int(g.s), cl);
+    const ConvTap t = conv_tap(int(n), cg, int(g.r), int(g.s), cl);
     const int64_t row = gemm_n(), widx = (int64_t(t.c) * g.r + t.r) * g.s + t.s;
-    ws[(split * g.k + grp * gemm_m() + m) * row + widx] = v;
+    ws[(split * g.k + grp * gemm_m() + o.base) * row + widx] = v;
   }
 };
 

@@ -99,9 +99,11 @@ template <typename T>
 ConvPlan plan_conv(ConvPass pass, const ConvGeometry& g, bool cl, bool aligned,
                    const ConvOptions& opt, const LaunchDevice& dev) {
   ConvPlan plan{pass, ConvCore::Simt, true, 1, 1, 0, dim3(1), 256, 0};
-  if (g.depthwise() && pass != ConvPass::WeightGrad) {
+  const int64_t dw_total = pass == ConvPass::Forward ? g.n * g.k * g.p * g.q : g.n * g.c * g.h * g.w;
+  // (the depthwise kernels index elements in 32 bits; larger tensors take the GEMM path)
+  if (g.depthwise() && pass != ConvPass::WeightGrad && dw_total <= INT32_MAX) {
     plan.core = ConvCore::Depthwise;
-    const int64_t total = pass == ConvPass::Forward ? g.n * g.k * g.p * g.q : g.n * g.c * g.h * g.w;
+    const int64_t total = dw_total;
     const int64_t cap = int64_t(dev.sm_count) * (dev.max_threads_per_sm / kDepthwiseThreads) * 4;
     plan.grid = dim3(unsigned(std::max<int64_t>(1, std::min(ceil_div(total, kDepthwiseThreads), cap))));
     plan.threads = kDepthwiseThreads;
@@ -162,7 +164,6 @@ void launch_conv_gemm_v(const P& p, const ConvPlan& plan, fc_stream_t stream) {
       return;
     }
   }
-#ifndef FC_CONV_NO_WMMA
   if constexpr (!std::is_same_v<T, double>) {
     if (plan.core == ConvCore::Wmma) {
       FC_LAUNCH(FC_KERNEL(conv_igemm_wmma<P, V, V>), plan.grid, dim3(plan.threads), plan.smem,
@@ -170,7 +171,6 @@ void launch_conv_gemm_v(const P& p, const ConvPlan& plan, fc_stream_t stream) {
       return;
     }
   }
-#endif
   throw std::runtime_error("fastconv::conv2d: no kernel for plan " + describe(plan));
 }
 
@@ -189,10 +189,12 @@ void launch_conv2d_forward(const ConvPlan& plan, const ConvGeometry& g, bool cl,
                            const T* w, const T* bias, T* y, fc_stream_t stream) {
   if (plan.core == ConvCore::Depthwise) {
     FC_LAUNCH(FC_KERNEL(conv_depthwise_fwd<T>), plan.grid, dim3(plan.threads), 0, stream, x, w,
-              bias, y, g, cl, g.n * g.k * g.p * g.q);
+              bias, y, g, cl, int(g.n * g.k * g.p * g.q));
     return;
   }
-  launch_conv_gemm(ConvFwdProblem<T>{x, w, bias, y, g, cl}, plan, stream);
+  launch_conv_gemm(ConvFwdProblem<T>{x, w, bias, y, g, cl, int(g.c_per_group()),
+                                   int(g.k_per_group())},
+                   plan, stream);
 }
 
 template <typename T>
@@ -200,10 +202,12 @@ void launch_conv2d_input_grad(const ConvPlan& plan, const ConvGeometry& g, bool 
                               const T* w, T* dx, fc_stream_t stream) {
   if (plan.core == ConvCore::Depthwise) {
     FC_LAUNCH(FC_KERNEL(conv_depthwise_dgrad<T>), plan.grid, dim3(plan.threads), 0, stream, dy,
-              w, dx, g, cl, g.n * g.c * g.h * g.w);
+              w, dx, g, cl, int(g.n * g.c * g.h * g.w));
     return;
   }
-  launch_conv_gemm(ConvDgradProblem<T>{dy, w, dx, g, cl}, plan, stream);
+  launch_conv_gemm(
+      ConvDgradProblem<T>{dy, w, dx, g, cl, int(g.c_per_group()), int(g.k_per_group())}, plan,
+      stream);
 }
 
 // ws: plan.splits * K * C/g * R * S accumulators (acc_t), fully overwritten.
@@ -212,7 +216,9 @@ void launch_conv2d_weight_grad(const ConvPlan& plan, const ConvGeometry& g, bool
                                const T* dy, const T* x, typename ConvAcc<T>::type* ws, T* dw,
                                const LaunchDevice& dev, fc_stream_t stream) {
   using acc_t = typename ConvAcc<T>::type;
-  launch_conv_gemm(ConvWgradProblem<T>{dy, x, ws, g, cl}, plan, stream);
+  launch_conv_gemm(
+      ConvWgradProblem<T>{dy, x, ws, g, cl, int(g.c_per_group()), int(g.k_per_group())}, plan,
+      stream);
   const int64_t total = g.k * g.c_per_group() * g.r * g.s;
   const int64_t cap = int64_t(dev.sm_count) * (dev.max_threads_per_sm / 256) * 4;
   const dim3 grid(unsigned(std::max<int64_t>(1, std::min(ceil_div(total, 256), cap))));
