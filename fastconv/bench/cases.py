@@ -270,3 +270,7 @@ class MaxPool2d(CaseBuilder):
             # input, output, indices and output gradient: what a pass touches at most
             working_set_bytes=e * n * c * h * w + (2 * e + 8) * n * c * p * q,
         )
+
+
+# Case builders of other op families, in their own modules (registered on import).
+from fastconv.bench import cases_bn  # noqa: E402,F401
