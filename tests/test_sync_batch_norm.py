@@ -61,7 +61,11 @@ def worker(rank, world, port, out_dir):
             y.backward(dy[lo:hi])
             results[str(fmt)] = dict(y=y.detach(), gx=xi.grad, gr=ri.grad, gw=bn.weight.grad,
                                      gb=bn.bias.grad, rm=bn.running_mean, rv=bn.running_var)
-        # under DistributedDataParallel: one training step's gradients
+        # under DistributedDataParallel: one training step's gradients. DDP refuses any
+        # torch.nn.SyncBatchNorm (fastconv's is a subclass) in a CPU module, because torch's own
+        # kernels are GPU-only; fastconv's run on the CPU, so the check is lifted here.
+        torch.nn.parallel.DistributedDataParallel._passing_sync_batchnorm_handle = (
+            lambda self, module: None)
         model = torch.nn.parallel.DistributedDataParallel(make_model(sync=True))
         out = model(model_input()[lo:hi])
         out.sum().backward()
@@ -115,7 +119,9 @@ def test_distributed_data_parallel_step(two_process_results):
                                out.detach())
     for name, p in model.named_parameters():
         for res in two_process_results:  # DDP averages: world_size * average = total
-            torch.testing.assert_close(res["ddp"][name] * 2, p.grad, rtol=1e-4, atol=1e-5)
+            # atol: the conv bias gradient is 0 in exact arithmetic (BN removes any per-channel
+            # shift), a sum of ~300 terms of size ~1 that cancel, so only noise is compared
+            torch.testing.assert_close(res["ddp"][name] * 2, p.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_falls_back_to_local_batch_norm_without_process_group():
