@@ -56,7 +56,7 @@ template <typename A>
 std::vector<A> channel_values(const std::optional<at::Tensor>& t, int64_t c, A fill) {
   std::vector<A> v(c, fill);
   if (t.has_value() && t->defined()) {
-    const at::Tensor d = t->to(at::CPU(c10::CppTypeToScalarType<A>::value)).contiguous();
+    const at::Tensor d = t->to(c10::CppTypeToScalarType<A>::value).contiguous();
     std::copy(d.const_data_ptr<A>(), d.const_data_ptr<A>() + c, v.begin());
   }
   return v;

@@ -276,3 +276,5 @@ class MaxPool2d(CaseBuilder):
 from . import cases_conv  # noqa: E402,F401  (registers conv2d and conv_transpose2d)
 from fastconv.bench import cases_roi  # noqa: E402,F401  (registers the roi_align/roi_pool builders)
 from fastconv.bench import cases_models  # noqa: E402,F401  (whole models: op `model`)
+# Case builders of other op families, in their own modules (registered on import).
+from fastconv.bench import cases_bn  # noqa: E402,F401

@@ -80,10 +80,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                 relu, process_group, world_size):
         channels = input.shape[1]
         mean, var = _ops._batch_norm_stats(input)
-        local = torch.cat([mean.new_full((1,), count_per_channel(input)), mean, var])
-        gathered = local.new_empty(world_size, local.numel())
+        # float64: counts stay exact and the merge loses nothing to the transport
+        local = torch.cat([mean.new_full((1,), count_per_channel(input)), mean, var]).double()
+        gathered = local.new_empty(world_size * local.numel())
         dist.all_gather_into_tensor(gathered, local, group=process_group)
-        total, mean64, var64 = _merge_gathered(gathered, channels)
+        total, mean64, var64 = _merge_gathered(gathered.view(world_size, -1), channels)
         count = int(total.item())
         if count == 1:
             raise ValueError(f"fastconv::batch_norm: expected more than 1 value per channel "
@@ -102,7 +103,6 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, mean, var, weight, bias, residual = ctx.saved_tensors
         need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
-        grad_output = grad_output.contiguous(memory_format=_memory_format(input))
         sum_dy, sum_dy_xmu, grad_w = _ops._batch_norm_backward_reduce(
             grad_output, input, mean, var, weight, bias, residual, ctx.eps, ctx.relu)
         # weight and bias gradients stay local, as in torch's SyncBatchNorm (DDP reduces them)
@@ -123,10 +123,6 @@ class _SyncBatchNormFunction(torch.autograd.Function):
                 grad_residual = grad_output if need_r else None
         return (grad_input if need_x else None, grad_weight, grad_bias,
                 grad_residual if need_r else None, None, None, None, None, None, None, None)
-
-
-def _memory_format(t):
-    return t.suggest_memory_format() if t.dim() == 4 else torch.contiguous_format
 
 
 class SyncBatchNorm(torch.nn.SyncBatchNorm):

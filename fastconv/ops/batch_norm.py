@@ -15,8 +15,9 @@ recovered from y where weight == 0 (grad_weight needs it) and loses precision wh
 small, while x gives exact x_hat, the same minimal traffic (backward reads dy and x twice,
 writes dx once: 5 passes) and no second saved tensor.
 
-Double backward is not supported: the backward ops have no derivatives registered, so
-differentiating through them raises PyTorch's "autograd kernel was not registered" error.
+Double backward is not supported: differentiating through the backward ops (or through
+_batch_norm_stats, which only synchronized BatchNorm calls, inside its own autograd.Function)
+raises a RuntimeError saying so.
 """
 import torch
 
@@ -104,3 +105,14 @@ def _apply_backward(ctx, grad_output):
 
 torch.library.register_autograd("fastconv::batch_norm_apply", _apply_backward,
                                 setup_context=_apply_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("fastconv::batch_norm: double backward (differentiating the gradient of "
+                       "batch_norm) is not supported; use torch.nn.functional.batch_norm for "
+                       "higher-order gradients")
+
+
+for _name in ("_batch_norm_stats", "_batch_norm_backward_reduce", "_batch_norm_backward_apply",
+              "_batch_norm_add_relu_backward_apply"):
+    torch.library.register_autograd(f"fastconv::{_name}", _no_double_backward)
