@@ -154,6 +154,15 @@ def test_planted_wmma_misuse_is_reported(planted, message):
             _planted(planted, warps=2)
 
 
+def test_deadlock_report_names_the_wmma_collective():
+    with emulate_cuda():
+        with pytest.raises(RuntimeError, match=r"deadlock: .*\n  thread \(0,0,0\) \.\. \(10,0,0\) "
+                           r"\(tid 0\.\.10\): nvcuda::wmma::load_matrix_sync\(mask 0xffffffff\) "
+                           r".*test_kernels_wmma\.cpp:\d+\n  thread \(11,0,0\) \(tid 11\): "
+                           r"__syncthreads .*test_kernels_wmma\.cpp:\d+"):
+            _planted(7)
+
+
 def test_lane_dependent_fragment_is_a_warning_without_strict(capfd):
     with emulate_cuda(strict=False):
         warnings = ops._stats()[4]

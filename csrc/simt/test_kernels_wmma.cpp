@@ -21,6 +21,7 @@ enum Planted : int {
   kLaneFragment = 4,       // lane 7 negates one element of its A fragment
   kLaneExits = 5,          // lane 9 returns before the first collective
   kNoTf32Convert = 6,      // not planted misuse: tf32 operands without __float_to_tf32
+  kLaneBarrier = 7,        // lane 11 waits at __syncthreads while its warp loads: deadlock
 };
 
 // D = A * B + C, one warp per M x N output tile, K in steps of K. A, B, C, D are given with
@@ -37,6 +38,7 @@ __global__ void gemm(const typename wmma::fragment<wmma::matrix_a, M, N, K, T, L
   const int tile = int(blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32);
   if (tile >= mt * nt) return;  // whole warps
   if (planted == kLaneExits && lane == 9) return;
+  if (planted == kLaneBarrier && lane == 11) __syncthreads();
   const int ti = tile / nt, tj = tile % nt;
   wmma::fragment<wmma::accumulator, M, N, K, float> acc;
   const float* c_tile = c + (c_col ? size_t(tj) * N * ldc + ti * M : size_t(ti) * M * ldc + tj * N);
