@@ -26,11 +26,18 @@ def _conv2d_setup_context(ctx, inputs, output):
     ctx.input_size = list(input.shape)
     ctx.weight_size = list(weight.shape)
     ctx.save_for_backward(weight if _needs(ctx, 0) else None, input if _needs(ctx, 1) else None)
+    # The format the forward ran in (PyTorch's rule, see checks/conv.h). Like torch's
+    # convolution_backward, the backward brings grad to it, so grad_input comes out in the
+    # input's format even when grad is, say, the expanded gradient of a sum.
+    ctx.channels_last = output.dim() == 4 and output.is_contiguous(
+        memory_format=torch.channels_last)
 
 
 def _conv2d_backward(ctx, grad):
     weight, input = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
+    if ctx.channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
     if _needs(ctx, 0):
         grad_input = _ops._conv2d_input_grad(grad, weight, ctx.input_size, *ctx.geometry)
     if _needs(ctx, 1):
