@@ -134,6 +134,11 @@ def test_output_memory_format_follows_torch(device, x_format, w_format):
             (g,) = torch.autograd.grad(fn(xg, w[..., :2, :2], padding=padding).sum(), xg)
             grads.append(g)
         assert grads[0].stride() == grads[1].stride(), padding
+    # the weight gradient takes the weight's format, as torch's
+    wg = [w.clone().requires_grad_() for _ in range(2)]
+    F.conv2d(x, wg[0], padding=1).sum().backward()
+    TF.conv2d(x, wg[1], padding=1).sum().backward()
+    assert wg[0].grad.stride() == wg[1].grad.stride()
 
 
 def test_gradcheck_and_gradgradcheck(device):
