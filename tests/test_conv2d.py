@@ -126,6 +126,19 @@ def test_output_memory_format_follows_torch(device, x_format, w_format):
     ours, ref = F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1)
     assert ours.stride() == ref.stride()
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)  # 36-term fp32 sums
+    # the gradient of a sum arrives expanded (no format): grad_input still follows torch's
+    for padding in (1, "same"):
+        grads = []
+        for fn in (F.conv2d, TF.conv2d):
+            xg = x.clone().requires_grad_()
+            (g,) = torch.autograd.grad(fn(xg, w[..., :2, :2], padding=padding).sum(), xg)
+            grads.append(g)
+        assert grads[0].stride() == grads[1].stride(), padding
+    # the weight gradient takes the weight's format, as torch's
+    wg = [w.clone().requires_grad_() for _ in range(2)]
+    F.conv2d(x, wg[0], padding=1).sum().backward()
+    TF.conv2d(x, wg[1], padding=1).sum().backward()
+    assert wg[0].grad.stride() == wg[1].grad.stride()
 
 
 def test_gradcheck_and_gradgradcheck(device):

@@ -255,9 +255,13 @@ void weight_grad_nchw(const ConvGeometry& g, const scalar_t* go, const scalar_t*
   });
 }
 
-// Weight gradient, channels_last: a unit is `kb` output channels. For depthwise (one input
-// channel per output channel) a unit takes a block of channels and vectorizes across it;
-// otherwise one output channel, vectorized across its group's input channels.
+// Weight gradient, channels_last. Three ways to give the innermost loop a contiguous run:
+//  - depthwise (one input channel per output channel): a unit is a block of channels, the
+//    lanes are channels (grad_output and input both contiguous across them);
+//  - few input channels per group (first layers, C = 1 or 3): a unit is a block of output
+//    channels of one group, the lanes are output channels (contiguous in grad_output);
+//  - otherwise: a unit is one output channel, the lanes its group's input channels.
+// Each weight element is one lane's sum over (n, p, q) in order.
 template <typename scalar_t>
 void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* go, const scalar_t* x,
                                scalar_t* gw) {
@@ -265,15 +269,20 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* go, const 
   const int64_t cpg = g.c_per_group(), kpg = g.k_per_group(), K = g.k, C = g.c;
   const int64_t RS = g.r * g.s;
   const bool depthwise = cpg == 1 && kpg == 1;
-  const int64_t kb = depthwise ? 16 : 1;
-  const int64_t units = (K + kb - 1) / kb;
-  const int64_t width = depthwise ? kb : cpg;  // accumulator lanes per tap
+  const bool lanes_over_k = !depthwise && cpg < 8 && kpg > 1;
+  const int64_t kb = depthwise ? 16 : lanes_over_k ? std::min<int64_t>(16, kpg) : 1;
+  // units: blocks of kb output channels that never straddle a group (depthwise: of K)
+  const int64_t blocks_per_group = depthwise ? (K + kb - 1) / kb : (kpg + kb - 1) / kb;
+  const int64_t units = depthwise ? blocks_per_group : g.groups * blocks_per_group;
   at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(RS * width);  // acc[(r * S + s) * width + lane]
+    // acc[(rs * cpg + c) * kb + j] (depthwise: cpg is 1, lane j reads channel k0 + j)
+    std::vector<acc_t> acc(RS * cpg * kb);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t k0 = u * kb, lanes = depthwise ? std::min(kb, K - k0) : cpg;
-      // the input channels of lane 0: the block itself (depthwise) or k0's group
-      const int64_t c0 = depthwise ? k0 : (k0 / kpg) * cpg;
+      const int64_t group = depthwise ? 0 : u / blocks_per_group;
+      const int64_t k0 = depthwise ? u * kb : group * kpg + (u % blocks_per_group) * kb;
+      const int64_t lanes = depthwise ? std::min(kb, K - k0)
+                                      : std::min(kb, (group + 1) * kpg - k0);
+      const int64_t c0 = depthwise ? k0 : group * cpg;
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t n = 0; n < g.n; ++n) {
         for (int64_t p = 0; p < g.p; ++p) {
@@ -286,10 +295,16 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* go, const 
                 const int64_t iw = conv_input_coord(q, s, g.stride_w, g.pad_w, g.dil_w);
                 if (iw < 0 || iw >= g.w) continue;
                 const scalar_t* xpix = x + ((n * g.h + ih) * g.w + iw) * C + c0;
-                acc_t* a = acc.data() + (r * g.s + s) * width;
+                acc_t* a = acc.data() + (r * g.s + s) * cpg * kb;
                 if (depthwise) {
                   for (int64_t j = 0; j < lanes; ++j) {
                     a[j] += static_cast<acc_t>(gpix[j]) * static_cast<acc_t>(xpix[j]);
+                  }
+                } else if (lanes_over_k) {
+                  for (int64_t c = 0; c < cpg; ++c) {
+                    const acc_t xv = static_cast<acc_t>(xpix[c]);
+                    acc_t* ac = a + c * kb;
+                    for (int64_t j = 0; j < lanes; ++j) ac[j] += xv * static_cast<acc_t>(gpix[j]);
                   }
                 } else {
                   const acc_t gv = static_cast<acc_t>(gpix[0]);
@@ -300,11 +315,15 @@ void weight_grad_channels_last(const ConvGeometry& g, const scalar_t* go, const 
           }
         }
       }
-      // grad_weight (K, C / groups, R, S) contiguous; lane j is (k0 + j, 0) for depthwise,
-      // (k0, j) otherwise.
+      // grad_weight (K, C / groups, R, S) contiguous: lane j of input channel c is weight
+      // element (k0 + j, c) (depthwise: (k0 + j, 0)).
       for (int64_t j = 0; j < lanes; ++j) {
-        scalar_t* dst = depthwise ? gw + (k0 + j) * RS : gw + (k0 * cpg + j) * RS;
-        for (int64_t rs = 0; rs < RS; ++rs) dst[rs] = static_cast<scalar_t>(acc[rs * width + j]);
+        for (int64_t c = 0; c < cpg; ++c) {
+          scalar_t* dst = gw + ((k0 + j) * cpg + c) * RS;
+          for (int64_t rs = 0; rs < RS; ++rs) {
+            dst[rs] = static_cast<scalar_t>(acc[(rs * cpg + c) * kb + j]);
+          }
+        }
       }
     }
   });

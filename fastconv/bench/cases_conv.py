@@ -3,7 +3,9 @@ layers.json, each timed as three passes reported separately: fwd (forward), dgra
 gradient) and wgrad (weight gradient). Both sides get the same tensors, in the memory format
 under test (weight included, as `model.to(memory_format=...)` leaves it): fastconv's public
 forward and its gradient ops against F.conv2d / F.conv_transpose2d and
-torch.ops.aten.convolution_backward with an output_mask asking for the one gradient.
+torch.ops.aten.convolution_backward with an output_mask asking for the one gradient. The
+weight gradient is returned in the weight's memory format on both sides (fastconv's op gives
+a contiguous one; the conversion, as its autograd does it, is charged to fastconv).
 Entries with `input_grad: false` (first layers) have no dgrad pass, like the references.
 """
 import torch
@@ -21,6 +23,11 @@ def _pair(t):
 def conv_output_size(size, kernel, stride, pad, dilation):
     """README: P = floor((H + 2 pad - dil (R - 1) - 1) / stride) + 1."""
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _weight_format(weight):
+    cl = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
 
 
 class _ConvBuilder(CaseBuilder):
@@ -104,13 +111,15 @@ class Conv2d(_ConvBuilder):
     def sides(self, x, weight, geo, entry, grad=None):
         fc = self.fastconv_fn()
         ops = torch.ops.fastconv
+        wfmt = _weight_format(weight)
         args = (geo["stride"], geo["padding"], geo["dilation"], geo["groups"])
         bw = (geo["stride"], geo["padding"], geo["dilation"], False, [0, 0], geo["groups"])
         return {
             "fastconv": {
                 "fwd": lambda: fc(x, weight, None, *args),
                 "dgrad": lambda: ops._conv2d_input_grad(grad, weight, list(x.shape), *args),
-                "wgrad": lambda: ops._conv2d_weight_grad(grad, x, list(weight.shape), *args),
+                "wgrad": lambda: ops._conv2d_weight_grad(
+                    grad, x, list(weight.shape), *args).contiguous(memory_format=wfmt),
             },
             "torch": {
                 "fwd": lambda: F.conv2d(x, weight, None, *args),
@@ -131,6 +140,7 @@ class ConvTranspose2d(_ConvBuilder):
     def sides(self, x, weight, geo, entry, grad=None):
         fc = self.fastconv_fn()
         ops = torch.ops.fastconv
+        wfmt = _weight_format(weight)
         out_pad = list(entry.get("output_padding", [0, 0]))
         s, p, d, g = geo["stride"], geo["padding"], geo["dilation"], geo["groups"]
         bw = (s, p, d, True, out_pad, g)
@@ -140,7 +150,8 @@ class ConvTranspose2d(_ConvBuilder):
                 # the transposed conv's input gradient is a conv2d of its output gradient,
                 # its weight gradient the conv2d weight gradient with the roles swapped
                 "dgrad": lambda: ops.conv2d(grad, weight, None, s, p, d, g),
-                "wgrad": lambda: ops._conv2d_weight_grad(x, grad, list(weight.shape), s, p, d, g),
+                "wgrad": lambda: ops._conv2d_weight_grad(
+                    x, grad, list(weight.shape), s, p, d, g).contiguous(memory_format=wfmt),
             },
             "torch": {
                 "fwd": lambda: F.conv_transpose2d(x, weight, None, s, p, out_pad, g, d),

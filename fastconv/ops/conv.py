@@ -26,15 +26,32 @@ def _conv2d_setup_context(ctx, inputs, output):
     ctx.input_size = list(input.shape)
     ctx.weight_size = list(weight.shape)
     ctx.save_for_backward(weight if _needs(ctx, 0) else None, input if _needs(ctx, 1) else None)
+    # The format the forward ran in (PyTorch's rule, see checks/conv.h). Like torch's
+    # convolution_backward, the backward brings grad to it, so grad_input comes out in the
+    # input's format even when grad is, say, the expanded gradient of a sum.
+    ctx.channels_last = output.dim() == 4 and output.is_contiguous(
+        memory_format=torch.channels_last)
+    # The weight gradient op returns a contiguous tensor; torch gives a channels_last weight
+    # a channels_last gradient, and so does this backward (a weight-sized copy).
+    ctx.weight_format = _weight_format(weight)
+
+
+def _weight_format(weight):
+    channels_last = (weight.is_contiguous(memory_format=torch.channels_last)
+                     and not weight.is_contiguous())
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _conv2d_backward(ctx, grad):
     weight, input = ctx.saved_tensors
     grad_input = grad_weight = grad_bias = None
+    if ctx.channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
     if _needs(ctx, 0):
         grad_input = _ops._conv2d_input_grad(grad, weight, ctx.input_size, *ctx.geometry)
     if _needs(ctx, 1):
         grad_weight = _ops._conv2d_weight_grad(grad, input, ctx.weight_size, *ctx.geometry)
+        grad_weight = grad_weight.contiguous(memory_format=ctx.weight_format)
     if _needs(ctx, 2):
         grad_bias = grad.sum(dim=[0, 2, 3] if grad.dim() == 4 else [1, 2])
     return grad_input, grad_weight, grad_bias, None, None, None, None
@@ -48,6 +65,7 @@ def _input_grad_setup_context(ctx, inputs, output):
     grad_output, weight, input_size, *geometry = inputs
     ctx.geometry = geometry
     ctx.weight_size = list(weight.shape)
+    ctx.weight_format = _weight_format(weight)
     ctx.save_for_backward(weight if _needs(ctx, 0) else None,
                           grad_output if _needs(ctx, 1) else None)
 
@@ -59,6 +77,7 @@ def _input_grad_backward(ctx, grad):
         grad_grad_output = _ops.conv2d(grad, weight, None, *ctx.geometry)
     if _needs(ctx, 1):
         grad_weight = _ops._conv2d_weight_grad(grad_output, grad, ctx.weight_size, *ctx.geometry)
+        grad_weight = grad_weight.contiguous(memory_format=ctx.weight_format)
     return grad_grad_output, grad_weight, None, None, None, None, None
 
 
