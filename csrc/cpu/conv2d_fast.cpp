@@ -132,16 +132,29 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
     bias_t = at::zeros({p.G, p.KB * p.B}, bias.options());
     bias_t.narrow(1, 0, p.Kg).copy_(bias.view({p.G, p.Kg}));
   }
+  // 1x1 stride 1: the image is one long row of h * w pixels, cut into chunks for balance.
+  // Narrow images (q < 4 tiles): register tiles run across output rows over a source padded in
+  // rows too, so a 7 x 7 image is 9 tiles of 6 pixels rather than 7 rows of 6 + 1, and each
+  // L1 block of weights serves the whole chunk. Otherwise one work item is one output row.
+  const bool flat = g.pointwise();
+  const bool across = !flat && g.q < 4 * kk->max_m;
+  const int64_t pq = g.p * g.q;
+  const int64_t chunk = flat ? 16 * kk->max_m
+                      : across ? ceil_div(ceil_div(pq, ceil_div(pq, 16 * kk->max_m)), kk->max_m) * kk->max_m
+                               : g.q;
+  const int64_t rows = (flat || across) ? ceil_div(pq, chunk) : g.p;
+  const int64_t top = across ? g.pad_h : 0;
+  const int64_t Hp = across ? std::max(g.pad_h + g.h, (g.p - 1) * g.stride_h + (g.r - 1) * g.dil_h + 1) : g.h;
   const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
-  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const float* src = nhwc_padded(input, top, Hp, g.pad_w, Wp, 0);
+  std::vector<int64_t> pix_off(across ? pq : 0);  // source offset of output pixel y * q + x
+  for (int64_t i = 0; i < static_cast<int64_t>(pix_off.size()); ++i) {
+    pix_off[i] = ((i / g.q) * g.stride_h * Wp + (i % g.q) * g.stride_w) * g.c;
+  }
   const float* packed = packed_t.data_ptr<float>();
   const float* bias_p = bias_t.defined() ? bias_t.data_ptr<float>() : nullptr;
   const Dest out(output);
 
-  // 1x1 stride 1: the image is one long row of h * w pixels, cut into chunks for balance.
-  const bool flat = g.pointwise();
-  const int64_t chunk = flat ? 16 * kk->max_m : g.q;
-  const int64_t rows = flat ? ceil_div(g.p * g.q, chunk) : g.p;
   const int64_t C = g.c;
   const int64_t l_block = l1_reduction_block(p.ntaps, p.B);
   at::parallel_for(0, g.n * p.G * p.KB * rows, 1, [&](int64_t begin, int64_t end) {
@@ -152,9 +165,21 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
       const int64_t gi = (it / (rows * p.KB)) % p.G;
       const int64_t n = it / (rows * p.KB * p.G);
       const float* w0 = packed + (gi * p.KB + kb) * p.ntaps * p.L * p.B;
-      ConvRow job;
+      ConvRow job{};
       int nt = 0;
-      if (flat) {
+      if (across) {
+        const int64_t x0 = row * chunk;
+        for (int64_t r = 0; r < g.r; ++r) {
+          for (int64_t s = 0; s < (p.fold ? 1 : g.s); ++s) {
+            a[nt] = src + ((n * Hp + r * g.dil_h) * Wp + s * g.dil_w) * C + gi * p.Cg;
+            b[nt] = w0 + (p.fold ? r : r * g.s + s) * p.L * p.B;
+            ++nt;
+          }
+        }
+        job.pix_off = pix_off.data() + x0;
+        job.npix = std::min(chunk, pq - x0);
+        job.dst = out.at(n, gi * p.Kg + kb * p.B, 0, 0) + x0 * out.sx;
+      } else if (flat) {
         const int64_t x0 = row * chunk;
         a[0] = src + (n * g.h * g.w + x0) * C + gi * p.Cg;
         b[0] = w0;

@@ -35,6 +35,7 @@ struct ConvRow {
   int64_t d_chan;         // destination stride between channels: 1 (NHWC) or H * W (NCHW)
   int nvalid;             // channels of the block that exist (1..block); only these are stored
   int64_t l_block;        // reduction steps per pass over the row (<= 0: all of L at once)
+  const int64_t* pix_off;  // if set, pixel x reads a[t] + pix_off[x] instead of a[t] + x * a_pix
 };
 
 struct WgradTile {

@@ -99,7 +99,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
     const float* b = r.b[t];
     const float* ap[M];
     _Pragma("GCC unroll 16")
-    for (int m = 0; m < M; ++m) ap[m] = a + m * a_pix;
+    for (int m = 0; m < M; ++m) ap[m] = r.pix_off ? r.a[t] + r.pix_off[x0 + m] : a + m * a_pix;
     for (int64_t l = l0; l < l1; ++l) {
       const reg b0 = V::load(b + l * B);
       const reg b1 = V::load(b + l * B + V::W);

@@ -75,18 +75,26 @@ inline float* workspace(int slot, int64_t floats) {
   return v.data();
 }
 
-// x (N, C, H, W) in either format as (N, H, Wp, C) NHWC data whose columns [left, left + W)
-// hold x and whose other columns are zero: x's own memory when it is channels_last and needs
-// no padding, else a copy in workspace `slot`.
-inline const float* nhwc_with_column_padding(const at::Tensor& x, int64_t left, int64_t Wp, int slot) {
+// x (N, C, H, W) in either format as (N, Hp, Wp, C) NHWC data whose rows [top, top + H) and
+// columns [left, left + W) hold x and whose other elements are zero: x's own memory when it
+// is channels_last and needs no padding, else a copy in workspace `slot`.
+inline const float* nhwc_padded(const at::Tensor& x, int64_t top, int64_t Hp, int64_t left,
+                                int64_t Wp, int slot) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const float* src = x.data_ptr<float>();
   const bool nhwc = x.permute({0, 2, 3, 1}).is_contiguous();
-  if (left == 0 && Wp == W && nhwc) return src;
-  float* dst = workspace(slot, N * H * Wp * C);
+  if (top == 0 && Hp == H && left == 0 && Wp == W && nhwc) return src;
+  float* dst = workspace(slot, N * Hp * Wp * C);
+  if (Hp != H) {  // zero rows above and below the image
+    for (int64_t n = 0; n < N; ++n) {
+      float* img = dst + n * Hp * Wp * C;
+      std::fill(img, img + top * Wp * C, 0.0f);
+      std::fill(img + (top + H) * Wp * C, img + Hp * Wp * C, 0.0f);
+    }
+  }
   at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nh = begin; nh < end; ++nh) {
-      float* row = dst + nh * Wp * C;
+      float* row = dst + ((nh / H) * Hp + top + nh % H) * Wp * C;
       std::fill(row, row + left * C, 0.0f);
       std::fill(row + (left + W) * C, row + Wp * C, 0.0f);
       if (nhwc) {
@@ -98,6 +106,9 @@ inline const float* nhwc_with_column_padding(const at::Tensor& x, int64_t left, 
     }
   });
   return dst;
+}
+inline const float* nhwc_with_column_padding(const at::Tensor& x, int64_t left, int64_t Wp, int slot) {
+  return nhwc_padded(x, 0, x.size(2), left, Wp, slot);
 }
 
 // Element (n, c, y, x) of a contiguous 4-D result (either format) is at
