@@ -202,7 +202,7 @@ def test_fp32_runs_tf32_only_when_pytorch_allows_it():
 def test_empty_batch_unbatched_and_non_contiguous(memory_format):
     args = ([1, 1], [1, 1], [1, 1], 1)
     w = torch.randn(6, 4, 3, 3).contiguous(memory_format=memory_format)
-    with emulate_cuda("random", seed=3):
+    with emulate_cuda("random", seed=3), plan_options():  # fp32 without TF32
         # empty batch: empty activations, a zero weight gradient
         x0 = torch.randn(0, 4, 5, 5).contiguous(memory_format=memory_format)
         out0 = simt().conv2d(x0, w, None, *args)

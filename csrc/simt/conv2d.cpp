@@ -29,8 +29,9 @@ void conv_check_cpu(const at::Tensor& t, const char* op, const char* name) {
            t.device());
 }
 
+// at::empty (which honours the options' memory format, unlike at::full), poisoned with NaN.
 at::Tensor conv_poisoned_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  return at::full(size, std::numeric_limits<double>::quiet_NaN(), options);
+  return at::empty(size, options).fill_(std::numeric_limits<double>::quiet_NaN());
 }
 
 host::ConvHostLaunch conv_emulated_launch() {
