@@ -153,7 +153,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   const bool go_channels_last = go_layout.second;
   const at::Tensor am = argmax.contiguous(roi_memory_format(go_channels_last));
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "fastconv::roi_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+                                  "_roi_pool_backward", [&] {
     backward(go.const_data_ptr<scalar_t>(), am.const_data_ptr<int32_t>(),
              cpu::bin_strides(a.C, a.PH * a.PW, go_channels_last), r.const_data_ptr<scalar_t>(),
              gi.mutable_data_ptr<scalar_t>(), channels_last, a);

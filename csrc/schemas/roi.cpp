@@ -31,6 +31,9 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   m.def(FC_SCHEMA_ROI_POOL);
   // _roi_pool_backward: gradient of roi_pool: grad_input[n, c, argmax] += grad_output for every
   // bin with argmax >= 0, in box order (deterministic; CUDA gathers over the bins of each input
-  // element's image). An argmax outside [-1, H*W) is an IndexError. Not differentiable again.
+  // element's image). On the CPU an argmax outside [-1, H*W) is an IndexError; the CUDA gather
+  // only looks for each element inside the bins that cover it, so an argmax outside its own bin
+  // (impossible for one from the forward) contributes nothing there. grad_output in either
+  // memory format. Not differentiable again.
   m.def(FC_SCHEMA_ROI_POOL_BACKWARD);
 }

@@ -106,8 +106,8 @@ inline at::Tensor roi_align_backward(const HostLaunch& launch, const at::Tensor&
                                   "fastconv::roi_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     kernels::launch_roi_align_backward<scalar_t, acc_t>(
-        s, channels_last, go.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
-        begin.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(),
+        s, channels_last, go.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
+        order.const_data_ptr<int64_t>(), begin.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), launch.device, launch.stream);
   });
   return grad_input;

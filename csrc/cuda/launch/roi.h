@@ -49,7 +49,8 @@ void launch_roi_align_forward(const RoiShape& s, bool channels_last, const scala
 // argmax) in grad_input's layout.
 template <typename scalar_t, typename acc_t>
 void launch_roi_align_backward(const RoiShape& s, bool channels_last,
-                               const scalar_t* grad_output, const scalar_t* rois, const int64_t* order, const int64_t* begin,
+                               const scalar_t* grad_output, const scalar_t* rois,
+                               const int64_t* order, const int64_t* begin,
                                scalar_t* grad_input, acc_t spatial_scale,
                                const LaunchDevice& dev, fc_stream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
