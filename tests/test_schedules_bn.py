@@ -28,8 +28,9 @@ def run_all(x, residual, grad, rm, rv):
     """Training forward + backward of the fused add+relu (stats, coefficients, apply, reduce,
     backward apply), and the eval forward + backward: every kernel of the family."""
     xr, rr = x.detach().requires_grad_(), residual.detach().requires_grad_()
-    w = torch.linspace(0.5, 1.5, x.shape[1], dtype=torch.float32).requires_grad_()
-    b = torch.linspace(-0.3, 0.3, x.shape[1], dtype=torch.float32).requires_grad_()
+    pdt = torch.float64 if x.dtype == torch.float64 else torch.float32  # affine: compute dtype
+    w = torch.linspace(0.5, 1.5, x.shape[1], dtype=pdt).requires_grad_()
+    b = torch.linspace(-0.3, 0.3, x.shape[1], dtype=pdt).requires_grad_()
     rm, rv = rm.clone(), rv.clone()
     y = F.batch_norm_add_relu(xr, rr, rm, rv, w, b, training=True)
     y.backward(grad)
