@@ -68,8 +68,10 @@ def reference_roi_align(x, rois, spatial_scale, output_size, sampling_ratio, ali
         gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / pw)
         if gh <= 0 or gw <= 0:
             continue
-        ys = torch.tensor([y1 + (p + (i + 0.5) / gh) * rh / ph for p in range(ph) for i in range(gh)])
-        xs = torch.tensor([x1 + (p + (i + 0.5) / gw) * rw / pw for p in range(pw) for i in range(gw)])
+        ys = torch.tensor([y1 + (p + (i + 0.5) / gh) * rh / ph for p in range(ph) for i in range(gh)],
+                          dtype=torch.float64)
+        xs = torch.tensor([x1 + (p + (i + 0.5) / gw) * rw / pw for p in range(pw) for i in range(gw)],
+                          dtype=torch.float64)
         my, mx = _axis_matrix(ys, H), _axis_matrix(xs, W)
         samples = torch.einsum("yh,chw,xw->cyx", my, x[int(r[0])], mx)
         out[k] = samples.reshape(C, ph, gh, pw, gw).sum(dim=(2, 4)) / max(gh * gw, 1)

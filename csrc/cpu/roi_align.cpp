@@ -193,7 +193,9 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                             grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();
-  const auto [go, go_channels_last] = cpu::bins_contiguous(grad_output);
+  const auto go_layout = cpu::bins_contiguous(grad_output);  // (tensor, channels_last)
+  const at::Tensor& go = go_layout.first;
+  const bool go_channels_last = go_layout.second;
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
                                   "_roi_align_backward", [&] {

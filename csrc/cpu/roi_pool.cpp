@@ -148,10 +148,12 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();
   // grad_output and argmax in one layout, so one set of strides serves both
-  const auto [go, go_channels_last] = cpu::bins_contiguous(grad_output);
+  const auto go_layout = cpu::bins_contiguous(grad_output);  // (tensor, channels_last)
+  const at::Tensor& go = go_layout.first;
+  const bool go_channels_last = go_layout.second;
   const at::Tensor am = argmax.contiguous(roi_memory_format(go_channels_last));
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "fastconv::roi_backward", [&] {
     backward(go.const_data_ptr<scalar_t>(), am.const_data_ptr<int32_t>(),
              cpu::bin_strides(a.C, a.PH * a.PW, go_channels_last), r.const_data_ptr<scalar_t>(),
              gi.mutable_data_ptr<scalar_t>(), channels_last, a);

@@ -7,7 +7,6 @@ Double backward is not supported (a clear error). Under torch.autocast both ops 
 and return the input's dtype, as torchvision's autocast kernels do.
 """
 import torch
-import torchvision
 
 _ops = torch.ops.fastconv
 
@@ -79,19 +78,42 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     return out
 
 
-class RoIAlign(torchvision.ops.RoIAlign):
-    """torchvision.ops.RoIAlign (constructor, attributes, repr) running fastconv's roi_align."""
+# The modules repeat torchvision's (constructor, attributes, repr) rather than subclass them:
+# torchvision is not a dependency of fastconv.
+class RoIAlign(torch.nn.Module):
+    """See roi_align; torchvision.ops.RoIAlign's constructor, attributes and repr."""
+
+    def __init__(self, output_size, spatial_scale, sampling_ratio, aligned=False):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
 
     def forward(self, input, rois):
         return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
                          self.aligned)
 
+    def __repr__(self):
+        return (f"{self.__class__.__name__}(output_size={self.output_size}, "
+                f"spatial_scale={self.spatial_scale}, sampling_ratio={self.sampling_ratio}, "
+                f"aligned={self.aligned})")
 
-class RoIPool(torchvision.ops.RoIPool):
-    """torchvision.ops.RoIPool (constructor, attributes, repr) running fastconv's roi_pool."""
+
+class RoIPool(torch.nn.Module):
+    """See roi_pool; torchvision.ops.RoIPool's constructor, attributes and repr."""
+
+    def __init__(self, output_size, spatial_scale):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
 
     def forward(self, input, rois):
         return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def __repr__(self):
+        return (f"{self.__class__.__name__}(output_size={self.output_size}, "
+                f"spatial_scale={self.spatial_scale})")
 
 
 # ---- autograd ---------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
 // properties, stream, allocator) is the max-pool family's (cuda/host/max_pool2d.h).
 //
 // Layouts: the input (forward) is made contiguous in its suggested memory format, which the
-// outputs keep; grad_output (backward) is used in whichever of the two layouts it already is
-// (argmax follows it), grad_input takes the forward input's format (channels_last argument).
+// outputs keep; in the backward, grad_input takes the forward input's format (the
+// channels_last argument) and grad_output and argmax are made contiguous in it (autograd
+// hands over grad_output in the forward output's format, so this is normally no copy).
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -36,7 +37,8 @@ inline void check_roi_values_on_device(const HostLaunch& launch, const at::Tenso
   const int64_t k = rois.size(0);
   if (k == 0) return;
   at::Tensor slot = at::full({1}, -1, rois.options().dtype(at::kLong));  // all bits set: none
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rois.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, rois.scalar_type(),
+                                  "fastconv::roi_validate", [&] {
     kernels::launch_roi_validate<scalar_t, at::opmath_type<scalar_t>>(
         rois.const_data_ptr<scalar_t>(), k, n,
         reinterpret_cast<unsigned long long*>(slot.mutable_data_ptr<int64_t>()), launch.device,
@@ -56,12 +58,6 @@ inline std::pair<at::Tensor, at::Tensor> boxes_by_image(const at::Tensor& rois, 
   const at::Tensor images = at::arange(n + 1, batch.options());
   at::Tensor begin = at::searchsorted(sorted, images);  // first box of each image (and the end)
   return {order.contiguous(), begin.contiguous()};
-}
-
-// A (K, C, PH, PW) tensor in whichever layout it already is (else NCHW), and that layout.
-inline std::pair<at::Tensor, bool> bins_contiguous(const at::Tensor& t) {
-  if (t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous()) return {t, true};
-  return {t.contiguous(), false};
 }
 
 inline at::Tensor roi_align(const HostLaunch& launch, const at::Tensor& input,
@@ -102,13 +98,15 @@ inline at::Tensor roi_align_backward(const HostLaunch& launch, const at::Tensor&
       launch.empty({s.n, s.c, s.h, s.w},
                    grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (grad_input.numel() == 0) return grad_input;
-  const auto [go, go_channels_last] = bins_contiguous(grad_output);
-  const auto [order, begin] = boxes_by_image(r, s.n);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), op, [&] {
+  const at::Tensor go = grad_output.contiguous(roi_memory_format(channels_last));
+  const auto boxes = boxes_by_image(r, s.n);
+  const at::Tensor& order = boxes.first;
+  const at::Tensor& begin = boxes.second;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+                                  "fastconv::roi_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     kernels::launch_roi_align_backward<scalar_t, acc_t>(
-        s, channels_last, go.const_data_ptr<scalar_t>(), go_channels_last,
-        r.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
+        s, channels_last, go.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
         begin.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), launch.device, launch.stream);
   });
@@ -157,14 +155,17 @@ inline at::Tensor roi_pool_backward(const HostLaunch& launch, const at::Tensor& 
       launch.empty({s.n, s.c, s.h, s.w},
                    grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (grad_input.numel() == 0) return grad_input;
-  const auto [go, go_channels_last] = bins_contiguous(grad_output);
-  const at::Tensor am = argmax.contiguous(roi_memory_format(go_channels_last));
-  const auto [order, begin] = boxes_by_image(r, s.n);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), op, [&] {
+  const at::Tensor go = grad_output.contiguous(roi_memory_format(channels_last));
+  const at::Tensor am = argmax.contiguous(roi_memory_format(channels_last));
+  const auto boxes = boxes_by_image(r, s.n);
+  const at::Tensor& order = boxes.first;
+  const at::Tensor& begin = boxes.second;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+                                  "fastconv::roi_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     kernels::launch_roi_pool_backward<scalar_t, acc_t>(
         s, channels_last, go.const_data_ptr<scalar_t>(), am.const_data_ptr<int32_t>(),
-        go_channels_last, r.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
+        r.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
         begin.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), launch.device, launch.stream);
   });

@@ -56,13 +56,6 @@ __device__ __forceinline__ RoiIndex roi_unflatten(int64_t i, int64_t c, int64_t 
   return r;
 }
 
-// Offset of (outer, c, a, b) in such a tensor.
-template <bool kChannelsLast>
-__device__ __forceinline__ int64_t roi_offset(int64_t outer, int64_t ch, int64_t a, int64_t b,
-                                              int64_t c, int64_t sa, int64_t sb) {
-  return kChannelsLast ? ((outer * sa + a) * sb + b) * c + ch : ((outer * c + ch) * sa + a) * sb + b;
-}
-
 // ---- box validation --------------------------------------------------------------------------
 // The smallest index of a box whose batch index is not an integer in [0, n) or whose
 // coordinates are not finite goes to *first_bad (UINT64_MAX when none; the launcher reads it
@@ -127,6 +120,7 @@ template <typename acc_t>
 __device__ __forceinline__ acc_t roi_align_bin_weight(acc_t start, acc_t bin, int64_t p,
                                                       int64_t grid, int64_t pixel, int64_t size) {
   acc_t weight = acc_t(0);
+#pragma unroll 1
   for (int64_t i = 0; i < grid; ++i)
     weight += roi_axis_weight(roi_axis_tap(roi_align_sample(start, bin, p, i, grid), size), pixel);
   return weight;
@@ -143,17 +137,26 @@ __device__ __forceinline__ bool roi_align_may_reach(acc_t start, acc_t bin, int6
          static_cast<acc_t>(pixel) <= roi_ceil(hi) + acc_t(2);
 }
 
-// One thread per input element; `total` = n * c * h * w. grad_output is (k, c, pooled_h,
-// pooled_w) in the layout go_channels_last says; grad_input in kChannelsLast.
+// Offset of grad_output element (k, c, bin) relative to box k's first element: grad_output
+// (and argmax) are (k, c, pooled_h, pooled_w) in grad_input's layout.
+template <bool kChannelsLast>
+__device__ __forceinline__ int64_t roi_bin_offset(int64_t c, int64_t bin, int64_t channels,
+                                                  int64_t bins) {
+  return kChannelsLast ? bin * channels + c : c * bins + bin;
+}
+
+// One thread per input element; `total` = n * c * h * w. grad_output and grad_input share the
+// layout kChannelsLast.
 template <typename scalar_t, typename acc_t, bool kChannelsLast>
 __global__ void __launch_bounds__(kRoiThreads)
-    roi_align_backward_gather(const scalar_t* grad_output, bool go_channels_last,
-                              const scalar_t* rois, const int64_t* order, const int64_t* begin,
-                              scalar_t* grad_input, RoiShape s, acc_t spatial_scale,
-                              int64_t total) {
+    roi_align_backward_gather(const scalar_t* grad_output, const scalar_t* rois,
+                              const int64_t* order, const int64_t* begin, scalar_t* grad_input,
+                              RoiShape s, acc_t spatial_scale, int64_t total) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
   for (int64_t i = roi_grid_first(); i < total; i += roi_grid_step()) {
     const RoiIndex p = roi_unflatten<kChannelsLast>(i, s.c, s.h, s.w);
     acc_t sum = acc_t(0);
+#pragma unroll 1
     for (int64_t j = begin[p.outer]; j < begin[p.outer + 1]; ++j) {
       const int64_t k = order[j];
       const RoiAlignBox<acc_t> box = roi_align_box<acc_t>(rois + 5 * k, spatial_scale,
@@ -163,19 +166,22 @@ __global__ void __launch_bounds__(kRoiThreads)
           !roi_align_may_reach(box.start_h, box.bin_h, s.pooled_h, p.a) ||
           !roi_align_may_reach(box.start_w, box.bin_w, s.pooled_w, p.b))
         continue;
+      const scalar_t* go = grad_output + k * s.c * bins;
+      acc_t box_sum = acc_t(0);  // this box's contribution, before the division by count
+#pragma unroll 1
       for (int64_t ph = 0; ph < s.pooled_h; ++ph) {
         const acc_t wy = roi_align_bin_weight(box.start_h, box.bin_h, ph, box.grid_h, p.a, s.h);
         if (wy == acc_t(0)) continue;
+#pragma unroll 1
         for (int64_t pw = 0; pw < s.pooled_w; ++pw) {
           const acc_t wx =
               roi_align_bin_weight(box.start_w, box.bin_w, pw, box.grid_w, p.b, s.w);
           if (wx == acc_t(0)) continue;
-          const int64_t at =
-              go_channels_last ? roi_offset<true>(k, p.c, ph, pw, s.c, s.pooled_h, s.pooled_w)
-                               : roi_offset<false>(k, p.c, ph, pw, s.c, s.pooled_h, s.pooled_w);
-          sum += static_cast<acc_t>(grad_output[at]) / box.count * (wy * wx);
+          const int64_t at = roi_bin_offset<kChannelsLast>(p.c, ph * s.pooled_w + pw, s.c, bins);
+          box_sum += static_cast<acc_t>(go[at]) * (wy * wx);
         }
       }
+      sum += box_sum / box.count;
     }
     grad_input[i] = static_cast<scalar_t>(sum);
   }
@@ -215,19 +221,21 @@ __global__ void __launch_bounds__(kRoiThreads)
 }
 
 // ---- roi_pool backward (gather) --------------------------------------------------------------
-// One thread per input element; grad_output and argmax (k, c, pooled_h, pooled_w) share the
-// layout go_channels_last says. A bin adds its gradient where its argmax is this element;
+// One thread per input element; grad_output and argmax (k, c, pooled_h, pooled_w) share
+// grad_input's layout kChannelsLast. A bin adds its gradient where its argmax is this element;
 // an argmax outside its bin (impossible for one from the forward) adds nothing.
 template <typename scalar_t, typename acc_t, bool kChannelsLast>
 __global__ void __launch_bounds__(kRoiThreads)
     roi_pool_backward_gather(const scalar_t* grad_output, const int32_t* argmax,
-                             bool go_channels_last, const scalar_t* rois, const int64_t* order,
-                             const int64_t* begin, scalar_t* grad_input, RoiShape s,
-                             acc_t spatial_scale, int64_t total) {
+                             const scalar_t* rois, const int64_t* order, const int64_t* begin,
+                             scalar_t* grad_input, RoiShape s, acc_t spatial_scale,
+                             int64_t total) {
+  const int64_t bins = s.pooled_h * s.pooled_w;
   for (int64_t i = roi_grid_first(); i < total; i += roi_grid_step()) {
     const RoiIndex p = roi_unflatten<kChannelsLast>(i, s.c, s.h, s.w);
-    const int64_t flat = p.a * s.w + p.b;
+    const int32_t flat = static_cast<int32_t>(p.a * s.w + p.b);
     acc_t sum = acc_t(0);
+#pragma unroll 1
     for (int64_t j = begin[p.outer]; j < begin[p.outer + 1]; ++j) {
       const int64_t k = order[j];
       const RoiPoolBox box = roi_pool_box<acc_t>(rois + 5 * k, spatial_scale);
@@ -235,17 +243,19 @@ __global__ void __launch_bounds__(kRoiThreads)
       if (p.a < box.start_h || p.a > box.start_h + box.roi_h || p.b < box.start_w ||
           p.b > box.start_w + box.roi_w)
         continue;
+      const int64_t box_base = k * s.c * bins;
+#pragma unroll 1
       for (int64_t ph = 0; ph < s.pooled_h; ++ph) {
         const RoiPoolRange rows =
             roi_pool_range<acc_t>(box.start_h, box.roi_h, s.pooled_h, ph, s.h);
         if (p.a < rows.start || p.a >= rows.end) continue;
+#pragma unroll 1
         for (int64_t pw = 0; pw < s.pooled_w; ++pw) {
           const RoiPoolRange cols =
               roi_pool_range<acc_t>(box.start_w, box.roi_w, s.pooled_w, pw, s.w);
           if (p.b < cols.start || p.b >= cols.end) continue;
           const int64_t at =
-              go_channels_last ? roi_offset<true>(k, p.c, ph, pw, s.c, s.pooled_h, s.pooled_w)
-                               : roi_offset<false>(k, p.c, ph, pw, s.c, s.pooled_h, s.pooled_w);
+              box_base + roi_bin_offset<kChannelsLast>(p.c, ph * s.pooled_w + pw, s.c, bins);
           if (argmax[at] == flat) sum += static_cast<acc_t>(grad_output[at]);
         }
       }

@@ -45,22 +45,22 @@ void launch_roi_align_forward(const RoiShape& s, bool channels_last, const scala
   }
 }
 
-// order/begin: the boxes of image n are order[begin[n] .. begin[n + 1]).
+// order/begin: the boxes of image n are order[begin[n] .. begin[n + 1]); grad_output (and
+// argmax) in grad_input's layout.
 template <typename scalar_t, typename acc_t>
 void launch_roi_align_backward(const RoiShape& s, bool channels_last,
-                               const scalar_t* grad_output, bool go_channels_last,
-                               const scalar_t* rois, const int64_t* order, const int64_t* begin,
+                               const scalar_t* grad_output, const scalar_t* rois, const int64_t* order, const int64_t* begin,
                                scalar_t* grad_input, acc_t spatial_scale,
                                const LaunchDevice& dev, fc_stream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
   if (channels_last) {
     FC_LAUNCH(FC_KERNEL(roi_align_backward_gather<scalar_t, acc_t, true>), roi_grid(total, dev),
-              dim3(kRoiThreads), 0, stream, grad_output, go_channels_last, rois, order, begin,
-              grad_input, s, spatial_scale, total);
+              dim3(kRoiThreads), 0, stream, grad_output, rois, order, begin, grad_input, s,
+              spatial_scale, total);
   } else {
     FC_LAUNCH(FC_KERNEL(roi_align_backward_gather<scalar_t, acc_t, false>),
-              roi_grid(total, dev), dim3(kRoiThreads), 0, stream, grad_output, go_channels_last,
-              rois, order, begin, grad_input, s, spatial_scale, total);
+              roi_grid(total, dev), dim3(kRoiThreads), 0, stream, grad_output, rois, order,
+              begin, grad_input, s, spatial_scale, total);
   }
 }
 
@@ -80,18 +80,18 @@ void launch_roi_pool_forward(const RoiShape& s, bool channels_last, const scalar
 
 template <typename scalar_t, typename acc_t>
 void launch_roi_pool_backward(const RoiShape& s, bool channels_last, const scalar_t* grad_output,
-                              const int32_t* argmax, bool go_channels_last, const scalar_t* rois,
+                              const int32_t* argmax, const scalar_t* rois,
                               const int64_t* order, const int64_t* begin, scalar_t* grad_input,
                               acc_t spatial_scale, const LaunchDevice& dev, fc_stream_t stream) {
   const int64_t total = s.n * s.c * s.h * s.w;
   if (channels_last) {
     FC_LAUNCH(FC_KERNEL(roi_pool_backward_gather<scalar_t, acc_t, true>), roi_grid(total, dev),
-              dim3(kRoiThreads), 0, stream, grad_output, argmax, go_channels_last, rois, order,
-              begin, grad_input, s, spatial_scale, total);
+              dim3(kRoiThreads), 0, stream, grad_output, argmax, rois, order, begin, grad_input,
+              s, spatial_scale, total);
   } else {
     FC_LAUNCH(FC_KERNEL(roi_pool_backward_gather<scalar_t, acc_t, false>), roi_grid(total, dev),
-              dim3(kRoiThreads), 0, stream, grad_output, argmax, go_channels_last, rois, order,
-              begin, grad_input, s, spatial_scale, total);
+              dim3(kRoiThreads), 0, stream, grad_output, argmax, rois, order, begin, grad_input,
+              s, spatial_scale, total);
   }
 }
 
