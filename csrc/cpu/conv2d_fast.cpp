@@ -13,7 +13,9 @@
 //    Without groups and with unit column dilation, the kernel columns and the input channels
 //    of one kernel row are one contiguous run of the padded input row (the S x C "fold"), so
 //    each kernel row is a single reduction of length S*C: C = 3 first layers vectorize too.
-//    1x1 stride-1 convolutions are a packed GEMM over the flattened image.
+//    1x1 stride-1 convolutions are a packed GEMM over the flattened image; narrow images
+//    (7x7, 14x14) use register tiles that run across output rows (per-pixel source offsets).
+//    The reduction is cut into blocks whose weights stay in L1 while a whole row uses them.
 //  - input gradient: the same kernel in gather form. Input pixels of one stride phase
 //    (iw = phase + j * stride) read consecutive grad_output pixels for every tap, so a phase
 //    is one row of the forward kernel over zero-padded grad_output, with the weights packed
@@ -21,7 +23,8 @@
 //  - weight gradient: a GEMM whose reduction runs over all output pixels. Work items are
 //    tiles (group, output-channel block, run of kernel-tap x input-channel elements), so no
 //    two threads ever add to the same element; each thread sweeps the pixels in fixed chunks
-//    of output rows (sized to stay in cache) and accumulates into a per-element buffer.
+//    of output rows and accumulates into a per-element buffer; where the input's pixel stride
+//    is large, each chunk is first packed into contiguous tiles (no L1 set conflicts).
 //  - depthwise (groups == channels, multiplier 1): vectorized over channels, forward and
 //    input gradient; its weight gradient goes to the generic kernels.
 // Every sum has a fixed order set by the geometry alone, so results do not depend on the
