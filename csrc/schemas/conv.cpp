@@ -21,8 +21,9 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   // conv_transpose2d). grad_output (N, K, P, Q) or (K, P, Q); weight (K, C / groups, R, S);
   // input_size is the forward input's shape (3 or 4 values); P and Q must be the forward's
   // output size for it (input sizes that differ by less than the stride map to the same P, Q;
-  // that is conv_transpose2d's output_padding). Output of shape input_size in grad_output's
-  // memory format. Deterministic (a gather, no atomics).
+  // that is conv_transpose2d's output_padding). Output of shape input_size, channels_last if
+  // grad_output or the weight is (torch's rule, conv_memory_format in checks/conv.h), else
+  // contiguous. Deterministic (a gather, no atomics).
   m.def(FC_SCHEMA_CONV2D_INPUT_GRAD);
   // _conv2d_weight_grad: the gradient of conv2d with respect to its weight: grad_output
   // (N, K, P, Q), input (N, C, H, W) (or both 3-D), weight_size = (K, C / groups, R, S). Output of
