@@ -57,12 +57,15 @@ def test_tensor_core_kernels_issue_hmma(conv_kernels):
     assert not any(k.tensor_core for k in conv_kernels if "wmma" not in k.name)
 
 
-def test_vector_variants_use_128_bit_global_loads(conv_kernels):
-    # conv_igemm_*<Problem, Tile, V, V> with V = 16 bytes of the storage type
-    vector = re.compile(r"conv_igemm_(simt|wmma)<fastconv::cuda::Conv\w+Problem<"
-                        r"(float>, [^>]*>?, 4, 4|double>, [^>]*>?, 2, 2|__half>, 8, 8|"
-                        r"__nv_bfloat16>, 8, 8|float>, 4, 4)>")
-    vectorized = [k for k in conv_kernels if vector.search(k.name)]
-    assert len(vectorized) >= 2 * 3 * (2 * 2 + 3), [k.name for k in conv_kernels]
-    assert all(k.vector_128_global for k in vectorized), [
-        k.name for k in vectorized if not k.vector_128_global]
+def test_vector_variants_use_128_bit_loads_and_async_copies(conv_kernels):
+    # conv_igemm_*<Problem, ..., V, V> with V elements = 16 bytes (fp32 4, fp64 2, fp16/bf16 8)
+    vector = [k for k in conv_kernels if re.search(r"conv_igemm_(simt|wmma)<.*, (4, 4|2, 2|8, 8)>\(",
+                                                    k.name)]
+    # SIMT: 3 passes x 2 tiles x (fp32, fp64); wmma: 3 passes x 3 dtypes; x 2 targets
+    assert len(vector) == 2 * (3 * 2 * 2 + 3 * 3), [k.name for k in vector]
+    assert all(k.vector_128_global for k in vector), [
+        k.name for k in vector if not k.vector_128_global]
+    # the tensor-core vector panels are filled by cp.async (LDGSTS)
+    wmma = [k for k in vector if "wmma" in k.name]
+    assert all(any(m.startswith("LDGSTS") for m in k.mnemonics) for k in wmma), [
+        k.name for k in wmma if not any(m.startswith("LDGSTS") for m in k.mnemonics)]
