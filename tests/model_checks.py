@@ -25,15 +25,32 @@ def model_tolerance(reference):
     BatchNorm, so each layer's fp32 result differs in the last bits; through the 20-50 layers
     of a ResNet (BatchNorm renormalizing at every layer, gradients summed over the batch) those
     rounding differences grow to about 1e-5 of the tensor's scale. 1e-4 of the largest
-    magnitude is far below any real error (a wrong tap, a missed residual, a wrong BN
+    magnitude (2e-4 of it as the absolute part) is far below any real error (a wrong tap, a missed residual, a wrong BN
     statistic changes values by O(1) of the scale)."""
     scale = reference.detach().abs().max().item() if reference.numel() else 1.0
-    return dict(rtol=1e-4, atol=1e-4 * max(scale, 1e-6))
+    return dict(rtol=1e-4, atol=2e-4 * max(scale, 1e-6))
 
 
 def assert_close_model(actual, expected, what):
     torch.testing.assert_close(actual, expected, **model_tolerance(expected),
                                msg=lambda m: f"{what}: {m}")
+
+
+def assert_close_gradient(actual, expected, what, rtol=2e-3):
+    """Relative error in the 2-norm, for parameter gradients of whole networks.
+
+    Elementwise comparison is the wrong test there: a ReLU makes exact zeros, so a max-pool
+    window often holds near-ties that a last-bit difference in the convolution resolves the
+    other way, sending that window's gradient to another element; and train-mode BatchNorm
+    over a few values (2x2 maps at batch 2) amplifies last-bit differences by orders of
+    magnitude. Both move a few elements a lot and leave the gradient as a whole within a
+    small relative error, while a real error (a wrong tap, a missed ReLU mask, a wrong BN
+    term) changes the whole gradient. Gradients that are zero in exact arithmetic (a conv
+    bias right before BatchNorm) are compared against the 1e-5 floor."""
+    err = (actual.double() - expected.double()).norm().item()
+    ref = expected.double().norm().item()
+    assert err <= rtol * ref + 1e-5 * expected.numel() ** 0.5, \
+        f"{what}: relative 2-norm error {err / max(ref, 1e-30):.3g} > {rtol} (norm {ref:.3g})"
 
 
 def first_tensor(out):
@@ -70,7 +87,7 @@ def assert_same_step(converted, original, inputs, training):
     assert_close_model(out_c, out_o, "output")
     assert grads_c.keys() == grads_o.keys() and len(grads_o) > 0
     for name in grads_o:
-        assert_close_model(grads_c[name], grads_o[name], f"gradient of {name}")
+        assert_close_gradient(grads_c[name], grads_o[name], f"gradient of {name}")
     assert bufs_c.keys() == bufs_o.keys()
     for name in bufs_o:
         assert_close_model(bufs_c[name].double(), bufs_o[name].double(), f"buffer {name}")
