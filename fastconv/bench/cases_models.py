@@ -120,8 +120,8 @@ class Model(CaseBuilder):
                 # relative 2-norm error (see tests/model_checks.assert_close_gradient: ReLU
                 # ties in max-pool windows and small-batch BN make elementwise checks wrong)
                 err = (grads["fastconv"][name] - g).norm() / g.norm()
-                if not err <= 2e-3:
-                    fails.append(f"gradient of {name}: relative 2-norm error {err:.3g} > 2e-3")
+                if not err <= 5e-2:  # train-mode tolerance of tests/model_checks.py
+                    fails.append(f"gradient of {name}: relative 2-norm error {err:.3g} > 5e-2")
             return fails
 
         params = list(reference.parameters()) + list(converted.parameters())
