@@ -117,8 +117,11 @@ class Model(CaseBuilder):
                                models[side]["train"].named_parameters()
                                if name in ("conv1.weight", "fc.weight")}
             for name, g in grads["torch"].items():
-                fails += compare(f"gradient of {name}", grads["fastconv"][name], g, rtol=1e-4,
-                                 atol=1e-4 * g.abs().max().item())
+                # relative 2-norm error (see tests/model_checks.assert_close_gradient: ReLU
+                # ties in max-pool windows and small-batch BN make elementwise checks wrong)
+                err = (grads["fastconv"][name] - g).norm() / g.norm()
+                if not err <= 5e-2:  # train-mode tolerance of tests/model_checks.py
+                    fails.append(f"gradient of {name}: relative 2-norm error {err:.3g} > 5e-2")
             return fails
 
         params = list(reference.parameters()) + list(converted.parameters())
