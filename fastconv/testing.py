@@ -102,6 +102,23 @@ class EmulateCudaMode(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def _auto_functionalized_v2_under_emulation(mode, *args, **kwargs):
+    # torch.compile / opcheck wrap mutating ops (e.g. fastconv::_batch_norm_update_stats, whose
+    # running buffers are Tensor(a!)) in this higher-order op; run its dense form with the mode
+    # active, so the wrapped fastconv op is redirected like any other.
+    from torch._higher_order_ops.auto_functionalize import auto_functionalized_v2_dense
+    with mode:
+        return auto_functionalized_v2_dense(*args, **kwargs)
+
+
+def _register_higher_order_rules():
+    from torch._higher_order_ops.auto_functionalize import auto_functionalized_v2
+    auto_functionalized_v2.py_impl(EmulateCudaMode)(_auto_functionalized_v2_under_emulation)
+
+
+_register_higher_order_rules()
+
+
 @contextlib.contextmanager
 def emulate_cuda(schedule="forward", seed=0, block_order=None, strict=True, target="sm_80"):
     """Runs fastconv ops on CPU tensors through the emulated CUDA kernels (fastconv._simt):

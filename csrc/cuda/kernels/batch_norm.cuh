@@ -42,13 +42,17 @@ struct BnAcc {
 };
 
 // ---- what is accumulated --------------------------------------------------------------------
-// Statistics: Welford's update per element, Chan's merge between threads and chunks.
+// Statistics: Welford's update per element, Chan's merge between threads and chunks. Values
+// are shifted by a pivot, the channel's first value x[c * inner] (its (0, c, 0) element), so
+// that a large common offset (mean 1e4, std 1e-2) does not cost the running mean its digits;
+// bn_stats_finish adds the pivot back.
 template <typename scalar_t, typename acc_t>
 struct BnStatsOp {
   const scalar_t* x;
+  int64_t inner;
   __device__ __forceinline__ static BnAcc<acc_t> identity() { return {0, 0, 0}; }
-  __device__ __forceinline__ void add(BnAcc<acc_t>& s, int64_t index, int64_t) const {
-    const acc_t v = static_cast<acc_t>(x[index]);
+  __device__ __forceinline__ void add(BnAcc<acc_t>& s, int64_t index, int64_t c) const {
+    const acc_t v = static_cast<acc_t>(x[index]) - static_cast<acc_t>(x[c * inner]);
     s.a += acc_t(1);
     const acc_t d = v - s.b;
     s.b += d / s.a;
@@ -154,18 +158,18 @@ __global__ void __launch_bounds__(kBnThreads)
 }
 
 // ---- per-channel merge of the chunks' partials -------------------------------------------------
-// Statistics: mean and biased var (m2 / count).
-template <typename acc_t>
+// Statistics: mean (pivot added back, see BnStatsOp) and biased var (m2 / count).
+template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBnThreads)
-    bn_stats_finish(const BnAcc<acc_t>* partials, int64_t chunks, int64_t channels, acc_t* mean,
-                    acc_t* var) {
+    bn_stats_finish(const BnAcc<acc_t>* partials, int64_t chunks, int64_t channels,
+                    const scalar_t* x, int64_t inner, acc_t* mean, acc_t* var) {
   for (int64_t c = bn_grid_first(); c < channels; c += bn_grid_step()) {
     Welford<acc_t> w{0, 0, 0};
     for (int64_t k = 0; k < chunks; ++k) {
       const BnAcc<acc_t> p = partials[c * chunks + k];
       w = welford_merge(w, Welford<acc_t>{p.a, p.b, p.c});
     }
-    mean[c] = w.mean;
+    mean[c] = static_cast<acc_t>(x[c * inner]) + w.mean;
     var[c] = w.count > acc_t(0) ? w.m2 / w.count : acc_t(0);
   }
 }

@@ -77,9 +77,10 @@ void launch_bn_reduce(const Op& op, const BnShape& s, BnAcc<acc_t>* partials,
 template <typename scalar_t, typename acc_t>
 void launch_bn_stats(const BnShape& s, const scalar_t* x, BnAcc<acc_t>* partials, acc_t* mean,
                      acc_t* var, const LaunchDevice& dev, fc_stream_t stream) {
-  launch_bn_reduce(BnStatsOp<scalar_t, acc_t>{x}, s, partials, dev, stream);
-  FC_LAUNCH(FC_KERNEL(bn_stats_finish<acc_t>), bn_elementwise_grid(s.c, dev), dim3(kBnThreads), 0,
-            stream, partials, bn_reduce_plan(s, dev).chunks, s.c, mean, var);
+  launch_bn_reduce(BnStatsOp<scalar_t, acc_t>{x, s.inner}, s, partials, dev, stream);
+  FC_LAUNCH(FC_KERNEL(bn_stats_finish<scalar_t, acc_t>), bn_elementwise_grid(s.c, dev),
+            dim3(kBnThreads), 0, stream, partials, bn_reduce_plan(s, dev).chunks, s.c, x, s.inner,
+            mean, var);
 }
 
 // sum_dy, sum_dy_xmu, grad_weight (acc_t, C each); coef from launch_bn_coefficients.
