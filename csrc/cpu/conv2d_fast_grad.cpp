@@ -7,6 +7,7 @@
 
 #include "cpu/conv2d_fast.h"
 #include "cpu/conv2d_fast_kernels.h"
+#include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_util.h"
 
 namespace fastconv::cpu {
@@ -49,23 +50,34 @@ struct GatherPlan {
 // Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels; with
 // `reverse_s` the kernel columns are stored last to first, so a unit-stride, unit-dilation
 // row of taps reads grad_output columns in ascending order (one run of S * Kg elements).
+// Written in destination order (one contiguous block of B floats per step, gathered at stride
+// sc from one weight row), in parallel over (group, input-channel block); every element is
+// written, so no zero-fill.
 at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t B, bool reverse_s) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), CB = ceil_div(Cg, B);
-  at::Tensor packed = at::zeros({G, CB, g.r, g.s, Kg, B}, weight.options());
+  // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
+  const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
+  at::Tensor packed = at::empty({G, CB, g.r, g.s, Kg, B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
-  for (int64_t k = 0; k < g.k; ++k) {
-    const int64_t gi = k / Kg, kg = k % Kg;
-    for (int64_t c = 0; c < Cg; ++c) {
+  at::parallel_for(0, G * CB, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t gi = it / CB, cb = it % CB;
+      const int nvalid = static_cast<int>(std::min(B, Cg - cb * B));
+      float* dst = out + it * g.r * g.s * Kg * B;
       for (int64_t r = 0; r < g.r; ++r) {
-        for (int64_t s = 0; s < g.s; ++s) {
-          const int64_t sp = reverse_s ? g.s - 1 - s : s;
-          out[(((((gi * CB + c / B) * g.r + r) * g.s + sp) * Kg + kg) * B) + c % B] =
-              w[((k * Cg + c) * g.r + r) * g.s + s];
+        for (int64_t sp = 0; sp < g.s; ++sp) {
+          const int64_t s = reverse_s ? g.s - 1 - sp : sp;
+          for (int64_t kg = 0; kg < Kg; ++kg, dst += B) {
+            // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
+            const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
+            for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
+            for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
+          }
         }
       }
     }
-  }
+  });
   return packed;
 }
 
@@ -79,6 +91,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   if (grad_input.numel() == 0) return handled();
 
   const bool depthwise = g.depthwise() && g.k == g.c;
+  if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);
   const int64_t B = kk->block, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
   const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
   const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;
@@ -271,16 +284,24 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
     }
   });
 
-  // grad_weight[gi * Kg + k][c][r][s] = acc[gi][run][element][k]
+  // grad_weight[gi * Kg + kg][c][r][s] = acc[gi][run][element][kg], in parallel over (group,
+  // channel block): each step reads one contiguous block of B accumulators and scatters it to
+  // the B weight rows of the block (all of them stay in L2 while the block is unpacked).
   float* gw = grad_weight.data_ptr<float>();
-  at::parallel_for(0, g.k, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t gi = k / Kg, kg = k % Kg;
-      for (int64_t c = 0; c < Cg; ++c) {
-        for (int64_t r = 0; r < g.r; ++r) {
-          for (int64_t s = 0; s < g.s; ++s) {
-            const int64_t run = fold ? r : r * g.s + s, e = fold ? s * Cg + c : c;
-            gw[((k * Cg + c) * g.r + r) * g.s + s] = acc[((gi * nruns + run) * runlen + e) * KB * B + kg];
+  const int64_t RS = g.r * g.s, wrow = Cg * RS;
+  at::parallel_for(0, G * KB, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t gi = it / KB, kb = it % KB;
+      const int nvalid = static_cast<int>(std::min(B, Kg - kb * B));
+      float* dst0 = gw + (gi * Kg + kb * B) * wrow;
+      for (int64_t run = 0; run < nruns; ++run) {
+        const int64_t r = fold ? run : run / g.s, s_run = fold ? 0 : run % g.s;
+        const float* src = acc + (gi * nruns + run) * runlen * KB * B + kb * B;
+        // the run's elements are (s, c) with c fastest (fold) or c alone (tap (r, s_run))
+        for (int64_t s = s_run; s < (fold ? g.s : s_run + 1); ++s) {
+          for (int64_t c = 0; c < Cg; ++c, src += KB * B) {
+            float* dst = dst0 + c * RS + r * g.s + s;
+            for (int kk = 0; kk < nvalid; ++kk) dst[kk * wrow] = src[kk];
           }
         }
       }
