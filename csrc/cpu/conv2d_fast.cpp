@@ -60,29 +60,27 @@ struct ForwardPlan {
   bool fold;  // one tap per kernel row, reducing over S x Cg contiguous elements
 };
 
-// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg. Written in destination
-// order (each step stores one contiguous block of B floats, gathered from the B weight rows of
-// the block), in parallel over (group, block, tap): every element is written, so no zero-fill.
+// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg. In parallel over (group,
+// block, input channel c): each item reads the R x S taps of c for the B channels of the
+// block (a few cache lines, all used) and writes one contiguous block of B floats per tap;
+// every element is written, so no zero-fill.
 at::Tensor pack_forward_weights(const ConvGeometry& g, const at::Tensor& weight, const ForwardPlan& p) {
   at::Tensor packed = at::empty({p.G, p.KB, p.ntaps, p.L, p.B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
   const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
-  const int64_t s_count = p.fold ? g.s : 1;  // kernel columns per tap
-  at::parallel_for(0, p.G * p.KB * p.ntaps, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.G * p.KB * p.Cg, 16, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t tap = it % p.ntaps, kb = (it / p.ntaps) % p.KB, gi = it / (p.ntaps * p.KB);
-      const int64_t k0 = gi * p.Kg + kb * p.B;
+      const int64_t c = it % p.Cg, gk = it / p.Cg, kb = gk % p.KB;  // gk = gi * KB + kb
+      const int64_t k0 = (gk / p.KB) * p.Kg + kb * p.B;
       const int nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
-      // Weight element (c, r, s0 + s) of channel k0 + kk is src[kk * sk + c * sc + s * ss];
-      // the tap's l runs over (s, c) with c fastest (fold) or over c alone.
-      const int64_t r = p.fold ? tap : tap / g.s, s0 = p.fold ? 0 : tap % g.s;
-      const float* src = w + k0 * sk + r * sr + s0 * ss;
-      float* dst = out + it * p.L * p.B;
-      for (int64_t s = 0; s < s_count; ++s) {
-        for (int64_t c = 0; c < p.Cg; ++c, dst += p.B) {
-          const float* e = src + c * sc + s * ss;
+      for (int64_t r = 0; r < g.r; ++r) {
+        for (int64_t s = 0; s < g.s; ++s) {
+          // tap r with l = s * Cg + c (fold), or tap (r, s) with l = c
+          const int64_t tap = p.fold ? r : r * g.s + s, l = p.fold ? s * p.Cg + c : c;
+          float* dst = out + ((gk * p.ntaps + tap) * p.L + l) * p.B;
+          const float* e = w + k0 * sk + c * sc + r * sr + s * ss;
           for (int kk = 0; kk < nvalid; ++kk) dst[kk] = e[kk * sk];
           for (int64_t kk = nvalid; kk < p.B; ++kk) dst[kk] = 0.0f;
         }

@@ -50,9 +50,9 @@ struct GatherPlan {
 // Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels; with
 // `reverse_s` the kernel columns are stored last to first, so a unit-stride, unit-dilation
 // row of taps reads grad_output columns in ascending order (one run of S * Kg elements).
-// Written in destination order (one contiguous block of B floats per step, gathered at stride
-// sc from one weight row), in parallel over (group, input-channel block); every element is
-// written, so no zero-fill.
+// In parallel over (group, input-channel block, output channel kg): each item reads B x R x S
+// adjacent weights of kg (a few cache lines, all used) and writes one contiguous block of B
+// floats per tap; every element is written, so no zero-fill.
 at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t B, bool reverse_s) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), CB = ceil_div(Cg, B);
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
@@ -60,20 +60,18 @@ at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, 
   at::Tensor packed = at::empty({G, CB, g.r, g.s, Kg, B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
-  at::parallel_for(0, G * CB, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, G * CB * Kg, 16, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t gi = it / CB, cb = it % CB;
+      const int64_t kg = it % Kg, gc = it / Kg, cb = gc % CB, gi = gc / CB;  // gc = gi * CB + cb
       const int nvalid = static_cast<int>(std::min(B, Cg - cb * B));
-      float* dst = out + it * g.r * g.s * Kg * B;
       for (int64_t r = 0; r < g.r; ++r) {
         for (int64_t sp = 0; sp < g.s; ++sp) {
           const int64_t s = reverse_s ? g.s - 1 - sp : sp;
-          for (int64_t kg = 0; kg < Kg; ++kg, dst += B) {
-            // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
-            const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
-            for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
-            for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
-          }
+          float* dst = out + (((gc * g.r + r) * g.s + sp) * Kg + kg) * B;
+          // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
+          const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
+          for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
+          for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
         }
       }
     }
@@ -284,27 +282,20 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
     }
   });
 
-  // grad_weight[gi * Kg + kg][c][r][s] = acc[gi][run][element][kg], in parallel over (group,
-  // channel block): each step reads one contiguous block of B accumulators and scatters it to
-  // the B weight rows of the block (all of them stay in L2 while the block is unpacked).
+  // grad_weight[gi * Kg + kg][c][r][s] = acc[gi][run][element][kg], in parallel over the rows
+  // (gi, run, element) of acc: each item reads one row in order and writes one element of
+  // each of the Kg weight rows of the group (consecutive elements land in the same lines).
   float* gw = grad_weight.data_ptr<float>();
   const int64_t RS = g.r * g.s, wrow = Cg * RS;
-  at::parallel_for(0, G * KB, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, G * nruns * runlen, 16, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t gi = it / KB, kb = it % KB;
-      const int nvalid = static_cast<int>(std::min(B, Kg - kb * B));
-      float* dst0 = gw + (gi * Kg + kb * B) * wrow;
-      for (int64_t run = 0; run < nruns; ++run) {
-        const int64_t r = fold ? run : run / g.s, s_run = fold ? 0 : run % g.s;
-        const float* src = acc + (gi * nruns + run) * runlen * KB * B + kb * B;
-        // the run's elements are (s, c) with c fastest (fold) or c alone (tap (r, s_run))
-        for (int64_t s = s_run; s < (fold ? g.s : s_run + 1); ++s) {
-          for (int64_t c = 0; c < Cg; ++c, src += KB * B) {
-            float* dst = dst0 + c * RS + r * g.s + s;
-            for (int kk = 0; kk < nvalid; ++kk) dst[kk * wrow] = src[kk];
-          }
-        }
-      }
+      const int64_t e = it % runlen, run = (it / runlen) % nruns, gi = it / (runlen * nruns);
+      // the run's elements are (s, c) with c fastest (fold) or c alone (tap (r, s_run))
+      const int64_t r = fold ? run : run / g.s;
+      const int64_t s = fold ? e / Cg : run % g.s, c = fold ? e % Cg : e;
+      const float* src = acc + it * KB * B;
+      float* dst = gw + gi * Kg * wrow + c * RS + r * g.s + s;
+      for (int64_t kg = 0; kg < Kg; ++kg) dst[kg * wrow] = src[kg];
     }
   });
   return handled();

@@ -61,8 +61,9 @@ const float* nchw_staged(const at::Tensor& x, int64_t left, int64_t Wp, int64_t 
 // Weights (K, Cg, R, S) packed per tile of M destination channels as [G][T][tap][L][M] for
 // the PixRow kernel, zero past the group's channel count. Forward (`gather` false): the
 // destination channels are output channels, L = Cg. Input gradient (`gather` true): the
-// destination channels are input channels, L = Kg. Written in destination order, in
-// parallel over (group, tile, tap).
+// destination channels are input channels, L = Kg. In parallel over (group, tile, step l):
+// each item reads the R x S taps of l for the M channels of the tile (a few cache lines, all
+// used) and writes M floats per tap; every element is written, so no zero-fill.
 at::Tensor pack_pix_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t M, bool gather) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), RS = g.r * g.s;
   const int64_t D = gather ? Cg : Kg, L = gather ? Kg : Cg, T = ceil_div(D, M);
@@ -72,14 +73,14 @@ at::Tensor pack_pix_weights(const ConvGeometry& g, const at::Tensor& weight, int
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
   const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
   const int64_t d_stride = gather ? sc : sk, l_stride = gather ? sk : sc;
-  at::parallel_for(0, G * T * RS, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, G * T * L, 16, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t tap = it % RS, t = (it / RS) % T, gi = it / (RS * T);
+      const int64_t l = it % L, gt = it / L, t = gt % T, gi = gt / T;  // gt = gi * T + t
       const int nvalid = static_cast<int>(std::min(M, D - t * M));
-      const float* src = w + gi * Kg * sk + t * M * d_stride + (tap / g.s) * sr + (tap % g.s) * ss;
-      float* dst = out + it * L * M;
-      for (int64_t l = 0; l < L; ++l, dst += M) {
-        const float* e = src + l * l_stride;
+      const float* src = w + gi * Kg * sk + t * M * d_stride + l * l_stride;
+      for (int64_t tap = 0; tap < RS; ++tap) {
+        float* dst = out + ((gt * RS + tap) * L + l) * M;
+        const float* e = src + (tap / g.s) * sr + (tap % g.s) * ss;
         for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
         for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
       }
