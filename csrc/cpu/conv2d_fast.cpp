@@ -60,29 +60,39 @@ struct ForwardPlan {
   bool fold;  // one tap per kernel row, reducing over S x Cg contiguous elements
 };
 
-// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg. In parallel over (group,
-// block, input channel c): each item reads the R x S taps of c for the B channels of the
-// block (a few cache lines, all used) and writes one contiguous block of B floats per tap;
-// every element is written, so no zero-fill.
+// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg; every element is
+// written, so no zero-fill. Each step writes one contiguous block of B floats, gathered from
+// the B weight rows of the block; the loops run so that those B reads advance through memory
+// in order: input channel c outermost for NCHW weights (the R x S taps of c are adjacent),
+// taps outermost for channels_last ones (the channels of a tap are adjacent).
 at::Tensor pack_forward_weights(const ConvGeometry& g, const at::Tensor& weight, const ForwardPlan& p) {
   at::Tensor packed = at::empty({p.G, p.KB, p.ntaps, p.L, p.B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
   const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
-  at::parallel_for(0, p.G * p.KB * p.Cg, 16, [&](int64_t begin, int64_t end) {
+  const bool c_outer = sc > ss;
+  const int64_t RS = g.r * g.s, inner = c_outer ? RS : p.Cg;  // steps of one parallel item
+  // block gk = gi * KB + kb, input channel c, tap (r, s): one block of B floats
+  auto block = [&](int64_t gk, int64_t c, int64_t r, int64_t s) {
+    const int64_t kb = gk % p.KB, k0 = (gk / p.KB) * p.Kg + kb * p.B;
+    const int nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
+    // tap r with l = s * Cg + c (fold), or tap (r, s) with l = c
+    const int64_t tap = p.fold ? r : r * g.s + s, l = p.fold ? s * p.Cg + c : c;
+    float* dst = out + ((gk * p.ntaps + tap) * p.L + l) * p.B;
+    const float* e = w + k0 * sk + c * sc + r * sr + s * ss;
+    for (int kk = 0; kk < nvalid; ++kk) dst[kk] = e[kk * sk];
+    for (int64_t kk = nvalid; kk < p.B; ++kk) dst[kk] = 0.0f;
+  };
+  const int64_t outer = c_outer ? p.Cg : RS;
+  at::parallel_for(0, p.G * p.KB * outer, std::max<int64_t>(1, 256 / inner), [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t c = it % p.Cg, gk = it / p.Cg, kb = gk % p.KB;  // gk = gi * KB + kb
-      const int64_t k0 = (gk / p.KB) * p.Kg + kb * p.B;
-      const int nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
-      for (int64_t r = 0; r < g.r; ++r) {
-        for (int64_t s = 0; s < g.s; ++s) {
-          // tap r with l = s * Cg + c (fold), or tap (r, s) with l = c
-          const int64_t tap = p.fold ? r : r * g.s + s, l = p.fold ? s * p.Cg + c : c;
-          float* dst = out + ((gk * p.ntaps + tap) * p.L + l) * p.B;
-          const float* e = w + k0 * sk + c * sc + r * sr + s * ss;
-          for (int kk = 0; kk < nvalid; ++kk) dst[kk] = e[kk * sk];
-          for (int64_t kk = nvalid; kk < p.B; ++kk) dst[kk] = 0.0f;
+      const int64_t o = it % outer, gk = it / outer;
+      for (int64_t i = 0; i < inner; ++i) {
+        if (c_outer) {
+          block(gk, o, i / g.s, i % g.s);
+        } else {
+          block(gk, i, o / g.s, o % g.s);
         }
       }
     }
