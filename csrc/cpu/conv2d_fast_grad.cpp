@@ -183,8 +183,9 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
   const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
   const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
-  // acc[G][run][element][KB * B]: one row of whole channel blocks per element.
-  at::Tensor acc_t = at::zeros({G, nruns, runlen, KB * B}, grad_output.options());
+  // acc[G][KB][run][element][B]: per channel block, the B channels of every element in order
+  // (a tile's accumulators are adjacent, and the unpacking below reads them sequentially).
+  at::Tensor acc_t = at::zeros({G, KB, nruns, runlen, B}, grad_output.options());
   float* acc = acc_t.data_ptr<float>();
 
   // The pixels are swept in chunks of whole output rows (fixed by the geometry, never by the
@@ -230,7 +231,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
           const WgradTile t{nrows, grow.data(), arow.data(), g.q, K, g.stride_w * C,
                             static_cast<int>(std::min(M, runlen - e0)),
                             static_cast<int>(std::min(B, Kg - kb * B)),
-                            acc + (gr * runlen + e0) * KB * B + kb * B, KB * B};
+                            acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B};
           kk->wgrad_tile(t);
           continue;
         }
@@ -276,13 +277,13 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
         const float* g_rows[1] = {gpack.data()};
         const float* a_rows[1] = {apack.data() + tile * npix * M};
         const WgradTile t{1, g_rows, a_rows, npix, B, M, static_cast<int>(std::min(M, runlen - e0)),
-                          static_cast<int>(B), acc + (gr * runlen + e0) * KB * B + kb * B, KB * B};
+                          static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B};
         kk->wgrad_tile(t);
       }
     }
   });
 
-  // grad_weight[gi * Kg + kg][c][r][s] = acc[gi][run][element][kg], in parallel over (group,
+  // grad_weight[gi * Kg + kb * B + kk][c][r][s] = acc[gi][kb][run][element][kk], in parallel over (group,
   // channel block, chunk of CC input channels): the block's B channels of every (c, r, s) of
   // the chunk are read (one cache line each) into a [B][CC x R x S] buffer, whose rows are
   // then copied as contiguous runs of grad_weight. (Writing grad_weight element by element
@@ -301,7 +302,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
         for (int64_t s = fold ? 0 : run % g.s; s < (fold ? g.s : run % g.s + 1); ++s) {
           const int64_t tap = r * g.s + s;
           for (int64_t c = cc0; c < cc0 + ncc; ++c) {
-            const float* src = acc + ((gi * nruns + run) * runlen + (fold ? s * Cg + c : c)) * KB * B + kb * B;
+            const float* src = acc + (((gi * KB + kb) * nruns + run) * runlen + (fold ? s * Cg + c : c)) * B;
             float* dst = buf.data() + (c - cc0) * RS + tap;
             for (int64_t kk = 0; kk < nk; ++kk) dst[kk * CC * RS] = src[kk];
           }
