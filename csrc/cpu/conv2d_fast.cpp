@@ -61,38 +61,35 @@ struct ForwardPlan {
 };
 
 // Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg; every element is
-// written, so no zero-fill. Each step writes one contiguous block of B floats, gathered from
-// the B weight rows of the block; the loops run so that those B reads advance through memory
-// in order: input channel c outermost for NCHW weights (the R x S taps of c are adjacent),
-// taps outermost for channels_last ones (the channels of a tap are adjacent).
+// written, so no zero-fill. In parallel over (group, block, chunk of 16 input channels): for
+// each tap, the chunk's blocks of B floats are written in order (a short sequential run: the
+// taps are often a power-of-two multiple of 4 KiB apart, so writing all taps of one channel
+// at once would put every write in the same cache set), gathered from the B weight rows of
+// the block, whose part for the chunk (B x 16 x R x S floats) stays in L1 across the taps.
 at::Tensor pack_forward_weights(const ConvGeometry& g, const at::Tensor& weight, const ForwardPlan& p) {
   at::Tensor packed = at::empty({p.G, p.KB, p.ntaps, p.L, p.B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
   const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
-  const bool c_outer = sc > ss;
-  const int64_t RS = g.r * g.s, inner = c_outer ? RS : p.Cg;  // steps of one parallel item
-  // block gk = gi * KB + kb, input channel c, tap (r, s): one block of B floats
-  auto block = [&](int64_t gk, int64_t c, int64_t r, int64_t s) {
-    const int64_t kb = gk % p.KB, k0 = (gk / p.KB) * p.Kg + kb * p.B;
-    const int nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
-    // tap r with l = s * Cg + c (fold), or tap (r, s) with l = c
-    const int64_t tap = p.fold ? r : r * g.s + s, l = p.fold ? s * p.Cg + c : c;
-    float* dst = out + ((gk * p.ntaps + tap) * p.L + l) * p.B;
-    const float* e = w + k0 * sk + c * sc + r * sr + s * ss;
-    for (int kk = 0; kk < nvalid; ++kk) dst[kk] = e[kk * sk];
-    for (int64_t kk = nvalid; kk < p.B; ++kk) dst[kk] = 0.0f;
-  };
-  const int64_t outer = c_outer ? p.Cg : RS;
-  at::parallel_for(0, p.G * p.KB * outer, std::max<int64_t>(1, 256 / inner), [&](int64_t begin, int64_t end) {
+  constexpr int64_t CC = 16;
+  const int64_t chunks = ceil_div(p.Cg, CC);
+  at::parallel_for(0, p.G * p.KB * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t o = it % outer, gk = it / outer;
-      for (int64_t i = 0; i < inner; ++i) {
-        if (c_outer) {
-          block(gk, o, i / g.s, i % g.s);
-        } else {
-          block(gk, i, o / g.s, o % g.s);
+      const int64_t c0 = (it % chunks) * CC, c1 = std::min(p.Cg, c0 + CC);
+      const int64_t gk = it / chunks, kb = gk % p.KB;  // gk = gi * KB + kb
+      const int64_t k0 = (gk / p.KB) * p.Kg + kb * p.B;
+      const int nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
+      for (int64_t r = 0; r < g.r; ++r) {
+        for (int64_t s = 0; s < g.s; ++s) {
+          for (int64_t c = c0; c < c1; ++c) {
+            // tap r with l = s * Cg + c (fold), or tap (r, s) with l = c
+            const int64_t tap = p.fold ? r : r * g.s + s, l = p.fold ? s * p.Cg + c : c;
+            float* dst = out + ((gk * p.ntaps + tap) * p.L + l) * p.B;
+            const float* e = w + k0 * sk + c * sc + r * sr + s * ss;
+            for (int kk = 0; kk < nvalid; ++kk) dst[kk] = e[kk * sk];
+            for (int64_t kk = nvalid; kk < p.B; ++kk) dst[kk] = 0.0f;
+          }
         }
       }
     }

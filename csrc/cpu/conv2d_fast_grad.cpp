@@ -50,9 +50,11 @@ struct GatherPlan {
 // Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels; with
 // `reverse_s` the kernel columns are stored last to first, so a unit-stride, unit-dilation
 // row of taps reads grad_output columns in ascending order (one run of S * Kg elements).
-// In parallel over (group, input-channel block, output channel kg): each item reads B x R x S
-// adjacent weights of kg (a few cache lines, all used) and writes one contiguous block of B
-// floats per tap; every element is written, so no zero-fill.
+// Every element is written, so no zero-fill. In parallel over (group, input-channel block,
+// chunk of 16 output channels kg): for each tap, the chunk's blocks of B floats are written
+// in order (the taps are often a power-of-two multiple of 4 KiB apart: writing all taps of
+// one kg at once would put every write in the same cache set), gathered from the chunk's
+// weight rows, whose part for the block (16 x B x R x S floats) stays in L1 across the taps.
 at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t B, bool reverse_s) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), CB = ceil_div(Cg, B);
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
@@ -60,18 +62,23 @@ at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, 
   at::Tensor packed = at::empty({G, CB, g.r, g.s, Kg, B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
-  at::parallel_for(0, G * CB * Kg, 16, [&](int64_t begin, int64_t end) {
+  constexpr int64_t KC = 16;
+  const int64_t chunks = ceil_div(Kg, KC);
+  at::parallel_for(0, G * CB * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t kg = it % Kg, gc = it / Kg, cb = gc % CB, gi = gc / CB;  // gc = gi * CB + cb
+      const int64_t k0 = (it % chunks) * KC, k1 = std::min(Kg, k0 + KC);
+      const int64_t gc = it / chunks, cb = gc % CB, gi = gc / CB;  // gc = gi * CB + cb
       const int nvalid = static_cast<int>(std::min(B, Cg - cb * B));
       for (int64_t r = 0; r < g.r; ++r) {
         for (int64_t sp = 0; sp < g.s; ++sp) {
           const int64_t s = reverse_s ? g.s - 1 - sp : sp;
-          float* dst = out + (((gc * g.r + r) * g.s + sp) * Kg + kg) * B;
-          // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
-          const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
-          for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
-          for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
+          for (int64_t kg = k0; kg < k1; ++kg) {
+            float* dst = out + (((gc * g.r + r) * g.s + sp) * Kg + kg) * B;
+            // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
+            const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
+            for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
+            for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
+          }
         }
       }
     }

@@ -62,9 +62,10 @@ const float* nchw_staged(const at::Tensor& x, int64_t left, int64_t Wp, int64_t 
 // the PixRow kernel, zero past the group's channel count. Forward (`gather` false): the
 // destination channels are output channels, L = Cg. Input gradient (`gather` true): the
 // destination channels are input channels, L = Kg. Every element is written, so no
-// zero-fill. Each step writes M floats gathered from M weight rows; the loops run so that
-// those reads advance through memory in order: step l outermost where the R x S taps of one
-// l are adjacent (NCHW weights), taps outermost where the steps are (channels_last forward).
+// zero-fill. In parallel over (group, tile, chunk of 16 steps l): for each tap, the chunk's
+// M floats per step are written in order (the taps are often a power-of-two multiple of
+// 4 KiB apart: writing all taps of one step at once would put every write in the same cache
+// set), gathered from weights (M x 16 x R x S floats) that stay in L1 across the taps.
 at::Tensor pack_pix_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t M, bool gather) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), RS = g.r * g.s;
   const int64_t D = gather ? Cg : Kg, L = gather ? Kg : Cg, T = ceil_div(D, M);
@@ -74,18 +75,20 @@ at::Tensor pack_pix_weights(const ConvGeometry& g, const at::Tensor& weight, int
   // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
   const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
   const int64_t d_stride = gather ? sc : sk, l_stride = gather ? sk : sc;
-  const bool l_outer = l_stride > ss;
-  const int64_t outer = l_outer ? L : RS, inner = l_outer ? RS : L;
-  at::parallel_for(0, G * T * outer, std::max<int64_t>(1, 256 / inner), [&](int64_t begin, int64_t end) {
+  constexpr int64_t LC = 16;
+  const int64_t chunks = ceil_div(L, LC);
+  at::parallel_for(0, G * T * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t o = it % outer, gt = it / outer, t = gt % T, gi = gt / T;  // gt = gi * T + t
+      const int64_t l0 = (it % chunks) * LC, l1 = std::min(L, l0 + LC);
+      const int64_t gt = it / chunks, t = gt % T, gi = gt / T;  // gt = gi * T + t
       const int nvalid = static_cast<int>(std::min(M, D - t * M));
-      for (int64_t i = 0; i < inner; ++i) {
-        const int64_t l = l_outer ? o : i, tap = l_outer ? i : o;
-        float* dst = out + ((gt * RS + tap) * L + l) * M;
-        const float* e = w + gi * Kg * sk + t * M * d_stride + l * l_stride + (tap / g.s) * sr + (tap % g.s) * ss;
-        for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
-        for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
+      for (int64_t tap = 0; tap < RS; ++tap) {
+        for (int64_t l = l0; l < l1; ++l) {
+          float* dst = out + ((gt * RS + tap) * L + l) * M;
+          const float* e = w + gi * Kg * sk + t * M * d_stride + l * l_stride + (tap / g.s) * sr + (tap % g.s) * ss;
+          for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
+          for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
+        }
       }
     }
   });
