@@ -94,35 +94,52 @@ float* scratch(int slot, int64_t floats) {
   return v.data();
 }
 
-// One stride-1 3x3 convolution (see the top of the file). Weight g(o, i, r, s) is
-// w[o * wo + i * wi + r * wr + s * ws].
+// The loop order for cin input channels and `tiles` tiles: all tiles per weight slice (true) or
+// chunks of tiles, each through all weights (false).
+bool weights_stationary(int64_t cin, int64_t tiles, int64_t A2) {
+  static const char* env = std::getenv("FCW_STAT");
+  if (env) return env[0] == '1' ? (A2 * tiles * cin <= (1 << 22)) : false;
+  return cin >= 256 && A2 * tiles * cin <= (1 << 22);
+}
+
+// One stride-1 3x3 convolution (see the top of the file). Weights: the forward pass's
+// (K, C, 3, 3) tensor; `flipped` for the input gradient (g(o = c, i = k, r, s) = w(k, c, 2 - r,
+// 2 - s)), else g(o = k, i = c, r, s) = w(k, c, r, s).
 struct Problem {
   int64_t n, cin, hin, win, cout, hout, wout, pad_h, pad_w;
   const float* w;
-  int64_t wo, wi, wr, ws;
+  bool flipped;
 };
 
 void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const at::Tensor& src_t,
          const float* bias, const fastk::Dest& out) {
   const int64_t m = tf.m, A2 = int64_t(tf.alpha) * tf.alpha, B = kk.block;
-  const int64_t OB = ceil_div(pb.cout, B), cin = pb.cin;
+  const int64_t OB = ceil_div(pb.cout, B), cin = pb.cin, coutp = OB * B;
 
-  // 1. U[xi][ob][i][B], parallel over (ob, run of input channels), written in order.
-  float* U = scratch(0, A2 * OB * cin * B);
-  const int64_t i_run = 32;
-  const int64_t i_runs = ceil_div(cin, i_run);
+  // 1. The filters with the output channel fastest, T[i][tap][coutp] (zero past Cout), so the
+  //    transform reads whole vectors: a transpose of (Cout, Cin * 9) in the forward pass, of
+  //    each (Cout, 9) slice of the weight in the input gradient (which reads its taps
+  //    backwards). Then U[xi][ob][i][B], parallel over (ob, run of input channels).
+  float* T = scratch(0, cin * 9 * coutp + A2 * OB * cin * B);
+  float* U = T + cin * 9 * coutp;
+  at::parallel_for(0, cin, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* ti = T + i * 9 * coutp;
+      if (pb.flipped) {  // ti[tap][o] = w(i, o, tap)
+        fastk::transpose_copy(pb.w + i * pb.cout * 9, 9, ti, coutp, pb.cout, 9);
+      } else {  // ti[tap][o] = w(o, i, tap)
+        fastk::transpose_copy(pb.w + i * 9, cin * 9, ti, coutp, pb.cout, 9);
+      }
+      for (int64_t t = 0; t < 9; ++t) std::fill(ti + t * coutp + pb.cout, ti + (t + 1) * coutp, 0.0f);
+    }
+  });
+  const int64_t i_run = 32, i_runs = ceil_div(cin, i_run);
   at::parallel_for(0, OB * i_runs, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> taps(9 * B);
     for (int64_t it = begin; it < end; ++it) {
       const int64_t ob = it / i_runs, i0 = (it % i_runs) * i_run, i1 = std::min(cin, i0 + i_run);
-      const int64_t lanes = std::min(B, pb.cout - ob * B);
       for (int64_t i = i0; i < i1; ++i) {
-        std::fill(taps.begin(), taps.end(), 0.0f);
-        for (int64_t l = 0; l < lanes; ++l) {
-          const float* wl = pb.w + (ob * B + l) * pb.wo + i * pb.wi;
-          for (int64_t t = 0; t < 9; ++t) taps[t * B + l] = wl[(t / 3) * pb.wr + (t % 3) * pb.ws];
-        }
-        tf.weight(taps.data(), B, U + (ob * cin + i) * B, OB * cin * B);
+        const float* g = T + (i * 9 + (pb.flipped ? 8 : 0)) * coutp + ob * B;
+        tf.weight(g, pb.flipped ? -coutp : coutp, B, U + (ob * cin + i) * B, OB * cin * B);
       }
     }
   });
@@ -130,9 +147,73 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
   // 2. The source as NHWC: channels_last data in place, NCHW transposed once.
   const float* src = fastk::nhwc_padded(src_t, 0, pb.hin, 0, pb.win, 0);
   const int64_t TH = ceil_div(pb.hout, m), TW = ceil_div(pb.wout, m), tiles = pb.n * TH * TW;
+  const int64_t l_block = fastk::l1_reduction_block(1, B);
+
+  // Tiles [t0, t0 + nt) into V[xi][t - t0][Cin] (value xi at V + xi * v_xi).
+  auto input = [&](int64_t t0, int64_t nt, float* V, int64_t v_xi) {
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
+      const wino::InputTile in{src + n * pb.hin * pb.win * cin, pb.win * cin, cin,
+                               ty * m - pb.pad_h, tx * m - pb.pad_w, pb.hin, pb.win,
+                               cin, V + t * cin, v_xi};
+      tf.input(in);
+    }
+  };
+  // M[t][0:B] = V[t][0:Cin] x U[xi][ob] for nt tiles; M rows ld floats apart.
+  auto gemm = [&](int64_t xi, int64_t ob, const float* V, int64_t nt, float* M, int64_t ld) {
+    const float* a = V;
+    const float* b = U + (xi * OB + ob) * cin * B;
+    ConvRow job{};
+    job.ntaps = 1;
+    job.a = &a;
+    job.b = &b;
+    job.L = cin;
+    job.a_pix = cin;
+    job.npix = nt;
+    job.dst = M;
+    job.d_pix = ld;
+    job.d_chan = 1;
+    job.nvalid = static_cast<int>(B);
+    job.l_block = l_block;
+    kk.conv_row(job);
+  };
+  // Output channels [o0, o0 + nch) of tiles [t0, t0 + nt) from M[xi][t - t0][ld].
+  auto output = [&](int64_t t0, int64_t nt, const float* M, int64_t m_xi, int64_t ld, int64_t o0,
+                    int64_t nch) {
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
+      const wino::OutputTile o{M + t * ld, m_xi, nch, bias ? bias + o0 : nullptr,
+                               out.at(n, o0, ty * m, tx * m), out.sy, out.sx, out.sc,
+                               static_cast<int>(std::min(m, pb.hout - ty * m)),
+                               static_cast<int>(std::min(m, pb.wout - tx * m))};
+      tf.output(o);
+    }
+  };
+
+  if (weights_stationary(cin, tiles, A2)) {
+    // Few tiles, many channels: each weight slice U[xi][ob] is read once for all tiles (a
+    // chunk would read all of U again). Three passes: inputs, GEMMs per (xi, ob), outputs.
+    const int64_t ld = OB * B;
+    float* V = scratch(1, A2 * tiles * cin);
+    float* M = scratch(2, A2 * tiles * ld);
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      input(begin, end - begin, V + begin * cin, tiles * cin);
+    });
+    at::parallel_for(0, A2 * OB, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t xi = it / OB, ob = it % OB;
+        gemm(xi, ob, V + xi * tiles * cin, tiles, M + xi * tiles * ld + ob * B, ld);
+      }
+    });
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      output(begin, end - begin, M + begin * ld, tiles * ld, ld, 0, pb.cout);
+    });
+    return;
+  }
+
   // Chunk: V of one chunk (alpha^2 x tiles x Cin) within about `budget` floats, so the input
   // transform's output is still in L2 when the GEMMs read it.
-  static const int64_t budget = std::getenv("FCW_BUDGET") ? std::atol(std::getenv("FCW_BUDGET")) : 49152;
+  const int64_t budget = 49152;
   const int64_t max_chunk = std::clamp<int64_t>(budget / (A2 * cin), 6, 128);
   const int64_t threads = at::get_num_threads();
   int64_t chunks = ceil_div(tiles, max_chunk);
@@ -145,8 +226,6 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
   const int64_t ngroups = std::min(OB, std::max(groups_for_threads, groups_for_l2));
   const int64_t group = ceil_div(OB, ngroups);
   const int64_t nitems = chunks * ceil_div(OB, group);
-  const int64_t l_block = fastk::l1_reduction_block(1, B);
-
   at::parallel_for(0, nitems, 1, [&](int64_t begin, int64_t end) {
     float* V = scratch(1, A2 * chunk * cin);
     float* M = scratch(2, A2 * chunk * group * B);
@@ -155,41 +234,14 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
       const int64_t t0 = ci * chunk, nt = std::min(chunk, tiles - t0);
       const int64_t ob0 = gi * group, ob1 = std::min(OB, ob0 + group);
       const int64_t ld = (ob1 - ob0) * B;  // channels per tile in M
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
-        const wino::InputTile in{src + n * pb.hin * pb.win * cin, pb.win * cin, cin,
-                                 ty * m - pb.pad_h, tx * m - pb.pad_w, pb.hin, pb.win,
-                                 cin, V + t * cin, chunk * cin};
-        tf.input(in);
-      }
+      input(t0, nt, V, chunk * cin);
       for (int64_t xi = 0; xi < A2; ++xi) {
-        const float* a = V + xi * chunk * cin;
         for (int64_t ob = ob0; ob < ob1; ++ob) {
-          const float* b = U + (xi * OB + ob) * cin * B;
-          ConvRow job{};
-          job.ntaps = 1;
-          job.a = &a;
-          job.b = &b;
-          job.L = cin;
-          job.a_pix = cin;
-          job.npix = nt;
-          job.dst = M + xi * chunk * ld + (ob - ob0) * B;
-          job.d_pix = ld;
-          job.d_chan = 1;
-          job.nvalid = static_cast<int>(B);
-          job.l_block = l_block;
-          kk.conv_row(job);
+          gemm(xi, ob, V + xi * chunk * cin, nt, M + xi * chunk * ld + (ob - ob0) * B, ld);
         }
       }
-      const int64_t o0 = ob0 * B, nch = std::min(pb.cout, ob1 * B) - o0;
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
-        const wino::OutputTile o{M + t * ld, chunk * ld, nch, bias ? bias + o0 : nullptr,
-                                 out.at(n, o0, ty * m, tx * m), out.sy, out.sx, out.sc,
-                                 static_cast<int>(std::min(m, pb.hout - ty * m)),
-                                 static_cast<int>(std::min(m, pb.wout - tx * m))};
-        tf.output(o);
-      }
+      const int64_t o0 = ob0 * B;
+      output(t0, nt, M, chunk * ld, ld, o0, std::min(pb.cout, ob1 * B) - o0);
     }
   });
 }
@@ -208,8 +260,7 @@ bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, con
                              const at::Tensor& bias, at::Tensor& output) {
   const Kernels& kk = *fastk::pick_kernels();
   const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q));
-  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w,
-                   weight.data_ptr<float>(), g.c * 9, 9, 3, 1};
+  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, weight.data_ptr<float>(), false};
   run(kk, tf, pb, input, bias.defined() ? bias.data_ptr<float>() : nullptr, fastk::Dest(output));
   forward_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
@@ -219,9 +270,7 @@ bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_ou
                                 const at::Tensor& weight, at::Tensor& grad_input) {
   const Kernels& kk = *fastk::pick_kernels();
   const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w));
-  // g(o = c, i = k, r, s) = weight(k, c, 2 - r, 2 - s): start at tap (2, 2), step backwards.
-  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w,
-                   weight.data_ptr<float>() + 8, 9, g.c * 9, -3, -1};
+  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w, weight.data_ptr<float>(), true};
   run(kk, tf, pb, grad_output, nullptr, fastk::Dest(grad_input));
   input_grad_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();

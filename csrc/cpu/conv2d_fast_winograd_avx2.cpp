@@ -191,12 +191,12 @@ void output_tile(const OutputTile& a) {
 }
 
 template <int M>
-void weight_filters(const float* g, int64_t lanes, float* u, int64_t u_xi) {
+void weight_filters(const float* g, int64_t g_tap, int64_t lanes, float* u, int64_t u_xi) {
   constexpr int A = F<M>::A;
   for (int64_t l = 0; l < lanes; l += 8) {
     V w[3][3], tmp[A][3];
     _Pragma("GCC unroll 9")
-    for (int t = 0; t < 9; ++t) w[t / 3][t % 3] = _mm256_loadu_ps(g + t * lanes + l);
+    for (int t = 0; t < 9; ++t) w[t / 3][t % 3] = _mm256_loadu_ps(g + t * g_tap + l);
     _Pragma("GCC unroll 3")
     for (int s = 0; s < 3; ++s) F<M>::wt(&w[0][s], 3, &tmp[0][s], 3);  // columns: G g
     _Pragma("GCC unroll 8")

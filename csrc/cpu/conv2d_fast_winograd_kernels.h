@@ -40,9 +40,9 @@ struct Transforms {
   int m, alpha;
   void (*input)(const InputTile&);
   void (*output)(const OutputTile&);
-  // g: the 9 taps (r * 3 + s) of `lanes` filters (a multiple of 8), tap t at g + t * lanes;
-  // writes value xi of filter l at u + xi * u_xi + l.
-  void (*weight)(const float* g, int64_t lanes, float* u, int64_t u_xi);
+  // g: the 9 taps (r * 3 + s) of `lanes` filters (a multiple of 8), tap t of filter l at
+  // g + t * g_tap + l; writes value xi of filter l at u + xi * u_xi + l.
+  void (*weight)(const float* g, int64_t g_tap, int64_t lanes, float* u, int64_t u_xi);
 };
 
 // m = 2 or 4; callable only where the CPU has AVX2 and FMA.
