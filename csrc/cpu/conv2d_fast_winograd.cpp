@@ -64,22 +64,31 @@ bool geometry_fits(const ConvGeometry& g) {
          g.dil_h == 1 && g.dil_w == 1 && g.c > 0 && g.k > 0;
 }
 
-// The tile size m for a source of cin channels into cout channels of n x hout x wout, or 0 for
-// the direct kernel. A function of the geometry only.
-int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout) {
+// Large weights (Cin at least this) take the weights-stationary loop order (see `run`).
+constexpr int64_t kStationaryCin = 256;
+
+// The tile size m for a source of cin channels into cout channels of n x hout x wout (pad: the
+// larger padding), or 0 for the direct kernel. A function of the geometry only. Measured on
+// the ResNet-50 3x3 layers (AVX2; numbers in the README): the transformed weights (alpha^2 x
+// Cin x Cout) are streamed once per pass, so each of their elements must serve enough tiles,
+// more where they no longer fit in L2 (Cin >= 256); F(4x4) does 4x fewer multiplications
+// than the direct kernel but has 9/4 the weights of F(2x2) to stream; few channels leave the
+// transforms dominant. Padding > 2 leaves outputs (pure bias) whose rounding error would be
+// that of their tile neighbours: left to the direct kernel.
+int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad) {
   const int forced = env_tile();
   if (forced >= 0) return forced;
-  (void)n;
-  (void)hout;
-  (void)wout;
-  if (cin < 16 || cout < 16) return 0;
-  return 4;
+  if (cin < 32 || cout < 32 || pad > 2) return 0;
+  const int64_t min_tiles = cin >= kStationaryCin ? 64 : 32;
+  if (n * ceil_div(hout, 4) * ceil_div(wout, 4) >= min_tiles) return 4;
+  if (n * ceil_div(hout, 2) * ceil_div(wout, 2) >= min_tiles) return 2;
+  return 0;
 }
 
 bool applies(const ConvGeometry& g, const at::Tensor& src, int64_t cin, int64_t cout, int64_t hout,
              int64_t wout) {
   return src.scalar_type() == at::kFloat && geometry_fits(g) && fastk::pick_kernels() != nullptr &&
-         pick_tile(cin, cout, g.n, hout, wout) != 0;
+         pick_tile(cin, cout, g.n, hout, wout, std::max(g.pad_h, g.pad_w)) != 0;
 }
 
 // Scratch buffers reused across calls, per thread (the calling thread holds U, each worker
@@ -95,11 +104,10 @@ float* scratch(int slot, int64_t floats) {
 }
 
 // The loop order for cin input channels and `tiles` tiles: all tiles per weight slice (true) or
-// chunks of tiles, each through all weights (false).
+// chunks of tiles, each through all weights (false); the first keeps alpha^2 x tiles x (Cin +
+// Cout) floats of transformed data (V limited to 16 MiB).
 bool weights_stationary(int64_t cin, int64_t tiles, int64_t A2) {
-  static const char* env = std::getenv("FCW_STAT");
-  if (env) return env[0] == '1' ? (A2 * tiles * cin <= (1 << 22)) : false;
-  return cin >= 256 && A2 * tiles * cin <= (1 << 22);
+  return cin >= kStationaryCin && A2 * tiles * cin <= (int64_t(1) << 22);
 }
 
 // One stride-1 3x3 convolution (see the top of the file). Weights: the forward pass's
@@ -259,7 +267,7 @@ bool winograd_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_o
 bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                              const at::Tensor& bias, at::Tensor& output) {
   const Kernels& kk = *fastk::pick_kernels();
-  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q));
+  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q, std::max(g.pad_h, g.pad_w)));
   const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, weight.data_ptr<float>(), false};
   run(kk, tf, pb, input, bias.defined() ? bias.data_ptr<float>() : nullptr, fastk::Dest(output));
   forward_calls.fetch_add(1, std::memory_order_relaxed);
@@ -269,7 +277,7 @@ bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, con
 bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
                                 const at::Tensor& weight, at::Tensor& grad_input) {
   const Kernels& kk = *fastk::pick_kernels();
-  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w));
+  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w, std::max(g.pad_h, g.pad_w)));
   const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w, weight.data_ptr<float>(), true};
   run(kk, tf, pb, grad_output, nullptr, fastk::Dest(grad_input));
   input_grad_calls.fetch_add(1, std::memory_order_relaxed);
