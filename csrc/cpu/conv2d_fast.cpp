@@ -44,6 +44,7 @@
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/conv2d_fast_winograd.h"
 
 namespace fastconv::cpu {
 namespace {
@@ -136,6 +137,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   const Kernels* kk = pick_kernels();
   if (kk == nullptr || g.c_per_group() == 0) return false;
   if (output.numel() == 0) return handled();
+  if (winograd_applies(g, input)) return conv2d_forward_winograd(g, input, weight, bias, output);
   if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
 
   ForwardPlan p;

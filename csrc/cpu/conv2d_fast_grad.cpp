@@ -9,6 +9,7 @@
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/conv2d_fast_winograd.h"
 
 namespace fastconv::cpu {
 namespace {
@@ -94,6 +95,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   const Kernels* kk = pick_kernels();
   if (kk == nullptr || g.c_per_group() == 0 || g.k_per_group() == 0) return false;
   if (grad_input.numel() == 0) return handled();
+  if (winograd_input_grad_applies(g, grad_output)) return conv2d_input_grad_winograd(g, grad_output, weight, grad_input);
 
   const bool depthwise = g.depthwise() && g.k == g.c;
   if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);
