@@ -38,11 +38,17 @@ struct AlignArgs {
   bool aligned;
 };
 
+// Channels per pass over a box's bins: at most this many (the forward's NCHW output tile).
+constexpr int64_t kChannelBlock = 64;
+
+// Tiles gather channel c while prefetching channel c + kPrefetchPlanes.
+constexpr int64_t kPrefetchPlanes = 2;
+
 // Channels per tile: a tile of up to (2 * PH * grid_h) x (2 * PW * grid_w) pixels stays within
 // ~64 KB (L2), with at least 8 channels so the channel loops still vectorize.
 inline int64_t tile_channels(int64_t pixels, int64_t C) {
-  int64_t width = std::max<int64_t>(8, std::min<int64_t>(64, (16384 / std::max<int64_t>(pixels, 1)) / 8 * 8));
-  return std::min(width, C);
+  const int64_t fit = 16384 / std::max<int64_t>(pixels, 1) / 8 * 8;
+  return std::min(C, std::max<int64_t>(8, std::min(kChannelBlock, fit)));
 }
 
 // The per-axis taps of one box: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
@@ -75,6 +81,19 @@ struct BoxTaps {
   void to_tile() {
     renumber(ys, rows);
     renumber(xs, cols);
+  }
+
+  // Prefetches the tile's rows of one channel plane (row stride W): the rows of a plane are
+  // scattered over the map, so without it every row is a cache miss waited for in turn.
+  template <typename T>
+  void prefetch(const T* plane, int64_t W) const {
+    if (cols.empty()) return;
+    for (int64_t r : rows) {
+      const T* row = plane + r * W;
+      for (const T* p = row + cols.front(); p <= row + cols.back(); p += 64 / sizeof(T))
+        __builtin_prefetch(p);
+      __builtin_prefetch(row + cols.back());
+    }
   }
 
   // Calls f(y_tap, x_tap) for every in-range sample of bin (ph, pw), in torchvision's order.
@@ -187,11 +206,10 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
              bool channels_last, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
-  const int64_t b_stride = channels_last ? C : 1, c_stride = channels_last ? 1 : bins;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
-    std::vector<scalar_t> tile;
+    std::vector<scalar_t> tile, out_tile(channels_last ? 0 : kChannelBlock * bins);
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
       scalar_t* box_out = out + k * bins * C;
@@ -200,9 +218,21 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
         continue;
       }
       const int64_t n = static_cast<int64_t>(roi[0]);
+      // n_ch channels whose pixels are at grid + c0 go to the output: straight in channels_last;
+      // in NCHW through a (channels, bins) tile in L1, copied out as whole rows (strided stores
+      // straight into the output would miss L1 every time)
+      const auto bins_to_out = [&](const scalar_t* grid, Grid g, int64_t c0, int64_t n_ch) {
+        if (channels_last) {
+          box_bins(taps, grid, g, n_ch, acc.data(), box_out + c0, C, 1, a);
+        } else {
+          box_bins(taps, grid, g, n_ch, acc.data(), out_tile.data(), 1, bins, a);
+          std::copy_n(out_tile.data(), n_ch * bins, box_out + c0 * bins);
+        }
+      };
       if (!tiles) {
-        box_bins(taps, x + n * HW * C, Grid{a.W * C, C}, C, acc.data(), box_out, b_stride,
-                 c_stride, a);
+        const int64_t block = channels_last ? C : kChannelBlock;
+        for (int64_t c0 = 0; c0 < C; c0 += block)
+          bins_to_out(x + n * HW * C + c0, Grid{a.W * C, C}, c0, std::min(block, C - c0));
         continue;
       }
       taps.to_tile();
@@ -213,14 +243,14 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
         const int64_t w = std::min(width, C - c0);
         for (int64_t c = 0; c < w; ++c) {  // gather the tile from the channel planes
           const scalar_t* plane = x + (n * C + c0 + c) * HW;
+          if (c0 + c + kPrefetchPlanes < C) taps.prefetch(plane + kPrefetchPlanes * HW, a.W);
           for (int64_t r = 0; r < rows; ++r) {
             const scalar_t* src = plane + taps.rows[r] * a.W;
             scalar_t* dst = tile.data() + r * cols * w + c;
             for (int64_t q = 0; q < cols; ++q) dst[q * w] = src[taps.cols[q]];
           }
         }
-        box_bins(taps, tile.data(), Grid{cols * w, w}, w, acc.data(), box_out + c0 * c_stride,
-                 b_stride, c_stride, a);
+        bins_to_out(tile.data(), Grid{cols * w, w}, c0, w);
       }
     }
   });
@@ -263,6 +293,8 @@ void backward(const scalar_t* go, cpu::Strides4 gs, bool tiles, const scalar_t* 
           box_scatter(taps, gk + s0 * gs.c, gs, w, g.data(), tile.data(), Grid{cols * w, w}, a);
           for (int64_t c = 0; c < w; ++c) {  // add the tile into the channel planes
             acc_t* plane = t.data + (s0 + c) * t.channel_stride;
+            if (s0 + c + kPrefetchPlanes < width)
+              taps.prefetch(plane + kPrefetchPlanes * t.channel_stride, a.W);
             for (int64_t r = 0; r < rows; ++r) {
               acc_t* dst = plane + taps.rows[r] * a.W;
               const acc_t* src = tile.data() + r * cols * w + c;

@@ -22,21 +22,23 @@
 namespace fastconv {
 namespace {
 
+constexpr int64_t kTileChannels = 32;
+
 struct PoolArgs {
   int64_t N, C, H, W, K, PH, PW;
   double spatial_scale;
 };
 
-// x: (N, H, W, C); out and argmax: (K, C, PH, PW) in NCHW or channels_last, written in place
-// (channel c of bin b at stride `bins` in NCHW, 1 in channels_last).
+// x: (N, H, W, C); out and argmax: (K, C, PH, PW) in NCHW or channels_last.
 template <typename scalar_t>
 void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* argmax,
              bool channels_last, const PoolArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, bins = a.PH * a.PW;
-  const int64_t c_stride = channels_last ? 1 : bins, b_stride = channels_last ? C : 1;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     std::vector<RoiPoolRange> rows(a.PH), cols(a.PW);
+    std::vector<scalar_t> tile(channels_last ? 0 : kTileChannels * bins);
+    std::vector<int32_t> tile_idx(tile.size());
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
       const RoiPoolBox box = roi_pool_box<acc_t>(roi, static_cast<acc_t>(a.spatial_scale));
@@ -45,21 +47,38 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
       for (int64_t pw = 0; pw < a.PW; ++pw)
         cols[pw] = roi_pool_range<acc_t>(box.start_w, box.roi_w, a.PW, pw, a.W);
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * a.H * a.W * C;
-      for (int64_t ph = 0; ph < a.PH; ++ph) {
-        for (int64_t pw = 0; pw < a.PW; ++pw) {
-          const int64_t at = k * C * bins + (ph * a.PW + pw) * b_stride;
-          cpu::bin_max(image, a.W, C, rows[ph].start, rows[ph].end, cols[pw].start, cols[pw].end,
-                       out + at, argmax + at, c_stride, C);
-        }
+      const auto bin = [&](int64_t ph, int64_t pw, int64_t c0, int64_t n, scalar_t* dst,
+                           int32_t* dst_idx, int64_t stride) {
+        cpu::bin_max(image + c0, a.W, C, rows[ph].start, rows[ph].end, cols[pw].start,
+                     cols[pw].end, dst, dst_idx, stride, n);
+      };
+      if (channels_last) {  // bin by bin, all channels, straight into the output
+        for (int64_t ph = 0; ph < a.PH; ++ph)
+          for (int64_t pw = 0; pw < a.PW; ++pw) {
+            const int64_t at = (k * bins + ph * a.PW + pw) * C;
+            bin(ph, pw, 0, C, out + at, argmax + at, 1);
+          }
+        continue;
+      }
+      // NCHW: 32 channels at a time through (32, bins) tiles that stay in L1, then copied out
+      // as whole rows (strided stores straight into the output would miss L1 every time)
+      for (int64_t c0 = 0; c0 < C; c0 += kTileChannels) {
+        const int64_t n = std::min(kTileChannels, C - c0);
+        for (int64_t ph = 0; ph < a.PH; ++ph)
+          for (int64_t pw = 0; pw < a.PW; ++pw)
+            bin(ph, pw, c0, n, tile.data() + ph * a.PW + pw, tile_idx.data() + ph * a.PW + pw,
+                bins);
+        std::copy_n(tile.data(), n * bins, out + (k * C + c0) * bins);
+        std::copy_n(tile_idx.data(), n * bins, argmax + (k * C + c0) * bins);
       }
     }
   });
 }
 
 // go and am: (K, C, PH, PW) with strides gs and as; gi: (N, C, H, W). Each unit adds
-// grad_output at the argmax in its layout's natural order (channels_last: bin by bin, all
-// channels; NCHW: channel by channel, all bins); either way every grad_input element receives
-// its terms in box order, then bin order.
+// grad_output at the argmax, a few channels at a time (cpu::l2_channels) in its layout's natural
+// order (channels_last: bin by bin; NCHW: channel by channel); either way every grad_input
+// element receives its terms in box order, then bin order.
 template <typename scalar_t>
 void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Strides4 as,
               const scalar_t* rois, scalar_t* gi, bool channels_last, const PoolArgs& a) {
@@ -75,23 +94,27 @@ void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Stri
       if (width <= 0) continue;
       const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW, channels_last,
                                              channels_last);
-      for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
-        const int64_t k = boxes.order[j];
-        const auto add = [&](int64_t c, int64_t ph, int64_t pw) {
-          const int32_t i = am[k * as.k + (c0 + c) * as.c + ph * as.h + pw * as.w];
-          if (i < 0) return;  // empty bin: no gradient
-          if (C10_UNLIKELY(i >= HW)) fail_index_out_of_range("_roi_pool_backward", i, HW);
-          t.data[i * t.pixel_stride + c * t.channel_stride] +=
-              static_cast<acc_t>(go[k * gs.k + (c0 + c) * gs.c + ph * gs.h + pw * gs.w]);
-        };
-        if (channels_last) {
-          for (int64_t ph = 0; ph < a.PH; ++ph)
-            for (int64_t pw = 0; pw < a.PW; ++pw)
-              for (int64_t c = 0; c < width; ++c) add(c, ph, pw);
-        } else {
-          for (int64_t c = 0; c < width; ++c)
+      const int64_t pass = cpu::l2_channels(HW, width);
+      for (int64_t s0 = 0; s0 < width; s0 += pass) {
+        const int64_t s1 = std::min(width, s0 + pass);
+        for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
+          const int64_t k = boxes.order[j];
+          const auto add = [&](int64_t c, int64_t ph, int64_t pw) {
+            const int32_t i = am[k * as.k + (c0 + c) * as.c + ph * as.h + pw * as.w];
+            if (i < 0) return;  // empty bin: no gradient
+            if (C10_UNLIKELY(i >= HW)) fail_index_out_of_range("_roi_pool_backward", i, HW);
+            t.data[i * t.pixel_stride + c * t.channel_stride] +=
+                static_cast<acc_t>(go[k * gs.k + (c0 + c) * gs.c + ph * gs.h + pw * gs.w]);
+          };
+          if (channels_last) {
             for (int64_t ph = 0; ph < a.PH; ++ph)
-              for (int64_t pw = 0; pw < a.PW; ++pw) add(c, ph, pw);
+              for (int64_t pw = 0; pw < a.PW; ++pw)
+                for (int64_t c = s0; c < s1; ++c) add(c, ph, pw);
+          } else {
+            for (int64_t c = s0; c < s1; ++c)
+              for (int64_t ph = 0; ph < a.PH; ++ph)
+                for (int64_t pw = 0; pw < a.PW; ++pw) add(c, ph, pw);
+          }
         }
       }
       t.finish();

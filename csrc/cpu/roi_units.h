@@ -47,6 +47,13 @@ inline ChannelBlocks channel_blocks(int64_t N, int64_t C) {
   return {count, (C + count - 1) / count};
 }
 
+// Channels of a unit taken per pass over its boxes: few enough that their gradient over the
+// whole map (HW pixels) stays in L2 (~256 KB) while bins add to it at random pixels, and at
+// least 16 (a 64-byte line of channels_last data).
+inline int64_t l2_channels(int64_t HW, int64_t width) {
+  return std::min(width, std::max<int64_t>(16, 65536 / std::max<int64_t>(HW, 1)));
+}
+
 // Element (k, c, ph, pw) of a (K, C, PH, PW) tensor with any strides (grad_output and argmax
 // are read in place, whatever their layout, even expanded) is at k*k + c*c + ph*h + pw*w.
 struct Strides4 {
