@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as TF
 
 import fastconv.nn as fnn
+from fastconv.nn import fold
 import fastconv.ops as fops
 from fastconv.nn import convert
 from model_checks import assert_close_model, assert_same_step, single_thread  # noqa: F401
@@ -88,13 +89,48 @@ def test_torchvision_model_conversion_summary_and_state(converted_models, name):
     assert f"fused BatchNorm2d -> ReLU: {relu}, BatchNorm2d -> add -> ReLU: {add_relu}" in printed
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("name", list(TORCHVISION))
-def test_torchvision_model_same_outputs_and_gradients(converted_models, name, training):
-    original, converted, _ = converted_models[name]
-    original, converted = copy.deepcopy(original), copy.deepcopy(converted)
-    x = torch.randn(TORCHVISION[name][1])
-    assert_same_step(converted, original, (x,), training)
+def _bottleneck_resnet(**kwargs):
+    """torchvision's ResNet with resnet50's blocks (Bottleneck: stem, downsample and identity
+    blocks, all fusion patterns) at a third of the depth, for fp64 training steps."""
+    return tvm.resnet.ResNet(tvm.resnet.Bottleneck, [2, 1, 1, 1], **kwargs)
+
+
+def _bottleneck_fcn():
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.fcn import FCN, FCNHead
+    backbone = _bottleneck_resnet(replace_stride_with_dilation=[False, True, True])
+    return FCN(IntermediateLayerGetter(backbone, {"layer4": "out"}), FCNHead(2048, 5))
+
+
+# Equivalence of one step in fp64 (see tests/model_checks.TOLERANCE: fp32 comparisons of deep
+# networks are decided by ReLU inputs within rounding of zero). Whole networks in eval mode;
+# in train mode the deep ones with the same blocks at a third of the depth (an fp64 training
+# step of resnet50 on fastconv's generic fp64 kernels takes ~40 s on this machine). Shapes
+# keep >= 8 values per channel in every train-mode BatchNorm (2x2 maps at batch 2; 4x4 at
+# batch 1 with dilation): over fewer, BN amplifies rounding 1e4-fold and more.
+EQUIVALENCE = {
+    "resnet18": (TORCHVISION["resnet18"][0], {"train": (2, 3, 64, 64), "eval": (1, 3, 32, 32)}),
+    "vgg11_bn": (vgg11_bn, {"train": (2, 3, 32, 32), "eval": (1, 3, 32, 32)}),
+    "resnet50": (TORCHVISION["resnet50"][0], {"eval": (1, 3, 32, 32)}),
+    "resnext50_32x4d": (TORCHVISION["resnext50_32x4d"][0], {"eval": (1, 3, 32, 32)}),
+    "fcn_resnet50": (TORCHVISION["fcn_resnet50"][0], {"eval": (1, 3, 24, 24)}),
+    "resnet50_blocks": (_bottleneck_resnet, {"train": (2, 3, 48, 48)}),
+    "resnext50_blocks": (lambda: _bottleneck_resnet(groups=32, width_per_group=4),
+                         {"train": (2, 3, 48, 48)}),
+    "fcn_resnet50_blocks": (_bottleneck_fcn, {"train": (1, 3, 32, 32)}),
+}
+
+
+@pytest.mark.parametrize("name, mode", [(name, mode) for name, (_, shapes) in EQUIVALENCE.items()
+                                        for mode in shapes])
+def test_torchvision_model_same_outputs_and_gradients(name, mode):
+    build, shapes = EQUIVALENCE[name]
+    torch.manual_seed(0)
+    original = build()
+    converted, summary = convert(original, return_summary=True)
+    assert summary.fused and not summary.unconverted
+    x = torch.randn(shapes[mode])
+    assert_same_step(converted, original, (x,), mode == "train")
 
 
 class BoxHead(nn.Module):
@@ -412,3 +448,83 @@ def test_fx_records_in_place_addition_as_the_add_the_matcher_knows():
     graph = torch.fx.symbolic_trace(Block("module")).graph
     targets = [n.target for n in graph.nodes if n.op in ("call_function", "call_method")]
     assert operator.add in targets and operator.iadd not in targets
+
+
+# ---- folding BatchNorm into the preceding convolution (eval mode) -----------------------------
+
+def _randomize_bn(model):
+    """Non-trivial BN parameters and running statistics, so folding has something to fold."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+class ConvBias(nn.Module):
+    """A conv with bias before a BN; a conv whose output has a second user; a shared BN."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.seq = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=2), nn.BatchNorm2d(c),
+                                 nn.ReLU(), nn.Conv2d(c, c, 1), nn.Sigmoid(), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        y = self.conv2(self.bn1(self.conv1(x)))
+        return self.seq(self.bn2(y) + y)   # conv2's output has a second user: not folded
+
+
+def test_fold_batchnorm_summary_state_and_same_function():
+    torch.manual_seed(0)
+    original = _randomize_bn(ConvBias())
+    converted, summary = convert(original, return_summary=True, fold_batchnorm=True)
+    assert summary.folded == {"conv1": "bn1", "seq.0": "seq.1"}
+    assert "BatchNorm2d folded into the preceding Conv2d (eval mode): 2" in str(summary)
+    assert type(converted.conv2) is fnn.Conv2d and type(converted.seq[3]) is fnn.Conv2d
+    sd_o, sd_c = original.state_dict(), converted.state_dict()
+    assert list(sd_o) == list(sd_c) and all(torch.equal(sd_o[k], sd_c[k]) for k in sd_o)
+    x = torch.randn(2, 4, 6, 6)
+    # eval: folded (gradients reach conv weight/bias and BN weight/bias through the folding);
+    # train: the unfolded layers, with the running statistics updated as before
+    for training in (False, True, False):
+        assert_same_step(converted, original, (x,), training)
+    assert type(converted.seq[1]) is fold.FoldedBatchNormReLU2d  # fused, then folded
+
+
+def test_fold_batchnorm_resnet18_inference_and_cache():
+    torch.manual_seed(0)
+    original = _randomize_bn(tvm.resnet18(weights=None)).eval()
+    converted, summary = convert(original, return_summary=True, fold_batchnorm=True)
+    assert len(summary.folded) == 20  # every conv of resnet18 is followed by its BN
+    assert summary.folded["layer2.0.downsample.0"] == "layer2.0.downsample.1"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        # fp32: folding rounds W * s once more; measured 1e-6 of the output's scale
+        assert_close_model(converted(x), original(x), "folded resnet18")
+        # the folded weights are cached for inference and follow changes of the state
+        for model in (original, converted):
+            model.layer1[0].bn1.running_var.mul_(3.0)
+            model.layer3[1].conv2.weight.mul_(-1.0)
+        assert_close_model(converted(x), original(x), "folded resnet18 after a state change")
+    # a deep copy and a pickled copy keep the link between each conv and its BN
+    buffer = io.BytesIO()
+    torch.save(converted, buffer)
+    buffer.seek(0)
+    for copy_ in (copy.deepcopy(converted), torch.load(buffer, weights_only=False)):
+        block = copy_.layer1[0]
+        assert block.conv1._fastconv_fold.bn is block.bn1
+        with torch.no_grad():
+            torch.testing.assert_close(copy_(x), converted(x), rtol=0, atol=0)
+
+
+def test_fold_batchnorm_compiles_fullgraph():
+    torch.manual_seed(0)
+    converted = convert(_randomize_bn(Block("module")), fold_batchnorm=True).eval()
+    x = torch.randn(2, 4, 6, 6)
+    compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), converted(x))
