@@ -209,7 +209,8 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
-    std::vector<scalar_t> tile, out_tile(channels_last ? 0 : kChannelBlock * bins);
+    // (the transposed path below writes all C channels of a box through it at once)
+    std::vector<scalar_t> tile, out_tile(channels_last ? 0 : std::max(C, kChannelBlock) * bins);
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
       scalar_t* box_out = out + k * bins * C;
@@ -230,9 +231,7 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
         }
       };
       if (!tiles) {
-        const int64_t block = channels_last ? C : kChannelBlock;
-        for (int64_t c0 = 0; c0 < C; c0 += block)
-          bins_to_out(x + n * HW * C + c0, Grid{a.W * C, C}, c0, std::min(block, C - c0));
+        bins_to_out(x + n * HW * C, Grid{a.W * C, C}, 0, C);  // the map was transposed to NHWC
         continue;
       }
       taps.to_tile();
