@@ -105,9 +105,9 @@ float* scratch(int slot, int64_t floats) {
 
 // The loop order for cin input channels and `tiles` tiles: all tiles per weight slice (true) or
 // chunks of tiles, each through all weights (false); the first keeps alpha^2 x tiles x (Cin +
-// Cout) floats of transformed data (V limited to 16 MiB).
-bool weights_stationary(int64_t cin, int64_t tiles, int64_t A2) {
-  return cin >= kStationaryCin && A2 * tiles * cin <= (int64_t(1) << 22);
+// Cout) floats of transformed data (each of V and M limited to 16 MiB).
+bool weights_stationary(int64_t cin, int64_t coutp, int64_t tiles, int64_t A2) {
+  return cin >= kStationaryCin && A2 * tiles * std::max(cin, coutp) <= (int64_t(1) << 22);
 }
 
 // One stride-1 3x3 convolution (see the top of the file). Weights: the forward pass's
@@ -198,7 +198,7 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
     }
   };
 
-  if (weights_stationary(cin, tiles, A2)) {
+  if (weights_stationary(cin, coutp, tiles, A2)) {
     // Few tiles, many channels: each weight slice U[xi][ob] is read once for all tiles (a
     // chunk would read all of U again). Three passes: inputs, GEMMs per (xi, ob), outputs.
     const int64_t ld = OB * B;
