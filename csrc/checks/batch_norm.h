@@ -85,6 +85,18 @@ inline c10::SymInt check_bn_apply(const at::Tensor& input, const at::Tensor& mea
   return c;
 }
 
+// The backward ops' common arguments: those of apply, and grad_output like the input.
+inline c10::SymInt check_bn_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                     const at::Tensor& mean, const at::Tensor& var,
+                                     const std::optional<at::Tensor>& weight,
+                                     const std::optional<at::Tensor>& bias,
+                                     const std::optional<at::Tensor>& residual, double eps,
+                                     const char* op) {
+  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
+  check_bn_like(grad_output, input, op, "grad_output");
+  return c;
+}
+
 // One value per channel cannot be normalized in training (torch's ValueError).
 inline void check_bn_training_count(const at::Tensor& input, const char* op) {
   FC_CHECK_VALUE(bn_count(input) != 1, op,

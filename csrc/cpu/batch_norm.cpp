@@ -165,7 +165,7 @@ void forward_train_kernel(const Prepared& p, const at::Tensor& y, const OptTenso
     bn_cpu::parallel_items(l.c, l.count(), [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
         const BnAffine<A> a = finish(c, bn_cpu::channel_stats_planar(x, l, c));
-        bn_cpu::apply_planes_of_channel(x, res, out, l, c, a.alpha, a.beta, relu);
+        bn_cpu::apply_planes(x, res, out, l, c, 0, l.outer, a.alpha, a.beta, relu);
       }
     });
     return;
@@ -262,8 +262,12 @@ struct BackwardTensors {
   at::Tensor dy;
 };
 
-BackwardTensors prepare_backward(const at::Tensor& grad_output, const at::Tensor& input,
-                                 const OptTensor& residual) {
+// The checks (shared with the Meta kernels) and layouts of the backward ops' common arguments.
+BackwardTensors prepare_backward(const char* op, const at::Tensor& grad_output,
+                                 const at::Tensor& input, const at::Tensor& mean,
+                                 const at::Tensor& var, const OptTensor& weight,
+                                 const OptTensor& bias, const OptTensor& residual, double eps) {
+  check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
   Prepared p = prepare(input, residual);
   at::Tensor dy = grad_output.contiguous(p.fmt);
   return {std::move(p), std::move(dy)};
@@ -273,10 +277,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& residual, double eps, bool relu) {
-  const char* op = "_batch_norm_backward_reduce";
-  check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
-  const BackwardTensors t = prepare_backward(grad_output, input, residual);
+  const BackwardTensors t = prepare_backward("_batch_norm_backward_reduce", grad_output, input,
+                                             mean, var, weight, bias, residual, eps);
   const int64_t c = t.p.layout.c;
   const auto acc = bn_acc_dtype(input.scalar_type());
   std::vector<double> s_dy(c, 0.0), s_dyx(c, 0.0);
@@ -301,10 +303,9 @@ std::tuple<at::Tensor, at::Tensor> backward_apply_cpu(
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
     const c10::SymInt& count, double eps, bool relu, bool grad_residual, const char* op) {
-  const c10::SymInt c_sym = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
-  check_bn_backward_sums(sum_dy, sum_dy_xmu, input, c_sym, count, op);
-  const BackwardTensors t = prepare_backward(grad_output, input, residual);
+  const BackwardTensors t =
+      prepare_backward(op, grad_output, input, mean, var, weight, bias, residual, eps);
+  check_bn_backward_sums(sum_dy, sum_dy_xmu, input, input.sym_size(1), count, op);
   const int64_t c = t.p.layout.c;
   const bool training = given(sum_dy);
   at::Tensor dx = t.p.empty_like_x();
@@ -351,7 +352,7 @@ void backward_kernel(const BackwardTensors& t, const at::Tensor& var, const OptT
       for (int64_t c = first; c < last; ++c) {
         bn_cpu::channel_sums_planar(dy, x, res, l, c, k, relu, &s_dy[c], &s_dyx[c]);
         coefficients_of(c);
-        bn_cpu::backward_apply_planes_of_channel(dy, x, res, dx, dres, l, c, k, relu);
+        bn_cpu::backward_apply_planes(dy, x, res, dx, dres, l, c, 0, l.outer, k, relu);
       }
     });
     return;
@@ -365,10 +366,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& residual, double eps, bool relu, bool training, bool grad_residual) {
-  const char* op = "_batch_norm_backward";
-  check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
-  const BackwardTensors t = prepare_backward(grad_output, input, residual);
+  const BackwardTensors t = prepare_backward("_batch_norm_backward", grad_output, input, mean,
+                                             var, weight, bias, residual, eps);
   const int64_t c = t.p.layout.c;
   const auto acc = bn_acc_dtype(input.scalar_type());
   at::Tensor dx = t.p.empty_like_x();

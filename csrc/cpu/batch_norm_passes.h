@@ -41,9 +41,26 @@ struct Layout {
   int64_t outer, c, inner;
   bool planar() const { return inner > 1; }
   int64_t count() const { return outer * inner; }  // values per channel
-  int64_t per_plane() const { return (inner + kRun - 1) / kRun; }
+  int64_t stride() const { return c * inner; }      // from one plane of a channel to the next
   int64_t row_chunks() const { return (outer + kRows - 1) / kRows; }
+  // Planar chunks of a channel: kRun values of one plane when planes are longer, else
+  // `group` whole consecutive planes (at most kRun values together), so that small planes
+  // (7x7, 4x4) do not cost a chunk each.
+  int64_t group() const { return inner >= kRun ? 1 : kRun / inner; }
+  int64_t per_plane() const { return (inner + kRun - 1) / kRun; }
+  int64_t planar_chunks() const { return (outer + group() - 1) / group() * per_plane(); }
 };
+
+// Chunk j of channel c: `planes` runs of n values from offset off, l.stride() apart.
+struct PlanarChunk {
+  int64_t off, planes, n;
+};
+
+inline PlanarChunk planar_chunk(const Layout& l, int64_t c, int64_t j) {
+  const int64_t o = j / l.per_plane() * l.group(), start = j % l.per_plane() * kRun;
+  return {(o * l.c + c) * l.inner + start, std::min(l.group(), l.outer - o),
+          std::min(kRun, l.inner - start)};
+}
 
 // The channel-fused schedule pays when every thread gets a few channels.
 inline bool channel_fused(const Layout& l) {
@@ -58,27 +75,18 @@ void parallel_items(int64_t n, int64_t per_item, F body) {
   at::parallel_for(0, n, grain, body);
 }
 
-// Calls f(offset, length) for the chunks of channel c of a planar layout, in chunk order.
+// Calls f(chunk) for the chunks of channel c of a planar layout, in chunk order.
 template <typename F>
 void planar_chunks_of_channel(const Layout& l, int64_t c, F f) {
-  for (int64_t o = 0; o < l.outer; ++o) {
-    const int64_t base = (o * l.c + c) * l.inner;
-    for (int64_t s = 0; s < l.inner; s += kRun) f(base + s, std::min(kRun, l.inner - s));
-  }
+  for (int64_t j = 0; j < l.planar_chunks(); ++j) f(planar_chunk(l, c, j));
 }
 
-// Calls f(c, chunk index, offset, length) for every planar chunk, in parallel; the chunk
-// index orders one channel's chunks as planar_chunks_of_channel does.
+// Calls f(c, chunk index, chunk) for every planar chunk, in parallel.
 template <typename F>
 void for_each_planar_chunk(const Layout& l, F f) {
-  const int64_t per_plane = l.per_plane();
-  parallel_items(l.outer * l.c * per_plane, std::min(l.inner, kRun), [&](int64_t b, int64_t e) {
-    for (int64_t u = b; u < e; ++u) {
-      const int64_t k = u % per_plane, plane = u / per_plane;
-      const int64_t start = k * kRun;
-      f(plane % l.c, (plane / l.c) * per_plane + k, plane * l.inner + start,
-        std::min(kRun, l.inner - start));
-    }
+  const int64_t total = l.planar_chunks();
+  parallel_items(l.c * total, std::min(l.count(), kRun), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) f(u / total, u % total, planar_chunk(l, u / total, u % total));
   });
 }
 
@@ -92,19 +100,19 @@ void for_each_row_chunk(const Layout& l, F f) {
 
 // ---- statistics -------------------------------------------------------------------------------
 template <typename scalar_t>
-Welford<double> run_stats(const scalar_t* x, int64_t n) {
+Welford<double> chunk_stats(const scalar_t* x, const Layout& l, const PlanarChunk& ch) {
   using A = acc_of<scalar_t>;
-  const A pivot = static_cast<A>(x[0]);
+  const A pivot = static_cast<A>(x[ch.off]);
   A s1 = 0, s2 = 0;
-  cpu::bn_run_sums(x, n, pivot, &s1, &s2);
-  return welford_from_shifted<double>(n, pivot, s1, s2);
+  cpu::bn_run_sums(x + ch.off, ch.planes, ch.n, l.stride(), pivot, &s1, &s2);
+  return welford_from_shifted<double>(ch.planes * ch.n, pivot, s1, s2);
 }
 
 template <typename scalar_t>
 Welford<double> channel_stats_planar(const scalar_t* x, const Layout& l, int64_t c) {
   Welford<double> w{0, 0, 0};
-  planar_chunks_of_channel(l, c, [&](int64_t off, int64_t n) {
-    w = welford_merge(w, run_stats(x + off, n));
+  planar_chunks_of_channel(l, c, [&](const PlanarChunk& ch) {
+    w = welford_merge(w, chunk_stats(x, l, ch));
   });
   return w;
 }
@@ -114,10 +122,10 @@ template <typename scalar_t, typename Out>
 void chunked_stats(const scalar_t* x, const Layout& l, Out out) {
   using A = acc_of<scalar_t>;
   if (l.planar()) {
-    const int64_t total = l.outer * l.per_plane();
+    const int64_t total = l.planar_chunks();
     std::vector<Welford<double>> part(l.c * total);  // part[c * total + chunk]
-    for_each_planar_chunk(l, [&](int64_t c, int64_t k, int64_t off, int64_t n) {
-      part[c * total + k] = run_stats(x + off, n);
+    for_each_planar_chunk(l, [&](int64_t c, int64_t k, const PlanarChunk& ch) {
+      part[c * total + k] = chunk_stats(x, l, ch);
     });
     for (int64_t c = 0; c < l.c; ++c) {
       Welford<double> w{0, 0, 0};
@@ -157,25 +165,35 @@ void chunked_stats(const scalar_t* x, const Layout& l, Out out) {
 }
 
 // ---- normalize (+ residual) (+ relu) ----------------------------------------------------------
+// Planes [o0, o1) of channel c of a planar layout.
 template <typename scalar_t>
-void apply_planes_of_channel(const scalar_t* x, const scalar_t* res, scalar_t* y, const Layout& l,
-                             int64_t c, acc_of<scalar_t> alpha, acc_of<scalar_t> beta, bool relu) {
-  for (int64_t o = 0; o < l.outer; ++o) {
-    const int64_t off = (o * l.c + c) * l.inner;
-    cpu::bn_run_apply(x + off, res ? res + off : nullptr, y + off, l.inner, alpha, beta, relu);
-  }
+void apply_planes(const scalar_t* x, const scalar_t* res, scalar_t* y, const Layout& l, int64_t c,
+                  int64_t o0, int64_t o1, acc_of<scalar_t> alpha, acc_of<scalar_t> beta,
+                  bool relu) {
+  const int64_t off = (o0 * l.c + c) * l.inner;
+  cpu::bn_run_apply(x + off, res ? res + off : nullptr, y + off, o1 - o0, l.inner, l.stride(),
+                    alpha, beta, relu);
+}
+
+// Runs f(c, first plane, end plane) over every channel's planes in groups of l.group()
+// planes (up to kRun values, or one plane), in parallel.
+template <typename F>
+void for_each_plane_group(const Layout& l, F f) {
+  const int64_t g = l.group(), groups = (l.outer + g - 1) / g;
+  parallel_items(l.c * groups, std::min(l.count(), g * l.inner), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t c = u / groups, o0 = u % groups * g;
+      f(c, o0, std::min(l.outer, o0 + g));
+    }
+  });
 }
 
 template <typename scalar_t>
 void apply(const scalar_t* x, const scalar_t* res, scalar_t* y, const Layout& l,
            const acc_of<scalar_t>* alpha, const acc_of<scalar_t>* beta, bool relu) {
   if (l.planar()) {
-    parallel_items(l.outer * l.c, l.inner, [&](int64_t b, int64_t e) {
-      for (int64_t p = b; p < e; ++p) {
-        const int64_t off = p * l.inner, c = p % l.c;
-        cpu::bn_run_apply(x + off, res ? res + off : nullptr, y + off, l.inner, alpha[c], beta[c],
-                          relu);
-      }
+    for_each_plane_group(l, [&](int64_t c, int64_t o0, int64_t o1) {
+      apply_planes(x, res, y, l, c, o0, o1, alpha[c], beta[c], relu);
     });
   } else {
     parallel_items(l.outer, l.c, [&](int64_t b, int64_t e) {
@@ -193,6 +211,15 @@ struct BackwardCoefs {
   std::vector<A> alpha, beta, mean, k_g, k_x, k_0;
 };
 
+template <typename scalar_t>
+void chunk_sums(const scalar_t* dy, const scalar_t* x, const scalar_t* res, const Layout& l,
+                int64_t c, const PlanarChunk& ch, const BackwardCoefs<acc_of<scalar_t>>& k,
+                bool relu, acc_of<scalar_t>* a, acc_of<scalar_t>* b) {
+  const int64_t off = ch.off;
+  cpu::bn_run_backward_sums(dy + off, x + off, res ? res + off : nullptr, ch.planes, ch.n,
+                            l.stride(), k.alpha[c], k.beta[c], k.mean[c], relu, a, b);
+}
+
 // The masked sums (sum g, sum g (x - mean)) of channel c of a planar layout, in chunk order.
 template <typename scalar_t>
 void channel_sums_planar(const scalar_t* dy, const scalar_t* x, const scalar_t* res,
@@ -200,10 +227,9 @@ void channel_sums_planar(const scalar_t* dy, const scalar_t* x, const scalar_t* 
                          bool relu, double* s_dy, double* s_dyx) {
   using A = acc_of<scalar_t>;
   double a_sum = 0, b_sum = 0;
-  planar_chunks_of_channel(l, c, [&](int64_t off, int64_t n) {
+  planar_chunks_of_channel(l, c, [&](const PlanarChunk& ch) {
     A a = 0, b = 0;
-    cpu::bn_run_backward_sums(dy + off, x + off, res ? res + off : nullptr, n, k.alpha[c],
-                              k.beta[c], k.mean[c], relu, &a, &b);
+    chunk_sums(dy, x, res, l, c, ch, k, relu, &a, &b);
     a_sum += a;
     b_sum += b;
   });
@@ -218,12 +244,11 @@ void chunked_sums(const scalar_t* dy, const scalar_t* x, const scalar_t* res, co
                   double* s_dyx) {
   using A = acc_of<scalar_t>;
   if (l.planar()) {
-    const int64_t total = l.outer * l.per_plane();
+    const int64_t total = l.planar_chunks();
     std::vector<double> part_dy(l.c * total), part_dyx(l.c * total);  // [c][chunk]
-    for_each_planar_chunk(l, [&](int64_t c, int64_t i, int64_t off, int64_t n) {
+    for_each_planar_chunk(l, [&](int64_t c, int64_t i, const PlanarChunk& ch) {
       A a = 0, b = 0;
-      cpu::bn_run_backward_sums(dy + off, x + off, res ? res + off : nullptr, n, k.alpha[c],
-                                k.beta[c], k.mean[c], relu, &a, &b);
+      chunk_sums(dy, x, res, l, c, ch, k, relu, &a, &b);
       part_dy[c * total + i] = a;
       part_dyx[c * total + i] = b;
     });
@@ -257,16 +282,15 @@ void chunked_sums(const scalar_t* dy, const scalar_t* x, const scalar_t* res, co
   }
 }
 
+// Planes [o0, o1) of channel c of a planar layout.
 template <typename scalar_t>
-void backward_apply_planes_of_channel(const scalar_t* dy, const scalar_t* x, const scalar_t* res,
-                                      scalar_t* dx, scalar_t* dres, const Layout& l, int64_t c,
-                                      const BackwardCoefs<acc_of<scalar_t>>& k, bool relu) {
-  for (int64_t o = 0; o < l.outer; ++o) {
-    const int64_t off = (o * l.c + c) * l.inner;
-    cpu::bn_run_backward_apply(dy + off, x + off, res ? res + off : nullptr, dx + off,
-                               dres ? dres + off : nullptr, l.inner, k.alpha[c], k.beta[c],
-                               k.k_g[c], k.k_x[c], k.k_0[c], relu);
-  }
+void backward_apply_planes(const scalar_t* dy, const scalar_t* x, const scalar_t* res,
+                           scalar_t* dx, scalar_t* dres, const Layout& l, int64_t c, int64_t o0,
+                           int64_t o1, const BackwardCoefs<acc_of<scalar_t>>& k, bool relu) {
+  const int64_t off = (o0 * l.c + c) * l.inner;
+  cpu::bn_run_backward_apply(dy + off, x + off, res ? res + off : nullptr, dx + off,
+                             dres ? dres + off : nullptr, o1 - o0, l.inner, l.stride(),
+                             k.alpha[c], k.beta[c], k.k_g[c], k.k_x[c], k.k_0[c], relu);
 }
 
 // grad_input (and grad_residual when dres is given) of every channel, in parallel.
@@ -275,13 +299,8 @@ void backward_apply(const scalar_t* dy, const scalar_t* x, const scalar_t* res, 
                     scalar_t* dres, const Layout& l, const BackwardCoefs<acc_of<scalar_t>>& k,
                     bool relu) {
   if (l.planar()) {
-    parallel_items(l.outer * l.c, l.inner, [&](int64_t b, int64_t e) {
-      for (int64_t q = b; q < e; ++q) {
-        const int64_t off = q * l.inner, c = q % l.c;
-        cpu::bn_run_backward_apply(dy + off, x + off, res ? res + off : nullptr, dx + off,
-                                   dres ? dres + off : nullptr, l.inner, k.alpha[c], k.beta[c],
-                                   k.k_g[c], k.k_x[c], k.k_0[c], relu);
-      }
+    for_each_plane_group(l, [&](int64_t c, int64_t o0, int64_t o1) {
+      backward_apply_planes(dy, x, res, dx, dres, l, c, o0, o1, k, relu);
     });
   } else {
     parallel_items(l.outer, l.c, [&](int64_t b, int64_t e) {

@@ -56,8 +56,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_meta(
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
     bool relu) {
   const char* op = "_batch_norm_backward_reduce";
-  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
+  const c10::SymInt c =
+      check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
   const auto acc = bn_acc_dtype(input.scalar_type());
   const auto wdt = weight.has_value() && weight->defined() ? weight->scalar_type() : acc;
   return {channel_vector(input, c, acc), channel_vector(input, c, acc),
@@ -69,8 +69,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_meta(
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& residual, double eps, bool relu, bool training, bool grad_residual) {
   const char* op = "_batch_norm_backward";
-  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
+  const c10::SymInt c =
+      check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
   const auto acc = bn_acc_dtype(input.scalar_type());
   auto dtype_of = [&](const OptTensor& t) { return t.has_value() && t->defined() ? t->scalar_type() : acc; };
   return {like_input(input), channel_vector(input, c, dtype_of(weight)),
@@ -83,8 +83,8 @@ std::tuple<at::Tensor, at::Tensor> backward_apply_meta(
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
     const c10::SymInt& count, double eps, bool relu, bool grad_residual, const char* op) {
-  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
+  const c10::SymInt c =
+      check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
   check_bn_backward_sums(sum_dy, sum_dy_xmu, input, c, count, op);
   return {like_input(input), grad_residual ? like_input(input) : at::Tensor()};
 }
