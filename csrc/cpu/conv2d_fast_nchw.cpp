@@ -77,17 +77,23 @@ at::Tensor pack_pix_weights(const ConvGeometry& g, const at::Tensor& weight, int
   const int64_t d_stride = gather ? sc : sk, l_stride = gather ? sk : sc;
   constexpr int64_t LC = 16;
   const int64_t chunks = ceil_div(L, LC);
-  at::parallel_for(0, G * T * chunks, 1, [&](int64_t begin, int64_t end) {
+  // Gather: the M x R x S weights of one tile and step are a short piece of one weight row, so
+  // an item runs over all tiles (its 16 rows are then read in order, not piece by piece).
+  const int64_t TI = gather ? T : 1;  // tiles per item
+  at::parallel_for(0, G * (T / TI) * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
       const int64_t l0 = (it % chunks) * LC, l1 = std::min(L, l0 + LC);
-      const int64_t gt = it / chunks, t = gt % T, gi = gt / T;  // gt = gi * T + t
-      const int nvalid = static_cast<int>(std::min(M, D - t * M));
-      for (int64_t tap = 0; tap < RS; ++tap) {
-        for (int64_t l = l0; l < l1; ++l) {
-          float* dst = out + ((gt * RS + tap) * L + l) * M;
-          const float* e = w + gi * Kg * sk + t * M * d_stride + l * l_stride + (tap / g.s) * sr + (tap % g.s) * ss;
-          for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
-          for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
+      const int64_t gt0 = (it / chunks) * TI;  // first (gi * T + t) of the item
+      for (int64_t gt = gt0; gt < gt0 + TI; ++gt) {
+        const int64_t t = gt % T, gi = gt / T;
+        const int nvalid = static_cast<int>(std::min(M, D - t * M));
+        for (int64_t tap = 0; tap < RS; ++tap) {
+          for (int64_t l = l0; l < l1; ++l) {
+            float* dst = out + ((gt * RS + tap) * L + l) * M;
+            const float* e = w + gi * Kg * sk + t * M * d_stride + l * l_stride + (tap / g.s) * sr + (tap % g.s) * ss;
+            for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
+            for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
+          }
         }
       }
     }
