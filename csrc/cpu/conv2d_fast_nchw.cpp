@@ -107,7 +107,8 @@ int64_t pix_l_block(int64_t ntaps, int64_t M) {
   return std::max<int64_t>(8, (16 << 10) / (4 * M * std::max<int64_t>(ntaps, 1)));
 }
 
-// TEMPORARY (measurement): FASTCONV_NCHW_PIX=0 turns the NCHW paths off.
+// FASTCONV_NCHW_PIX=0 turns these NCHW paths off (NCHW then goes through the NHWC-staged
+// kernels of cpu/conv2d_fast.cpp), for measuring one against the other.
 bool pix_enabled() {
   const char* env = std::getenv("FASTCONV_NCHW_PIX");
   return env == nullptr || env[0] != '0';
