@@ -4,9 +4,10 @@
 // and no strided stores. A register tile is max_m output channels x two vectors of pixels;
 // each reduction step loads two vectors of source pixels and broadcasts one packed weight per
 // channel.
-//  - forward: the input is staged with its zero padding columns and, for a column stride
-//    sw > 1, split into sw phases (phase p of a row holds columns p, p + sw, ...), so the
-//    pixels of one output row read adjacent elements for every tap. A 1x1 stride-1
+//  - forward (column stride 1): the input is staged with its zero padding columns, so the
+//    pixels of one output row read adjacent elements for every tap. (The staging can also
+//    split rows into stride phases, but at column stride > 1 this path measured slower than
+//    the NHWC-staged kernel, so nchw_forward_applies sends those cases there.) A 1x1 stride-1
 //    convolution reads the input as it is, one long row of H * W pixels per channel (a GEMM).
 //  - input gradient (column stride 1): the gather form of cpu/conv2d_fast_grad.cpp over
 //    grad_output staged with zero padding columns; input pixels of one row read adjacent
@@ -77,17 +78,23 @@ at::Tensor pack_pix_weights(const ConvGeometry& g, const at::Tensor& weight, int
   const int64_t d_stride = gather ? sc : sk, l_stride = gather ? sk : sc;
   constexpr int64_t LC = 16;
   const int64_t chunks = ceil_div(L, LC);
-  at::parallel_for(0, G * T * chunks, 1, [&](int64_t begin, int64_t end) {
+  // Gather: the M x R x S weights of one tile and step are a short piece of one weight row, so
+  // an item runs over all tiles (its 16 rows are then read in order, not piece by piece).
+  const int64_t TI = gather ? T : 1;  // tiles per item
+  at::parallel_for(0, G * (T / TI) * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
       const int64_t l0 = (it % chunks) * LC, l1 = std::min(L, l0 + LC);
-      const int64_t gt = it / chunks, t = gt % T, gi = gt / T;  // gt = gi * T + t
-      const int nvalid = static_cast<int>(std::min(M, D - t * M));
-      for (int64_t tap = 0; tap < RS; ++tap) {
-        for (int64_t l = l0; l < l1; ++l) {
-          float* dst = out + ((gt * RS + tap) * L + l) * M;
-          const float* e = w + gi * Kg * sk + t * M * d_stride + l * l_stride + (tap / g.s) * sr + (tap % g.s) * ss;
-          for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
-          for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
+      const int64_t gt0 = (it / chunks) * TI;  // first (gi * T + t) of the item
+      for (int64_t gt = gt0; gt < gt0 + TI; ++gt) {
+        const int64_t t = gt % T, gi = gt / T;
+        const int nvalid = static_cast<int>(std::min(M, D - t * M));
+        for (int64_t tap = 0; tap < RS; ++tap) {
+          for (int64_t l = l0; l < l1; ++l) {
+            float* dst = out + ((gt * RS + tap) * L + l) * M;
+            const float* e = w + gi * Kg * sk + t * M * d_stride + l * l_stride + (tap / g.s) * sr + (tap % g.s) * ss;
+            for (int m = 0; m < nvalid; ++m) dst[m] = e[m * d_stride];
+            for (int64_t m = nvalid; m < M; ++m) dst[m] = 0.0f;
+          }
         }
       }
     }
@@ -101,7 +108,8 @@ int64_t pix_l_block(int64_t ntaps, int64_t M) {
   return std::max<int64_t>(8, (16 << 10) / (4 * M * std::max<int64_t>(ntaps, 1)));
 }
 
-// TEMPORARY (measurement): FASTCONV_NCHW_PIX=0 turns the NCHW paths off.
+// FASTCONV_NCHW_PIX=0 turns these NCHW paths off (NCHW then goes through the NHWC-staged
+// kernels of cpu/conv2d_fast.cpp), for measuring one against the other.
 bool pix_enabled() {
   const char* env = std::getenv("FASTCONV_NCHW_PIX");
   return env == nullptr || env[0] != '0';
@@ -110,7 +118,10 @@ bool pix_enabled() {
 }  // namespace
 
 bool nchw_forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output) {
-  return input.is_contiguous() && output.is_contiguous() && !g.depthwise() && pix_enabled();
+  // Column stride 1 only: with sw > 1 the phase-split staging plus R x S short reductions
+  // measured slower than the NHWC-staged kernel (3x3 stride 2, 128 channels: ~0.6x of it).
+  return input.is_contiguous() && output.is_contiguous() && !g.depthwise() && g.stride_w == 1 &&
+         pix_enabled();
 }
 
 bool nchw_forward(const Kernels& kk, const ConvGeometry& g, const at::Tensor& input,

@@ -9,7 +9,7 @@
 
 namespace fastconv::cpu::fastk {
 
-// Input and output contiguous (NCHW), not depthwise.
+// Input and output contiguous (NCHW), not depthwise, column stride 1.
 bool nchw_forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output);
 bool nchw_forward(const Kernels& kk, const ConvGeometry& g, const at::Tensor& input,
                   const at::Tensor& weight, const at::Tensor& bias, at::Tensor& output);
