@@ -11,6 +11,7 @@ packages nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (the minimal toolkit her
 or the toolkit's bin/.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -109,12 +110,20 @@ def _kernel_lines(text, header, kernels, end=None):
 
 
 def inspect(library=None, tool=None):
-    """All kernels of `library` (default: fastconv._C), one Kernel per (arch, function)."""
+    """All kernels of `library` (default: fastconv._C), one Kernel per (arch, function).
+    Read once per library file and tool in a process (the test modules share the result:
+    disassembling every kernel takes a while); the Kernels returned are shared, do not modify
+    them."""
     library = library or default_library()
     tool = tool or find_cuobjdump()
     if tool is None:
         raise RuntimeError("fastconv.tools.sass: expected cuobjdump and nvdisasm (pip install "
                            "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm), got none")
+    return list(_inspect(os.path.abspath(library), os.stat(library).st_mtime_ns, tool))
+
+
+@functools.lru_cache(maxsize=8)
+def _inspect(library, mtime_ns, tool):
     kernels = {}
     for k, line in _kernel_lines(_run(tool, "-res-usage", library), r"\s*Function (\S+):", kernels):
         if m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line):
@@ -136,7 +145,7 @@ def inspect(library=None, tool=None):
     names = _demangle(sorted({k.mangled for k in kernels.values()}))
     for k in kernels.values():
         k.name = names[k.mangled]
-    return sorted(kernels.values(), key=lambda k: (k.name, k.arch))
+    return tuple(sorted(kernels.values(), key=lambda k: (k.name, k.arch)))
 
 
 def main(argv=None):
