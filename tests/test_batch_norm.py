@@ -273,7 +273,7 @@ def _bad_calls(device):
     v3, v4 = torch.ones(3, device=device), torch.ones(4, device=device)
     return [
         (lambda: F.batch_norm(x, v4, v3.clone(), training=True), RuntimeError,
-         "fastconv::_batch_norm_update_stats: expected running_mean of shape \\[3\\]"),
+         "fastconv::_batch_norm_forward_train: expected running_mean of shape \\[3\\]"),
         (lambda: F.batch_norm(x, v3.clone(), v3.clone(), v4), RuntimeError,
          "fastconv::batch_norm_apply: expected weight of shape \\[3\\]"),
         (lambda: F.batch_norm(x, v3.clone(), v3.clone(), v3.long()), RuntimeError,
@@ -317,8 +317,10 @@ def _op_samples(device):
     ops = torch.ops.fastconv
     return [
         (ops._batch_norm_stats, (xc,)),
-        (ops._batch_norm_forward_train, (x.requires_grad_(), w.requires_grad_(), b, r, 1e-5,
-                                         True)),
+        (ops._batch_norm_forward_train, (x.requires_grad_(), w.requires_grad_(), b, r, None,
+                                         None, 0.1, 1e-5, True)),
+        (ops._batch_norm_forward_train, (xc, None, b, None, torch.zeros(3, device=device),
+                                         torch.ones(3, device=device), 0.1, 1e-5, False)),
         (ops._batch_norm_update_stats, (mean, var, 40, 0.1, torch.zeros(3, device=device),
                                         torch.ones(3, device=device))),
         (ops.batch_norm_apply, (xc, mean, var, w, None, None, 1e-5, True)),
@@ -328,10 +330,14 @@ def _op_samples(device):
                                           40, 1e-5, False)),
         (ops._batch_norm_add_relu_backward_apply, (r, x.detach(), mean, var, None, b, r, None,
                                                    None, 40, 1e-5)),
+        (ops._batch_norm_backward, (r, x.detach(), mean, var, w.detach(), b, r, 1e-5, True,
+                                    True, True)),
+        (ops._batch_norm_backward, (xc, xc, mean, var, None, None, None, 1e-5, False, False,
+                                    False)),
     ]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(10))
 def test_opcheck(device, index):
     op, args = _op_samples(device)[index]
     torch.library.opcheck(op, args)

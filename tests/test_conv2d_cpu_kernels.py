@@ -35,6 +35,10 @@ CASES = [
     (1, 40, 7, 7, 72, 3, 3, 1, 1, 1, 1, "several channel blocks"),
     (3, 7, 13, 6, 9, 4, 2, (2, 1), (2, 0), (1, 2), 1, "even kernel, mixed stride and dilation"),
     (1, 4, 3, 5, 6, 3, 3, 1, 1, 1, 1, "image narrower than a register tile"),
+    (1, 80, 5, 21, 14, 3, 3, 1, 1, 1, 1, "reduction cut into L1 blocks, pixel tail"),
+    (1, 700, 10, 10, 8, 1, 1, 1, 0, 1, 1, "1x1 over many channels: pixel chunks, L1 blocks"),
+    (1, 6, 4, 24, 10, 3, 3, 1, 1, 1, 1, "rows of 24 pixels: whole vectors, no mask"),
+    (2, 5, 6, 16, 7, 1, 3, 1, (0, 1), 1, 1, "rows of 16 pixels"),
 ]
 IDS = [c[-1].replace(" ", "_") for c in CASES]
 
@@ -147,3 +151,39 @@ def test_empty_batch_and_bias_free():
     x = torch.randn(1, 8, 6, 6)
     torch.testing.assert_close(ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1),
                                F.conv2d(x, weight, None, 1, 1), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("weight_layout", ["channels_last", "strided"])
+def test_noncontiguous_weight_gives_the_same_bits(channels_last, weight_layout):
+    # The fast kernels pack a weight from its strides (no contiguous copy first): the packed
+    # weights, and so every result bit, must equal those of the contiguous weight in the same
+    # memory format (PyTorch's rule: channels_last when the input or the weight is).
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for groups in (1, 2):
+        x = torch.randn(2, 12, 9, 11).contiguous(memory_format=fmt)
+        weight = torch.randn(20, 12 // groups, 3, 3)
+        if weight_layout == "channels_last":
+            odd = weight.contiguous(memory_format=torch.channels_last)
+            out_fmt = torch.channels_last
+        else:  # every other column of a wider kernel: neither format
+            wide = torch.randn(20, 12 // groups, 3, 6)
+            wide[..., ::2] = weight
+            odd = wide[..., ::2]
+            out_fmt = fmt
+        assert not odd.is_contiguous() and torch.equal(odd, weight)
+        args = ((2, 1), (1, 1), (1, 1), groups)
+        out = ops.conv2d(x.contiguous(memory_format=out_fmt), weight, None, *args)
+        out_odd = ops.conv2d(x, odd, None, *args)
+        assert out_odd.is_contiguous(memory_format=out_fmt)
+        assert torch.equal(out, out_odd)
+        _assert_close_to_fp64(out_odd, F.conv2d(x.double(), weight.double(), None, *args), 12 // groups * 9)
+        grad_out = torch.randn(out.shape)
+        grad_in = ops._conv2d_input_grad(grad_out.contiguous(memory_format=out_fmt), weight,
+                                         list(x.shape), *args)
+        grad_in_odd = ops._conv2d_input_grad(grad_out.contiguous(memory_format=fmt), odd,
+                                             list(x.shape), *args)
+        assert grad_in_odd.is_contiguous(memory_format=out_fmt)
+        assert torch.equal(grad_in, grad_in_odd)
+        want = torch.nn.grad.conv2d_input(x.shape, weight.double(), grad_out.double(), *args)
+        _assert_close_to_fp64(grad_in_odd, want, 20 // groups * 9)

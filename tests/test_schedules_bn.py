@@ -58,7 +58,8 @@ def test_schedule_matrix_is_bit_identical_and_matches_cpu(name, shape, dtype, me
             launches = torch.ops.fastconv_simt._stats()[0]
             results = run_all(x, residual, grad, rm, rv)
             assert torch.ops.fastconv_simt._stats()[0] - launches >= 10
-            assert mode.redirected >= 5 and not mode.not_emulated
+            # 4 op calls: training forward, its backward, eval forward, its backward
+            assert mode.redirected >= 4 and not mode.not_emulated
         policy = f"{order}({seed}) x blocks {block_order}"
         for key, value in results.items():
             if first is not None:

@@ -85,6 +85,18 @@ inline c10::SymInt check_bn_apply(const at::Tensor& input, const at::Tensor& mea
   return c;
 }
 
+// The backward ops' common arguments: those of apply, and grad_output like the input.
+inline c10::SymInt check_bn_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                     const at::Tensor& mean, const at::Tensor& var,
+                                     const std::optional<at::Tensor>& weight,
+                                     const std::optional<at::Tensor>& bias,
+                                     const std::optional<at::Tensor>& residual, double eps,
+                                     const char* op) {
+  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
+  check_bn_like(grad_output, input, op, "grad_output");
+  return c;
+}
+
 // One value per channel cannot be normalized in training (torch's ValueError).
 inline void check_bn_training_count(const at::Tensor& input, const char* op) {
   FC_CHECK_VALUE(bn_count(input) != 1, op,
@@ -107,16 +119,37 @@ inline void check_bn_backward_sums(const std::optional<at::Tensor>& sum_dy,
   FC_CHECK(count >= 0, op, "count >= 0, got ", count);
 }
 
-// _batch_norm_forward_train: input, optional affine vectors and residual, eps, count != 1.
+// Running buffers of C values (running_mean, running_var): 1-D of size c on `like`'s device,
+// floating, of one dtype; momentum in [0, 1].
+inline void check_bn_running(const at::Tensor& running_mean, const at::Tensor& running_var,
+                             const at::Tensor& like, const c10::SymInt& c, double momentum,
+                             const char* op) {
+  check_bn_vector(running_mean, like, c, op, "running_mean");
+  check_bn_vector(running_var, like, c, op, "running_var");
+  FC_CHECK(running_mean.scalar_type() == running_var.scalar_type(), op,
+           "running_mean and running_var of one dtype, got ", running_mean.scalar_type(), " and ",
+           running_var.scalar_type());
+  FC_CHECK(momentum >= 0.0 && momentum <= 1.0, op, "momentum in [0, 1], got ", momentum);
+}
+
+// _batch_norm_forward_train: input, optional affine vectors and residual, running buffers
+// (both or neither), eps, count != 1.
 inline c10::SymInt check_bn_forward_train(const at::Tensor& input,
                                           const std::optional<at::Tensor>& weight,
                                           const std::optional<at::Tensor>& bias,
-                                          const std::optional<at::Tensor>& residual, double eps,
-                                          const char* op) {
+                                          const std::optional<at::Tensor>& residual,
+                                          const std::optional<at::Tensor>& running_mean,
+                                          const std::optional<at::Tensor>& running_var,
+                                          double momentum, double eps, const char* op) {
   const c10::SymInt c = check_bn_input(input, op);
   check_bn_optional_vector(weight, input, c, op, "weight");
   check_bn_optional_vector(bias, input, c, op, "bias");
   if (residual.has_value() && residual->defined()) check_bn_like(*residual, input, op, "residual");
+  const bool has_rm = running_mean.has_value() && running_mean->defined();
+  const bool has_rv = running_var.has_value() && running_var->defined();
+  FC_CHECK(has_rm == has_rv, op, "running_mean and running_var both given or both None, got ",
+           has_rm ? "only running_mean" : "only running_var");
+  if (has_rm) check_bn_running(*running_mean, *running_var, input, c, momentum, op);
   check_bn_eps(eps, op);
   check_bn_training_count(input, op);
   return c;
@@ -133,12 +166,7 @@ inline void check_bn_update_stats(const at::Tensor& mean, const at::Tensor& var,
   const c10::SymInt c = mean.sym_size(0);
   check_bn_vector(mean, mean, c, op, "mean");
   check_bn_vector(var, mean, c, op, "var");
-  check_bn_vector(running_mean, mean, c, op, "running_mean");
-  check_bn_vector(running_var, mean, c, op, "running_var");
-  FC_CHECK(running_mean.scalar_type() == running_var.scalar_type(), op,
-           "running_mean and running_var of one dtype, got ", running_mean.scalar_type(), " and ",
-           running_var.scalar_type());
-  FC_CHECK(momentum >= 0.0 && momentum <= 1.0, op, "momentum in [0, 1], got ", momentum);
+  check_bn_running(running_mean, running_var, mean, c, momentum, op);
   FC_CHECK(count >= 0, op, "count >= 0, got ", count);
 }
 

@@ -22,14 +22,19 @@ FC_INLINE A pre_activation(A x, A alpha, A beta, const T* residual, int64_t i) {
   return v;
 }
 
+// The run loops walk `planes` runs of n values, `stride` apart: one call per channel (or
+// chunk) rather than per NCHW plane, so small planes (7x7, 4x4) pay no call per plane.
 template <typename T, typename A>
-FC_INLINE void run_sums(const T* x, int64_t n, A pivot, A* s1, A* s2) {
+FC_INLINE void run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, A pivot, A* s1,
+                        A* s2) {
   A a = 0, b = 0;
+  for (int64_t o = 0; o < planes * stride; o += stride) {
 #pragma omp simd reduction(+ : a, b)
-  for (int64_t i = 0; i < n; ++i) {
-    const A d = static_cast<A>(x[i]) - pivot;
-    a += d;
-    b += d * d;
+    for (int64_t i = o; i < o + n; ++i) {
+      const A d = static_cast<A>(x[i]) - pivot;
+      a += d;
+      b += d * d;
+    }
   }
   *s1 += a;
   *s2 += b;
@@ -61,12 +66,15 @@ FC_INLINE void rows_sums(const T* x, int64_t rows, int64_t c, const A* pivot, A*
 }
 
 template <bool RELU, bool RES, typename T, typename A>
-FC_INLINE void run_apply(const T* x, const T* res, T* y, int64_t n, A alpha, A beta) {
+FC_INLINE void run_apply(const T* x, const T* res, T* y, int64_t planes, int64_t n,
+                         int64_t stride, A alpha, A beta) {
+  for (int64_t o = 0; o < planes * stride; o += stride) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    A v = pre_activation<RES>(static_cast<A>(x[i]), alpha, beta, res, i);
-    if constexpr (RELU) v = bn_relu(v);
-    y[i] = static_cast<T>(v);
+    for (int64_t i = o; i < o + n; ++i) {
+      A v = pre_activation<RES>(static_cast<A>(x[i]), alpha, beta, res, i);
+      if constexpr (RELU) v = bn_relu(v);
+      y[i] = static_cast<T>(v);
+    }
   }
 }
 
@@ -85,16 +93,18 @@ FC_INLINE void rows_apply(const T* x, const T* res, T* y, int64_t rows, int64_t 
 }
 
 template <bool RELU, bool RES, typename T, typename A>
-FC_INLINE void run_backward_sums(const T* dy, const T* x, const T* res, int64_t n, A alpha,
-                                 A beta, A mean, A* s_dy, A* s_dyx) {
+FC_INLINE void run_backward_sums(const T* dy, const T* x, const T* res, int64_t planes, int64_t n,
+                                 int64_t stride, A alpha, A beta, A mean, A* s_dy, A* s_dyx) {
   A a = 0, b = 0;
+  for (int64_t o = 0; o < planes * stride; o += stride) {
 #pragma omp simd reduction(+ : a, b)
-  for (int64_t i = 0; i < n; ++i) {
-    const A xv = static_cast<A>(x[i]);
-    const A g = bn_masked_grad(static_cast<A>(dy[i]), pre_activation<RES>(xv, alpha, beta, res, i),
-                               RELU);
-    a += g;
-    b += g * (xv - mean);
+    for (int64_t i = o; i < o + n; ++i) {
+      const A xv = static_cast<A>(x[i]);
+      const A g = bn_masked_grad(static_cast<A>(dy[i]),
+                                 pre_activation<RES>(xv, alpha, beta, res, i), RELU);
+      a += g;
+      b += g * (xv - mean);
+    }
   }
   *s_dy += a;
   *s_dyx += b;
@@ -119,14 +129,17 @@ FC_INLINE void rows_backward_sums(const T* dy, const T* x, const T* res, int64_t
 
 template <bool RELU, bool RES, bool GRES, typename T, typename A>
 FC_INLINE void run_backward_apply(const T* dy, const T* x, const T* res, T* dx, T* dres,
-                                  int64_t n, A alpha, A beta, A k_g, A k_x, A k_0) {
+                                  int64_t planes, int64_t n, int64_t stride, A alpha, A beta,
+                                  A k_g, A k_x, A k_0) {
+  for (int64_t o = 0; o < planes * stride; o += stride) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const A xv = static_cast<A>(x[i]);
-    const A g = bn_masked_grad(static_cast<A>(dy[i]), pre_activation<RES>(xv, alpha, beta, res, i),
-                               RELU);
-    dx[i] = static_cast<T>(g * k_g + xv * k_x + k_0);
-    if constexpr (GRES) dres[i] = static_cast<T>(g);
+    for (int64_t i = o; i < o + n; ++i) {
+      const A xv = static_cast<A>(x[i]);
+      const A g = bn_masked_grad(static_cast<A>(dy[i]),
+                                 pre_activation<RES>(xv, alpha, beta, res, i), RELU);
+      dx[i] = static_cast<T>(g * k_g + xv * k_x + k_0);
+      if constexpr (GRES) dres[i] = static_cast<T>(g);
+    }
   }
 }
 
@@ -176,24 +189,26 @@ FC_INLINE void rows_backward_apply(const T* dy, const T* x, const T* res, T* dx,
   } while (0)
 
 #define FC_BN_DEFINE(ATTR, T, A)                                                                \
-  ATTR void bn_run_sums(const T* x, int64_t n, A pivot, A* s1, A* s2) {                         \
-    run_sums(x, n, pivot, s1, s2);                                                              \
+  ATTR void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, A pivot, A* s1,  \
+                        A* s2) {                                                                \
+    run_sums(x, planes, n, stride, pivot, s1, s2);                                              \
   }                                                                                             \
   ATTR void bn_rows_sums(const T* x, int64_t rows, int64_t c, const A* pivot, A* s1, A* s2) {   \
     rows_sums(x, rows, c, pivot, s1, s2);                                                       \
   }                                                                                             \
-  ATTR void bn_run_apply(const T* x, const T* res, T* y, int64_t n, A alpha, A beta,            \
-                         bool relu) {                                                           \
-    FC_BN_FLAGS2(run_apply, relu, res != nullptr, x, res, y, n, alpha, beta);                   \
+  ATTR void bn_run_apply(const T* x, const T* res, T* y, int64_t planes, int64_t n,             \
+                         int64_t stride, A alpha, A beta, bool relu) {                          \
+    FC_BN_FLAGS2(run_apply, relu, res != nullptr, x, res, y, planes, n, stride, alpha, beta);   \
   }                                                                                             \
   ATTR void bn_rows_apply(const T* x, const T* res, T* y, int64_t rows, int64_t c,              \
                           const A* alpha, const A* beta, bool relu) {                           \
     FC_BN_FLAGS2(rows_apply, relu, res != nullptr, x, res, y, rows, c, alpha, beta);            \
   }                                                                                             \
-  ATTR void bn_run_backward_sums(const T* dy, const T* x, const T* res, int64_t n, A alpha,      \
-                                 A beta, A mean, bool relu, A* s_dy, A* s_dyx) {                \
-    FC_BN_FLAGS2(run_backward_sums, relu, res != nullptr, dy, x, res, n, alpha, beta, mean,     \
-                 s_dy, s_dyx);                                                                  \
+  ATTR void bn_run_backward_sums(const T* dy, const T* x, const T* res, int64_t planes,         \
+                                 int64_t n, int64_t stride, A alpha, A beta, A mean, bool relu, \
+                                 A* s_dy, A* s_dyx) {                                           \
+    FC_BN_FLAGS2(run_backward_sums, relu, res != nullptr, dy, x, res, planes, n, stride, alpha, \
+                 beta, mean, s_dy, s_dyx);                                                      \
   }                                                                                             \
   ATTR void bn_rows_backward_sums(const T* dy, const T* x, const T* res, int64_t rows,           \
                                   int64_t c, const A* alpha, const A* beta, const A* mean,      \
@@ -202,9 +217,10 @@ FC_INLINE void rows_backward_apply(const T* dy, const T* x, const T* res, T* dx,
                  mean, s_dy, s_dyx);                                                            \
   }                                                                                             \
   ATTR void bn_run_backward_apply(const T* dy, const T* x, const T* res, T* dx, T* dres,         \
-                                  int64_t n, A alpha, A beta, A k_g, A k_x, A k_0, bool relu) {  \
+                                  int64_t planes, int64_t n, int64_t stride, A alpha, A beta,    \
+                                  A k_g, A k_x, A k_0, bool relu) {                              \
     FC_BN_FLAGS3(run_backward_apply, relu, res != nullptr, dres != nullptr, dy, x, res, dx,      \
-                 dres, n, alpha, beta, k_g, k_x, k_0);                                          \
+                 dres, planes, n, stride, alpha, beta, k_g, k_x, k_0);                          \
   }                                                                                             \
   ATTR void bn_rows_backward_apply(const T* dy, const T* x, const T* res, T* dx, T* dres,        \
                                    int64_t rows, int64_t c, const A* alpha, const A* beta,       \

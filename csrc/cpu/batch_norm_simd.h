@@ -5,8 +5,8 @@
 // for one binary on one CPU). Half and bfloat16 use the same bodies with float arithmetic.
 //
 // Two shapes of work, matching the two memory layouts (cpu/batch_norm.cpp):
-//   run_*   one contiguous run of n values of a single channel (NCHW planes), with scalar
-//           per-channel coefficients;
+//   run_*   `planes` runs of n contiguous values of a single channel, `stride` values apart
+//           (NCHW planes of one channel), with scalar per-channel coefficients;
 //   rows_*  `rows` rows of C interleaved channels (channels_last, (N, C) input), with
 //           per-channel coefficient arrays, vectorized over channels.
 // `residual` and the residual gradient `grad_residual` may be null (no residual).
@@ -21,22 +21,25 @@ namespace cpu {
 
 #define FC_BN_DECLARE(T, A)                                                                     \
   /* s1 += sum(x - pivot), s2 += sum((x - pivot)^2) */                                          \
-  void bn_run_sums(const T* x, int64_t n, A pivot, A* s1, A* s2);                               \
+  void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, A pivot, A* s1,       \
+                   A* s2);                                                                      \
   void bn_rows_sums(const T* x, int64_t rows, int64_t c, const A* pivot, A* s1, A* s2);         \
   /* y = [relu](x * alpha + beta [+ residual]) */                                               \
-  void bn_run_apply(const T* x, const T* residual, T* y, int64_t n, A alpha, A beta, bool relu); \
+  void bn_run_apply(const T* x, const T* residual, T* y, int64_t planes, int64_t n,             \
+                    int64_t stride, A alpha, A beta, bool relu);                                \
   void bn_rows_apply(const T* x, const T* residual, T* y, int64_t rows, int64_t c,              \
                      const A* alpha, const A* beta, bool relu);                                 \
   /* g = masked dy; s_dy += sum g, s_dyx += sum g * (x - mean) */                               \
-  void bn_run_backward_sums(const T* dy, const T* x, const T* residual, int64_t n, A alpha,      \
-                            A beta, A mean, bool relu, A* s_dy, A* s_dyx);                      \
+  void bn_run_backward_sums(const T* dy, const T* x, const T* residual, int64_t planes,         \
+                            int64_t n, int64_t stride, A alpha, A beta, A mean, bool relu,      \
+                            A* s_dy, A* s_dyx);                                                 \
   void bn_rows_backward_sums(const T* dy, const T* x, const T* residual, int64_t rows,           \
                              int64_t c, const A* alpha, const A* beta, const A* mean, bool relu, \
                              A* s_dy, A* s_dyx);                                                \
   /* dx = g * k_g + x * k_x + k_0, grad_residual = g */                                         \
   void bn_run_backward_apply(const T* dy, const T* x, const T* residual, T* dx,                  \
-                             T* grad_residual, int64_t n, A alpha, A beta, A k_g, A k_x, A k_0,  \
-                             bool relu);                                                        \
+                             T* grad_residual, int64_t planes, int64_t n, int64_t stride,        \
+                             A alpha, A beta, A k_g, A k_x, A k_0, bool relu);                   \
   void bn_rows_backward_apply(const T* dy, const T* x, const T* residual, T* dx,                 \
                               T* grad_residual, int64_t rows, int64_t c, const A* alpha,         \
                               const A* beta, const A* k_g, const A* k_x, const A* k_0,           \

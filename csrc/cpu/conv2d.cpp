@@ -26,11 +26,11 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
   const ConvGeometry g = sg.to_int();
   const auto fmt = conv_memory_format(input, weight);
   const at::Tensor x = batched(input, sg.batched, fmt);
-  const at::Tensor w = weight.contiguous();
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   at::Tensor out = at::empty({g.n, g.k, g.p, g.q}, x.options().memory_format(fmt));
-  if (out.numel() > 0 && !cpu::conv2d_forward_fast(g, x, w, b, out)) {
-    cpu::conv2d_forward_generic(g, x, w, b, out, fmt == kChannelsLast);
+  // the fast kernels pack the weight from any strides (no copy of a channels_last weight)
+  if (out.numel() > 0 && !cpu::conv2d_forward_fast(g, x, weight, b, out)) {
+    cpu::conv2d_forward_generic(g, x, weight.contiguous(), b, out, fmt == kChannelsLast);
   }
   return sg.batched ? out : out.squeeze(0);
 }
@@ -44,10 +44,9 @@ at::Tensor conv2d_input_grad_cpu(const at::Tensor& grad_output, const at::Tensor
   const ConvGeometry g = sg.to_int();
   const auto fmt = conv_memory_format(grad_output, weight);
   const at::Tensor go = batched(grad_output, sg.batched, fmt);
-  const at::Tensor w = weight.contiguous();
   at::Tensor grad_input = at::empty({g.n, g.c, g.h, g.w}, go.options().memory_format(fmt));
-  if (grad_input.numel() > 0 && !cpu::conv2d_input_grad_fast(g, go, w, grad_input)) {
-    cpu::conv2d_input_grad_generic(g, go, w, grad_input, fmt == kChannelsLast);
+  if (grad_input.numel() > 0 && !cpu::conv2d_input_grad_fast(g, go, weight, grad_input)) {
+    cpu::conv2d_input_grad_generic(g, go, weight.contiguous(), grad_input, fmt == kChannelsLast);
   }
   return sg.batched ? grad_input : grad_input.squeeze(0);
 }

@@ -42,7 +42,9 @@
 #include <vector>
 
 #include "cpu/conv2d_fast_kernels.h"
+#include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/conv2d_fast_winograd.h"
 
 namespace fastconv::cpu {
 namespace {
@@ -59,23 +61,40 @@ struct ForwardPlan {
   bool fold;  // one tap per kernel row, reducing over S x Cg contiguous elements
 };
 
-// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg.
+// Weights (K, Cg, R, S) packed as [G][KB][tap][L][B], zero past Kg; every element is
+// written, so no zero-fill. In parallel over (group, block, chunk of 16 input channels): for
+// each tap, the chunk's blocks of B floats are written in order (a short sequential run: the
+// taps are often a power-of-two multiple of 4 KiB apart, so writing all taps of one channel
+// at once would put every write in the same cache set), gathered from the B weight rows of
+// the block, whose part for the chunk (B x 16 x R x S floats) stays in L1 across the taps.
 at::Tensor pack_forward_weights(const ConvGeometry& g, const at::Tensor& weight, const ForwardPlan& p) {
-  at::Tensor packed = at::zeros({p.G, p.KB, p.ntaps, p.L, p.B}, weight.options());
+  at::Tensor packed = at::empty({p.G, p.KB, p.ntaps, p.L, p.B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
-  for (int64_t k = 0; k < g.k; ++k) {
-    const int64_t gi = k / p.Kg, kb = (k % p.Kg) / p.B, kk = (k % p.Kg) % p.B;
-    for (int64_t c = 0; c < p.Cg; ++c) {
+  // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
+  const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
+  constexpr int64_t CC = 16;
+  const int64_t chunks = ceil_div(p.Cg, CC);
+  at::parallel_for(0, p.G * p.KB * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t c0 = (it % chunks) * CC, c1 = std::min(p.Cg, c0 + CC);
+      const int64_t gk = it / chunks, kb = gk % p.KB;  // gk = gi * KB + kb
+      const int64_t k0 = (gk / p.KB) * p.Kg + kb * p.B;
+      const int nvalid = static_cast<int>(std::min(p.B, p.Kg - kb * p.B));
       for (int64_t r = 0; r < g.r; ++r) {
         for (int64_t s = 0; s < g.s; ++s) {
-          const int64_t tap = p.fold ? r : r * g.s + s;
-          const int64_t l = p.fold ? s * p.Cg + c : c;
-          out[(((gi * p.KB + kb) * p.ntaps + tap) * p.L + l) * p.B + kk] = w[((k * p.Cg + c) * g.r + r) * g.s + s];
+          for (int64_t c = c0; c < c1; ++c) {
+            // tap r with l = s * Cg + c (fold), or tap (r, s) with l = c
+            const int64_t tap = p.fold ? r : r * g.s + s, l = p.fold ? s * p.Cg + c : c;
+            float* dst = out + ((gk * p.ntaps + tap) * p.L + l) * p.B;
+            const float* e = w + k0 * sk + c * sc + r * sr + s * ss;
+            for (int kk = 0; kk < nvalid; ++kk) dst[kk] = e[kk * sk];
+            for (int64_t kk = nvalid; kk < p.B; ++kk) dst[kk] = 0.0f;
+          }
         }
       }
     }
-  }
+  });
   return packed;
 }
 
@@ -118,6 +137,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   const Kernels* kk = pick_kernels();
   if (kk == nullptr || g.c_per_group() == 0) return false;
   if (output.numel() == 0) return handled();
+  if (winograd_applies(g, input)) return conv2d_forward_winograd(g, input, weight, bias, output);
   if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
 
   ForwardPlan p;
@@ -129,10 +149,11 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   p.fold = p.G == 1 && g.dil_w == 1;
   p.ntaps = p.fold ? g.r : g.r * g.s;
   p.L = p.fold ? g.s * p.Cg : p.Cg;
+  if (nchw_forward_applies(g, input, output)) return nchw_forward(*kk, g, input, weight, bias, output);
   const at::Tensor packed_t = pack_forward_weights(g, weight, p);
   at::Tensor bias_t;
   if (bias.defined()) {  // padded to whole blocks per group: [G][KB * B]
-    bias_t = at::zeros({p.G, p.KB * p.B}, bias.options());
+    bias_t = at::zeros({p.G, p.KB * p.B}, bias.options());  // small: K floats
     bias_t.narrow(1, 0, p.Kg).copy_(bias.view({p.G, p.Kg}));
   }
   // 1x1 stride 1: the image is one long row of h * w pixels, cut into chunks for balance.

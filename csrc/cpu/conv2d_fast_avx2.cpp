@@ -37,9 +37,51 @@ struct VecAvx2 {
 
 namespace fastconv::cpu::fastk {
 
+namespace {
+// Rows r[0..8) of an 8 x 8 tile, transposed in registers.
+inline void transpose8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // rows 0-3 and 4-7
+    __m256* tt = t + 4 * h;
+    u[4 * h + 0] = _mm256_shuffle_ps(tt[0], tt[2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(tt[0], tt[2], 0xEE);
+    u[4 * h + 2] = _mm256_shuffle_ps(tt[1], tt[3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(tt[1], tt[3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+    r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+  }
+}
+}  // namespace
+
+void transpose_avx2(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                    int64_t rows, int64_t cols) {
+  const int64_t rows8 = rows - rows % 8, cols8 = cols - cols % 8;
+  for (int64_t i0 = 0; i0 < rows8; i0 += 8) {
+    for (int64_t j0 = 0; j0 < cols8; j0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (i0 + i) * src_stride + j0);
+      transpose8(r);
+      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (j0 + j) * dst_stride + i0, r[j]);
+    }
+    for (int64_t j = cols8; j < cols; ++j) {  // column tail
+      for (int64_t i = i0; i < i0 + 8; ++i) dst[j * dst_stride + i] = src[i * src_stride + j];
+    }
+  }
+  for (int64_t i = rows8; i < rows; ++i) {  // row tail
+    for (int64_t j = 0; j < cols; ++j) dst[j * dst_stride + i] = src[i * src_stride + j];
+  }
+}
+
 const Kernels& avx2_kernels() {
   static const Kernels k{"avx2", 16, 6, &avx2::conv_row<VecAvx2, 6>, &avx2::wgrad_tile<VecAvx2, 6>,
-                         &avx2::depthwise_row<VecAvx2, 4>};
+                         &avx2::depthwise_row<VecAvx2, 4>, &avx2::pix_row<VecAvx2, 6>,
+                         &transpose_avx2};
   return k;
 }
 

@@ -35,7 +35,8 @@ namespace fastconv::cpu::fastk {
 
 const Kernels& avx512_kernels() {
   static const Kernels k{"avx512", 32, 12, &avx512::conv_row<VecAvx512, 12>,
-                         &avx512::wgrad_tile<VecAvx512, 12>, &avx512::depthwise_row<VecAvx512, 8>};
+                         &avx512::wgrad_tile<VecAvx512, 12>, &avx512::depthwise_row<VecAvx512, 8>,
+                         &avx512::pix_row<VecAvx512, 12>, &transpose_avx2};
   return k;
 }
 

@@ -7,7 +7,9 @@
 
 #include "cpu/conv2d_fast.h"
 #include "cpu/conv2d_fast_kernels.h"
+#include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/conv2d_fast_winograd.h"
 
 namespace fastconv::cpu {
 namespace {
@@ -49,23 +51,39 @@ struct GatherPlan {
 // Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels; with
 // `reverse_s` the kernel columns are stored last to first, so a unit-stride, unit-dilation
 // row of taps reads grad_output columns in ascending order (one run of S * Kg elements).
+// Every element is written, so no zero-fill. In parallel over (group, input-channel block,
+// chunk of 16 output channels kg): for each tap, the chunk's blocks of B floats are written
+// in order (the taps are often a power-of-two multiple of 4 KiB apart: writing all taps of
+// one kg at once would put every write in the same cache set), gathered from the chunk's
+// weight rows, whose part for the block (16 x B x R x S floats) stays in L1 across the taps.
 at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t B, bool reverse_s) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), CB = ceil_div(Cg, B);
-  at::Tensor packed = at::zeros({G, CB, g.r, g.s, Kg, B}, weight.options());
+  // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
+  const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
+  at::Tensor packed = at::empty({G, CB, g.r, g.s, Kg, B}, weight.options());
   const float* w = weight.data_ptr<float>();
   float* out = packed.data_ptr<float>();
-  for (int64_t k = 0; k < g.k; ++k) {
-    const int64_t gi = k / Kg, kg = k % Kg;
-    for (int64_t c = 0; c < Cg; ++c) {
+  constexpr int64_t KC = 16;
+  const int64_t chunks = ceil_div(Kg, KC);
+  at::parallel_for(0, G * CB * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t k0 = (it % chunks) * KC, k1 = std::min(Kg, k0 + KC);
+      const int64_t gc = it / chunks, cb = gc % CB, gi = gc / CB;  // gc = gi * CB + cb
+      const int nvalid = static_cast<int>(std::min(B, Cg - cb * B));
       for (int64_t r = 0; r < g.r; ++r) {
-        for (int64_t s = 0; s < g.s; ++s) {
-          const int64_t sp = reverse_s ? g.s - 1 - s : s;
-          out[(((((gi * CB + c / B) * g.r + r) * g.s + sp) * Kg + kg) * B) + c % B] =
-              w[((k * Cg + c) * g.r + r) * g.s + s];
+        for (int64_t sp = 0; sp < g.s; ++sp) {
+          const int64_t s = reverse_s ? g.s - 1 - sp : sp;
+          for (int64_t kg = k0; kg < k1; ++kg) {
+            float* dst = out + (((gc * g.r + r) * g.s + sp) * Kg + kg) * B;
+            // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
+            const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
+            for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
+            for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
+          }
         }
       }
     }
-  }
+  });
   return packed;
 }
 
@@ -77,8 +95,10 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   const Kernels* kk = pick_kernels();
   if (kk == nullptr || g.c_per_group() == 0 || g.k_per_group() == 0) return false;
   if (grad_input.numel() == 0) return handled();
+  if (winograd_input_grad_applies(g, grad_output)) return conv2d_input_grad_winograd(g, grad_output, weight, grad_input);
 
   const bool depthwise = g.depthwise() && g.k == g.c;
+  if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);
   const int64_t B = kk->block, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
   const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
   const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;
@@ -172,8 +192,9 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
   const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
   const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
-  // acc[G][run][element][KB * B]: one row of whole channel blocks per element.
-  at::Tensor acc_t = at::zeros({G, nruns, runlen, KB * B}, grad_output.options());
+  // acc[G][KB][run][element][B]: per channel block, the B channels of every element in order
+  // (a tile's accumulators are adjacent, and the unpacking below reads them sequentially).
+  at::Tensor acc_t = at::zeros({G, KB, nruns, runlen, B}, grad_output.options());
   float* acc = acc_t.data_ptr<float>();
 
   // The pixels are swept in chunks of whole output rows (fixed by the geometry, never by the
@@ -219,7 +240,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
           const WgradTile t{nrows, grow.data(), arow.data(), g.q, K, g.stride_w * C,
                             static_cast<int>(std::min(M, runlen - e0)),
                             static_cast<int>(std::min(B, Kg - kb * B)),
-                            acc + (gr * runlen + e0) * KB * B + kb * B, KB * B};
+                            acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B};
           kk->wgrad_tile(t);
           continue;
         }
@@ -265,24 +286,40 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
         const float* g_rows[1] = {gpack.data()};
         const float* a_rows[1] = {apack.data() + tile * npix * M};
         const WgradTile t{1, g_rows, a_rows, npix, B, M, static_cast<int>(std::min(M, runlen - e0)),
-                          static_cast<int>(B), acc + (gr * runlen + e0) * KB * B + kb * B, KB * B};
+                          static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B};
         kk->wgrad_tile(t);
       }
     }
   });
 
-  // grad_weight[gi * Kg + k][c][r][s] = acc[gi][run][element][k]
+  // grad_weight[gi * Kg + kb * B + kk][c][r][s] = acc[gi][kb][run][element][kk], in parallel over (group,
+  // channel block, chunk of CC input channels): the block's B channels of every (c, r, s) of
+  // the chunk are read (one cache line each) into a [B][CC x R x S] buffer, whose rows are
+  // then copied as contiguous runs of grad_weight. (Writing grad_weight element by element
+  // would scatter over B rows whose stride is often a multiple of 4 KiB: cache set conflicts.)
   float* gw = grad_weight.data_ptr<float>();
-  at::parallel_for(0, g.k, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t gi = k / Kg, kg = k % Kg;
-      for (int64_t c = 0; c < Cg; ++c) {
-        for (int64_t r = 0; r < g.r; ++r) {
-          for (int64_t s = 0; s < g.s; ++s) {
-            const int64_t run = fold ? r : r * g.s + s, e = fold ? s * Cg + c : c;
-            gw[((k * Cg + c) * g.r + r) * g.s + s] = acc[((gi * nruns + run) * runlen + e) * KB * B + kg];
+  const int64_t RS = g.r * g.s, wrow = Cg * RS;
+  const int64_t CC = std::max<int64_t>(1, 256 / RS), CCB = ceil_div(Cg, CC);
+  at::parallel_for(0, G * KB * CCB, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(B * CC * RS);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t cc0 = (it % CCB) * CC, kb = (it / CCB) % KB, gi = it / (CCB * KB);
+      const int64_t ncc = std::min(CC, Cg - cc0), nk = std::min(B, Kg - kb * B);
+      for (int64_t run = 0; run < nruns; ++run) {
+        // the run's elements are (s, c) with c fastest (fold) or c alone (tap (r, s_run))
+        const int64_t r = fold ? run : run / g.s;
+        for (int64_t s = fold ? 0 : run % g.s; s < (fold ? g.s : run % g.s + 1); ++s) {
+          const int64_t tap = r * g.s + s;
+          for (int64_t c = cc0; c < cc0 + ncc; ++c) {
+            const float* src = acc + (((gi * KB + kb) * nruns + run) * runlen + (fold ? s * Cg + c : c)) * B;
+            float* dst = buf.data() + (c - cc0) * RS + tap;
+            for (int64_t kk = 0; kk < nk; ++kk) dst[kk * CC * RS] = src[kk];
           }
         }
+      }
+      for (int64_t kk = 0; kk < nk; ++kk) {
+        const float* row = buf.data() + kk * CC * RS;
+        std::copy(row, row + ncc * RS, gw + (gi * Kg + kb * B + kk) * wrow + cc0 * RS);
       }
     }
   });

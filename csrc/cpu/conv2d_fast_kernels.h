@@ -65,6 +65,27 @@ struct DepthwiseRow {
   int nvalid;
 };
 
+// NCHW, vectorized over pixels: one destination row segment of `npix` adjacent pixels x
+// `nvalid` (<= max_m) destination channels whose planes are d_chan apart,
+// dst[m * d_chan + x] = init[m] + sum over taps t, l < L of w[t][l * w_l + m] * a[t][l * a_l + x].
+// The source runs are adjacent pixels too (NCHW rows, stride-1 columns or one stride phase),
+// so each reduction step loads two vectors of pixels and broadcasts one weight per channel.
+// Forward: source = input planes (l = input channel), w[t] = weights of tap t as [c][m].
+// Input gradient (unit column stride): source = grad_output planes (l = output channel).
+struct PixRow {
+  int ntaps;
+  const float* const* a;  // a[t]: source of pixel 0, reduction step 0, for tap t
+  const float* const* w;  // w[t]: weights of tap t, channel m of step l at l * w_l + m
+  int64_t L;              // reduction length of every tap
+  int64_t a_l, w_l;       // strides (floats) between consecutive reduction steps
+  int64_t npix;           // destination pixels (adjacent in source and destination)
+  const float* init;      // nvalid floats added per channel (bias), or nullptr for zero
+  float* dst;             // destination channel 0, pixel 0
+  int64_t d_chan;         // destination stride between channels
+  int nvalid;             // channels of the tile (1..max_m)
+  int64_t l_block;        // reduction steps per pass over the row (<= 0: all of L at once)
+};
+
 struct Kernels {
   const char* isa;
   int block;  // destination channels per packed block (two vectors)
@@ -72,7 +93,16 @@ struct Kernels {
   void (*conv_row)(const ConvRow&);
   void (*wgrad_tile)(const WgradTile&);
   void (*depthwise_row)(const DepthwiseRow&);
+  void (*pix_row)(const PixRow&);  // tiles of max_m channels x two vectors of pixels
+  // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (8 x 8 register
+  // transposes; NCHW <-> NHWC staging)
+  void (*transpose)(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                    int64_t rows, int64_t cols);
 };
+
+// The AVX2 transpose, shared by both kernel sets (AVX-512F includes AVX2).
+void transpose_avx2(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                    int64_t rows, int64_t cols);
 
 // The kernels compiled for each instruction set; callable only where the CPU supports it.
 const Kernels& avx2_kernels();

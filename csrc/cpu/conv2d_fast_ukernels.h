@@ -257,6 +257,102 @@ void depthwise_row(const DepthwiseRow& r) {
   if (x < r.npix) depthwise_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), mask);
 }
 
+// ---- PixRow -------------------------------------------------------------------------------
+
+// M channels x NV vectors of pixels starting at x0 (Full: all lanes valid; else the lanes of
+// `pm`, whose masked-off lanes are neither read nor written). Reduction steps [l0, l1); the
+// first block starts from init, later ones from the partial sums stored in dst.
+template <class V, int M, int NV, bool Full>
+FC_UK_INLINE void pix_tile(const PixRow& r, int64_t x0, int64_t l0, int64_t l1, const BlockMask<V>& pm) {
+  using reg = typename V::reg;
+  reg acc[M][NV];
+  float* d = r.dst + x0;
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    _Pragma("GCC unroll 2")
+    for (int v = 0; v < NV; ++v) {
+      if (l0 != 0) {
+        acc[m][v] = Full ? V::load(d + m * r.d_chan + v * V::W)
+                         : V::load_masked(d + m * r.d_chan + v * V::W, v == 0 ? pm.lo : pm.hi);
+      } else {
+        acc[m][v] = r.init ? V::bcast(r.init + m) : V::zero();
+      }
+    }
+  }
+  const int64_t a_l = r.a_l, w_l = r.w_l;
+  for (int t = 0; t < r.ntaps; ++t) {
+    const float* a = r.a[t] + x0 + l0 * a_l;
+    const float* w = r.w[t] + l0 * w_l;
+    for (int64_t l = l0; l < l1; ++l, a += a_l, w += w_l) {
+      reg av[NV];
+      _Pragma("GCC unroll 2")
+      for (int v = 0; v < NV; ++v) {
+        av[v] = Full ? V::load(a + v * V::W) : V::load_masked(a + v * V::W, v == 0 ? pm.lo : pm.hi);
+      }
+      _Pragma("GCC unroll 16")
+      for (int m = 0; m < M; ++m) {
+        const reg wb = V::bcast(w + m);
+        _Pragma("GCC unroll 2")
+        for (int v = 0; v < NV; ++v) acc[m][v] = V::fma(wb, av[v], acc[m][v]);
+      }
+    }
+  }
+  _Pragma("GCC unroll 16")
+  for (int m = 0; m < M; ++m) {
+    _Pragma("GCC unroll 2")
+    for (int v = 0; v < NV; ++v) {
+      if (Full) {
+        V::store(d + m * r.d_chan + v * V::W, acc[m][v]);
+      } else {
+        V::store_masked(d + m * r.d_chan + v * V::W, v == 0 ? pm.lo : pm.hi, acc[m][v]);
+      }
+    }
+  }
+}
+
+// One pass over the row's pixels with M == nvalid channels: whole tiles of two vectors, then
+// a masked tail of one or two vectors.
+template <class V, int M>
+FC_UK_INLINE void pix_pass(const PixRow& r, int64_t l0, int64_t l1) {
+  constexpr int T = 2 * V::W;
+  const BlockMask<V> full(T);
+  int64_t x = 0;
+  for (; x + T <= r.npix; x += T) pix_tile<V, M, 2, true>(r, x, l0, l1, full);
+  const int rem = static_cast<int>(r.npix - x);
+  if (rem == 0) return;
+  const BlockMask<V> pm(rem);
+  if (rem > V::W) {
+    pix_tile<V, M, 2, false>(r, x, l0, l1, pm);
+  } else if (rem == V::W) {
+    pix_tile<V, M, 1, true>(r, x, l0, l1, pm);
+  } else {
+    pix_tile<V, M, 1, false>(r, x, l0, l1, pm);
+  }
+}
+
+template <class V, int M>
+FC_UK_INLINE void pix_dispatch(const PixRow& r, int64_t l0, int64_t l1) {
+  if constexpr (M > 0) {
+    if (r.nvalid == M) {
+      pix_pass<V, M>(r, l0, l1);
+    } else {
+      pix_dispatch<V, M - 1>(r, l0, l1);
+    }
+  }
+}
+
+// The reduction is cut into blocks of l_block steps so that the weights of one block (taps x
+// l_block x max_m floats) stay in L1 while every tile of the row uses them; partial sums wait
+// in dst (adjacent pixels: plain vector loads and stores).
+template <class V, int MaxM>
+void pix_row(const PixRow& r) {
+  const int64_t lb = (r.l_block > 0 && r.ntaps > 0) ? r.l_block : (r.L > 0 ? r.L : 1);
+  for (int64_t l0 = 0; l0 < (r.ntaps > 0 ? r.L : 1); l0 += lb) {
+    const int64_t l1 = r.ntaps > 0 ? (l0 + lb < r.L ? l0 + lb : r.L) : 0;
+    pix_dispatch<V, MaxM>(r, l0, l1);
+  }
+}
+
 }  // namespace fastconv::cpu::fastk::FC_UK_NS
 
 #undef FC_UK_INLINE

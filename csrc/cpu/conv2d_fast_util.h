@@ -84,6 +84,8 @@ inline const float* nhwc_padded(const at::Tensor& x, int64_t top, int64_t Hp, in
   const float* src = x.data_ptr<float>();
   const bool nhwc = x.permute({0, 2, 3, 1}).is_contiguous();
   if (top == 0 && Hp == H && left == 0 && Wp == W && nhwc) return src;
+  const Kernels* kk = pick_kernels();  // non-null: only the fast paths stage
+  const auto transpose = kk ? kk->transpose : &transpose_copy;
   float* dst = workspace(slot, N * Hp * Wp * C);
   if (Hp != H) {  // zero rows above and below the image
     for (int64_t n = 0; n < N; ++n) {
@@ -101,7 +103,7 @@ inline const float* nhwc_padded(const at::Tensor& x, int64_t top, int64_t Hp, in
         std::copy(src + nh * W * C, src + (nh + 1) * W * C, row + left * C);
       } else {  // NCHW: the (C, W) slice of row h, transposed
         const int64_t n = nh / H, h = nh % H;
-        transpose_copy(src + (n * C * H + h) * W, H * W, row + left * C, C, C, W);
+        transpose(src + (n * C * H + h) * W, H * W, row + left * C, C, C, W);
       }
     }
   });

@@ -1,20 +1,27 @@
 // CPU kernels of roi_align and its backward (rules: common/roi.h, contracts: schemas/roi.cpp).
 //
-// Both work on channels_last data, vectorized over the C contiguous channels of a pixel
-// (cpu/roi_simd.h). An NCHW input is transposed once (one pass over the map, small next to the
-// gathers), and each box's output is assembled as (bins, C) in a buffer and transposed into
-// place, so both layouts run the same inner loops.
+// The inner loops run over channels with a pixel's channels adjacent (cpu/roi_simd.h), on a
+// "grid" of pixels: the channels_last map itself, or, for an NCHW map, a per-box tile holding
+// only the rows and columns the box's bilinear taps read (BoxTaps::to_tile), gathered from the
+// channel planes 64 channels at a time. Which one an NCHW map uses depends on its size against
+// the boxes (use_tiles): many boxes on a small map read it many times over, so it is transposed
+// to channels_last once; few boxes on a large map (a P2 level at inference) read a fraction of
+// it, so transposing the whole map would cost more than the op. Both give identical numbers
+// (same samples, same order of operations); outputs are written straight into either layout.
 //
 // Forward: boxes are split over threads. Per box, the bilinear taps of every sample row and
 // column are computed once (the 2-D weights are their products), then every bin sums its
-// samples over all channels at once. Backward: race-free units of (image, channel block), see
-// cpu/roi_units.h; the same taps, scattered. float/half/bfloat16 accumulate in float.
+// samples over a block of channels at once. Backward: race-free units of (image, channel
+// block), see cpu/roi_units.h; the same taps, scattered (into grad_input itself where it is
+// channels_last, or into a box's tile that is then added to the NCHW planes).
+// float/half/bfloat16 accumulate in float.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "checks/roi.h"
@@ -31,11 +38,25 @@ struct AlignArgs {
   bool aligned;
 };
 
+// Channels per pass over a box's bins: at most this many (the forward's NCHW output tile).
+constexpr int64_t kChannelBlock = 64;
+
+// Tiles gather channel c while prefetching channel c + kPrefetchPlanes.
+constexpr int64_t kPrefetchPlanes = 2;
+
+// Channels per tile: a tile of up to (2 * PH * grid_h) x (2 * PW * grid_w) pixels stays within
+// ~64 KB (L2), with at least 8 channels so the channel loops still vectorize.
+inline int64_t tile_channels(int64_t pixels, int64_t C) {
+  const int64_t fit = 16384 / std::max<int64_t>(pixels, 1) / 8 * 8;
+  return std::min(C, std::max<int64_t>(8, std::min(kChannelBlock, fit)));
+}
+
 // The per-axis taps of one box: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
 template <typename acc_t>
 struct BoxTaps {
   RoiAlignBox<acc_t> box;
   std::vector<AxisTap<acc_t>> ys, xs;
+  std::vector<int64_t> rows, cols;  // tile form: the map rows and columns the taps read
 
   template <typename scalar_t>
   bool compute(const scalar_t* roi, const AlignArgs& a) {
@@ -55,104 +76,235 @@ struct BoxTaps {
     return true;
   }
 
+  // Renumbers the taps to index rows and cols (the distinct rows and columns read, ascending)
+  // instead of the map, so the box reads a tile of rows.size() x cols.size() pixels.
+  void to_tile() {
+    renumber(ys, rows);
+    renumber(xs, cols);
+  }
+
+  // Prefetches the tile's rows of one channel plane (row stride W): the rows of a plane are
+  // scattered over the map, so without it every row is a cache miss waited for in turn.
+  template <typename T>
+  void prefetch(const T* plane, int64_t W) const {
+    if (cols.empty()) return;
+    for (int64_t r : rows) {
+      const T* row = plane + r * W;
+      for (const T* p = row + cols.front(); p <= row + cols.back(); p += 64 / sizeof(T))
+        __builtin_prefetch(p);
+      __builtin_prefetch(row + cols.back());
+    }
+  }
+
   // Calls f(y_tap, x_tap) for every in-range sample of bin (ph, pw), in torchvision's order.
   template <typename F>
   void for_each_sample(int64_t ph, int64_t pw, F f) const {
     for (int64_t iy = 0; iy < box.grid_h; ++iy) {
       const AxisTap<acc_t>& ty = ys[ph * box.grid_h + iy];
-      if (ty.w_low == acc_t(0) && ty.w_high == acc_t(0)) continue;  // row out of the map
+      if (!in_range(ty)) continue;  // row out of the map
       for (int64_t ix = 0; ix < box.grid_w; ++ix) {
         const AxisTap<acc_t>& tx = xs[pw * box.grid_w + ix];
-        if (tx.w_low == acc_t(0) && tx.w_high == acc_t(0)) continue;
+        if (!in_range(tx)) continue;
         f(ty, tx);
       }
     }
   }
+
+ private:
+  static bool in_range(const AxisTap<acc_t>& t) { return t.w_low != acc_t(0) || t.w_high != acc_t(0); }
+
+  static void renumber(std::vector<AxisTap<acc_t>>& taps, std::vector<int64_t>& used) {
+    used.clear();
+    for (const AxisTap<acc_t>& t : taps) {
+      if (!in_range(t)) continue;
+      used.push_back(t.low);
+      used.push_back(t.high);
+    }
+    std::sort(used.begin(), used.end());
+    used.erase(std::unique(used.begin(), used.end()), used.end());
+    const auto index = [&](int64_t v) {
+      return std::lower_bound(used.begin(), used.end(), v) - used.begin();
+    };
+    for (AxisTap<acc_t>& t : taps) {
+      if (!in_range(t)) continue;  // never read: keeps low = high = 0
+      t.low = index(t.low);
+      t.high = index(t.high);
+    }
+  }
 };
 
-// x: (N, H, W, C); out: (K, C, PH, PW) in NCHW or channels_last.
+// Pixel (row r, column q) of a grid is at r * row + q * col; a pixel's channels are adjacent.
+struct Grid {
+  int64_t row, col;
+};
+
+// A box's bins over n channels of grid g: channel c of bin b goes to dst[b * b_stride +
+// c * c_stride]. acc: n accumulators.
+template <typename scalar_t, typename acc_t>
+void box_bins(const BoxTaps<acc_t>& taps, const scalar_t* grid, Grid g, int64_t n,
+              acc_t* acc, scalar_t* dst, int64_t b_stride, int64_t c_stride, const AlignArgs& a) {
+  for (int64_t ph = 0; ph < a.PH; ++ph) {
+    for (int64_t pw = 0; pw < a.PW; ++pw) {
+      std::fill_n(acc, n, acc_t(0));
+      taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
+        const scalar_t* low = grid + ty.low * g.row;
+        const scalar_t* high = grid + ty.high * g.row;
+        cpu::bilinear_accumulate(acc, low + tx.low * g.col, low + tx.high * g.col,
+                                 high + tx.low * g.col, high + tx.high * g.col,
+                                 ty.w_low * tx.w_low, ty.w_low * tx.w_high, ty.w_high * tx.w_low,
+                                 ty.w_high * tx.w_high, n);
+      });
+      scalar_t* d = dst + (ph * a.PW + pw) * b_stride;
+      for (int64_t c = 0; c < n; ++c) d[c * c_stride] = static_cast<scalar_t>(acc[c] / taps.box.count);
+    }
+  }
+}
+
+// A box's gradient scattered onto n channels of grid g (acc_t). gk: grad_output at (box,
+// first channel) with strides gs; g: n scratch values.
+template <typename scalar_t, typename acc_t>
+void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 gs, int64_t n,
+                 acc_t* g, acc_t* grid, Grid gd, const AlignArgs& a) {
+  for (int64_t ph = 0; ph < a.PH; ++ph) {
+    for (int64_t pw = 0; pw < a.PW; ++pw) {
+      const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
+      for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
+      taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
+        acc_t* low = grid + ty.low * gd.row;
+        acc_t* high = grid + ty.high * gd.row;
+        cpu::scatter(low + tx.low * gd.col, g, ty.w_low * tx.w_low, n);
+        cpu::scatter(low + tx.high * gd.col, g, ty.w_low * tx.w_high, n);
+        cpu::scatter(high + tx.low * gd.col, g, ty.w_high * tx.w_low, n);
+        cpu::scatter(high + tx.high * gd.col, g, ty.w_high * tx.w_high, n);
+      });
+    }
+  }
+}
+
+// Whether an NCHW map is read through per-box tiles rather than transposed whole: when the
+// boxes' tiles (estimated from their extents) hold fewer pixels than the map.
 template <typename scalar_t>
-void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, bool channels_last,
-             const AlignArgs& a) {
+bool use_tiles(const scalar_t* rois, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t C = a.C, bins = a.PH * a.PW;
+  int64_t pixels = 0;
+  const auto axis = [](acc_t bin, int64_t pooled, int64_t grid, int64_t size) {
+    const int64_t span = roi_to_int(roi_ceil(std::abs(bin) * static_cast<acc_t>(pooled))) + 2;
+    return std::min({2 * pooled * std::max<int64_t>(grid, 0), span, size});
+  };
+  for (int64_t k = 0; k < a.K && pixels <= a.N * a.H * a.W; ++k) {
+    const RoiAlignBox<acc_t> b = roi_align_box<acc_t>(
+        rois + 5 * k, static_cast<acc_t>(a.spatial_scale), a.PH, a.PW, a.sampling_ratio, a.aligned);
+    pixels += axis(b.bin_h, a.PH, b.grid_h, a.H) * axis(b.bin_w, a.PW, b.grid_w, a.W);
+  }
+  return pixels <= a.N * a.H * a.W;
+}
+
+// x: (N, C, H, W) as NCHW planes (tiles) or channels_last; out: (K, C, PH, PW) in NCHW or
+// channels_last.
+template <typename scalar_t>
+void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
+             bool channels_last, const AlignArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
-    std::vector<scalar_t> staged(channels_last ? 0 : bins * C);
+    // (the transposed path below writes all C channels of a box through it at once)
+    std::vector<scalar_t> tile, out_tile(channels_last ? 0 : std::max(C, kChannelBlock) * bins);
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
-      scalar_t* box_out = channels_last ? out + k * bins * C : staged.data();
+      scalar_t* box_out = out + k * bins * C;
       if (!taps.compute(roi, a)) {
         std::fill_n(box_out, bins * C, scalar_t(0));
-      } else {
-        const scalar_t* image = x + static_cast<int64_t>(roi[0]) * a.H * a.W * C;
-        for (int64_t ph = 0; ph < a.PH; ++ph) {
-          for (int64_t pw = 0; pw < a.PW; ++pw) {
-            std::fill(acc.begin(), acc.end(), acc_t(0));
-            taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
-              const scalar_t* row_low = image + ty.low * a.W * C;
-              const scalar_t* row_high = image + ty.high * a.W * C;
-              cpu::bilinear_accumulate(acc.data(), row_low + tx.low * C, row_low + tx.high * C,
-                                       row_high + tx.low * C, row_high + tx.high * C,
-                                       ty.w_low * tx.w_low, ty.w_low * tx.w_high,
-                                       ty.w_high * tx.w_low, ty.w_high * tx.w_high, C);
-            });
-            scalar_t* dst = box_out + (ph * a.PW + pw) * C;
-            const acc_t count = taps.box.count;
-            for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(acc[c] / count);
+        continue;
+      }
+      const int64_t n = static_cast<int64_t>(roi[0]);
+      // n_ch channels whose pixels are at grid + c0 go to the output: straight in channels_last;
+      // in NCHW through a (channels, bins) tile in L1, copied out as whole rows (strided stores
+      // straight into the output would miss L1 every time)
+      const auto bins_to_out = [&](const scalar_t* grid, Grid g, int64_t c0, int64_t n_ch) {
+        if (channels_last) {
+          box_bins(taps, grid, g, n_ch, acc.data(), box_out + c0, C, 1, a);
+        } else {
+          box_bins(taps, grid, g, n_ch, acc.data(), out_tile.data(), 1, bins, a);
+          std::copy_n(out_tile.data(), n_ch * bins, box_out + c0 * bins);
+        }
+      };
+      if (!tiles) {
+        bins_to_out(x + n * HW * C, Grid{a.W * C, C}, 0, C);  // the map was transposed to NHWC
+        continue;
+      }
+      taps.to_tile();
+      const int64_t rows = taps.rows.size(), cols = taps.cols.size();
+      const int64_t width = tile_channels(rows * cols, C);
+      tile.resize(rows * cols * width);
+      for (int64_t c0 = 0; c0 < C; c0 += width) {
+        const int64_t w = std::min(width, C - c0);
+        for (int64_t c = 0; c < w; ++c) {  // gather the tile from the channel planes
+          const scalar_t* plane = x + (n * C + c0 + c) * HW;
+          if (c0 + c + kPrefetchPlanes < C) taps.prefetch(plane + kPrefetchPlanes * HW, a.W);
+          for (int64_t r = 0; r < rows; ++r) {
+            const scalar_t* src = plane + taps.rows[r] * a.W;
+            scalar_t* dst = tile.data() + r * cols * w + c;
+            for (int64_t q = 0; q < cols; ++q) dst[q * w] = src[taps.cols[q]];
           }
         }
-      }
-      if (!channels_last) {  // (bins, C) -> (C, bins)
-        scalar_t* dst = out + k * C * bins;
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t b = 0; b < bins; ++b) dst[c * bins + b] = staged[b * C + c];
+        bins_to_out(tile.data(), Grid{cols * w, w}, c0, w);
       }
     }
   });
 }
 
-// go: (K, C, PH, PW) with strides s; gi: (N, C, H, W) in NCHW or channels_last.
+// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W) in NCHW or channels_last.
 template <typename scalar_t>
-void backward(const scalar_t* go, cpu::BinStrides s, const scalar_t* rois, scalar_t* gi,
-              bool channels_last, const AlignArgs& a) {
+void backward(const scalar_t* go, cpu::Strides4 gs, bool tiles, const scalar_t* rois,
+              scalar_t* gi, bool channels_last, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t HW = a.H * a.W, bins = a.PH * a.PW;
+  const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
+  tiles = tiles && !channels_last;
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
-    std::vector<acc_t> buf, g(blocks.width);
+    std::vector<acc_t> buf, g(blocks.width), tile;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
       const int64_t width = std::min(blocks.width, a.C - c0);
       if (width <= 0) continue;
-      buf.assign(HW * width, acc_t(0));
+      // tiles add into NCHW planes; otherwise scatter into pixels (channels adjacent)
+      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW, channels_last,
+                                             !tiles);
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!taps.compute(rois + 5 * k, a)) continue;
-        const scalar_t* gk = go + k * s.k_stride + c0 * s.c_stride;
-        for (int64_t ph = 0; ph < a.PH; ++ph) {
-          for (int64_t pw = 0; pw < a.PW; ++pw) {
-            const scalar_t* gb = gk + (ph * a.PW + pw) * s.b_stride;
-            for (int64_t c = 0; c < width; ++c)
-              g[c] = static_cast<acc_t>(gb[c * s.c_stride]) / taps.box.count;
-            taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
-              acc_t* row_low = buf.data() + ty.low * a.W * width;
-              acc_t* row_high = buf.data() + ty.high * a.W * width;
-              cpu::scatter(row_low + tx.low * width, g.data(), ty.w_low * tx.w_low, width);
-              cpu::scatter(row_low + tx.high * width, g.data(), ty.w_low * tx.w_high, width);
-              cpu::scatter(row_high + tx.low * width, g.data(), ty.w_high * tx.w_low, width);
-              cpu::scatter(row_high + tx.high * width, g.data(), ty.w_high * tx.w_high, width);
-            });
+        const scalar_t* gk = go + k * gs.k + c0 * gs.c;
+        if (!tiles) {
+          box_scatter(taps, gk, gs, width, g.data(), t.data,
+                      Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
+          continue;
+        }
+        taps.to_tile();
+        const int64_t rows = taps.rows.size(), cols = taps.cols.size();
+        const int64_t tw = tile_channels(rows * cols, width);
+        for (int64_t s0 = 0; s0 < width; s0 += tw) {
+          const int64_t w = std::min(tw, width - s0);
+          tile.assign(rows * cols * w, acc_t(0));
+          box_scatter(taps, gk + s0 * gs.c, gs, w, g.data(), tile.data(), Grid{cols * w, w}, a);
+          for (int64_t c = 0; c < w; ++c) {  // add the tile into the channel planes
+            acc_t* plane = t.data + (s0 + c) * t.channel_stride;
+            if (s0 + c + kPrefetchPlanes < width)
+              taps.prefetch(plane + kPrefetchPlanes * t.channel_stride, a.W);
+            for (int64_t r = 0; r < rows; ++r) {
+              acc_t* dst = plane + taps.rows[r] * a.W;
+              const acc_t* src = tile.data() + r * cols * w + c;
+              for (int64_t q = 0; q < cols; ++q) dst[taps.cols[q]] += src[q * w];
+            }
           }
         }
       }
-      cpu::store_unit(buf.data(), gi, n, c0, width, a.C, HW, channels_last);
+      t.finish();
     }
   });
-  (void)bins;
 }
 
 AlignArgs align_args(const RoiGeometry& g, double spatial_scale, int64_t pooled_h,
@@ -172,10 +324,12 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   at::Tensor out = at::empty({a.K, a.C, a.PH, a.PW},
                              input.options().memory_format(roi_memory_format(channels_last)));
   if (out.numel() == 0) return out;
-  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "roi_align", [&] {
-    forward(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
+    const bool tiles = !channels_last && use_tiles(r.const_data_ptr<scalar_t>(), a);
+    const at::Tensor x = input.contiguous(tiles ? at::MemoryFormat::Contiguous
+                                                : at::MemoryFormat::ChannelsLast);
+    forward(x.const_data_ptr<scalar_t>(), tiles, r.const_data_ptr<scalar_t>(),
             out.mutable_data_ptr<scalar_t>(), channels_last, a);
   });
   return out;
@@ -193,14 +347,13 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                             grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();
-  const auto go_layout = cpu::bins_contiguous(grad_output);  // (tensor, channels_last)
-  const at::Tensor& go = go_layout.first;
-  const bool go_channels_last = go_layout.second;
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "_roi_align_backward", [&] {
-    backward(go.const_data_ptr<scalar_t>(), cpu::bin_strides(a.C, a.PH * a.PW, go_channels_last),
-             r.const_data_ptr<scalar_t>(), gi.mutable_data_ptr<scalar_t>(), channels_last, a);
+    const scalar_t* boxes = r.const_data_ptr<scalar_t>();
+    backward(grad_output.const_data_ptr<scalar_t>(), cpu::strides4(grad_output),
+             !channels_last && use_tiles(boxes, a), boxes, gi.mutable_data_ptr<scalar_t>(),
+             channels_last, a);
   });
   return gi;
 }

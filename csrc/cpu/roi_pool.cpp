@@ -1,9 +1,10 @@
 // CPU kernels of roi_pool and its backward (rules: common/roi.h, contracts: schemas/roi.cpp).
 //
 // Forward: boxes split over threads; every bin takes the running maximum over its pixels for
-// all C channels at once (channels_last data, cpu/roi_simd.h); an NCHW input is transposed
-// once and each box's (bins, C) result transposed into place. Backward: race-free units of
-// (image, channel block) that add grad_output at the argmax in box order (cpu/roi_units.h).
+// all C channels, 32 at a time in registers (channels_last data, cpu/roi_simd.h), and writes
+// it straight into the output in either layout; an NCHW input is transposed once. Backward:
+// race-free units of (image, channel block) that add grad_output at the argmax in box order
+// (cpu/roi_units.h), reading grad_output and argmax in place in any layout.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -21,6 +22,8 @@
 namespace fastconv {
 namespace {
 
+constexpr int64_t kTileChannels = 32;
+
 struct PoolArgs {
   int64_t N, C, H, W, K, PH, PW;
   double spatial_scale;
@@ -33,51 +36,54 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, bins = a.PH * a.PW;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> best(C);
-    std::vector<int32_t> best_idx(C);
-    std::vector<scalar_t> staged(channels_last ? 0 : bins * C);
-    std::vector<int32_t> staged_idx(channels_last ? 0 : bins * C);
+    std::vector<RoiPoolRange> rows(a.PH), cols(a.PW);
+    std::vector<scalar_t> tile(channels_last ? 0 : kTileChannels * bins);
+    std::vector<int32_t> tile_idx(tile.size());
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
       const RoiPoolBox box = roi_pool_box<acc_t>(roi, static_cast<acc_t>(a.spatial_scale));
+      for (int64_t ph = 0; ph < a.PH; ++ph)
+        rows[ph] = roi_pool_range<acc_t>(box.start_h, box.roi_h, a.PH, ph, a.H);
+      for (int64_t pw = 0; pw < a.PW; ++pw)
+        cols[pw] = roi_pool_range<acc_t>(box.start_w, box.roi_w, a.PW, pw, a.W);
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * a.H * a.W * C;
-      scalar_t* box_out = channels_last ? out + k * bins * C : staged.data();
-      int32_t* box_idx = channels_last ? argmax + k * bins * C : staged_idx.data();
-      for (int64_t ph = 0; ph < a.PH; ++ph) {
-        const RoiPoolRange rows = roi_pool_range<acc_t>(box.start_h, box.roi_h, a.PH, ph, a.H);
-        for (int64_t pw = 0; pw < a.PW; ++pw) {
-          const RoiPoolRange cols = roi_pool_range<acc_t>(box.start_w, box.roi_w, a.PW, pw, a.W);
-          const bool empty = rows.end <= rows.start || cols.end <= cols.start;
-          // an empty bin is 0; otherwise the maximum starts below every finite value
-          std::fill(best.begin(), best.end(), empty ? acc_t(0) : acc_t(-FLT_MAX));
-          std::fill(best_idx.begin(), best_idx.end(), int32_t(-1));
-          for (int64_t h = rows.start; h < rows.end; ++h)
-            for (int64_t w = cols.start; w < cols.end; ++w)
-              cpu::max_update(best.data(), best_idx.data(), image + (h * a.W + w) * C,
-                              static_cast<int32_t>(h * a.W + w), C);
-          scalar_t* dst = box_out + (ph * a.PW + pw) * C;
-          for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(best[c]);
-          std::copy(best_idx.begin(), best_idx.end(), box_idx + (ph * a.PW + pw) * C);
-        }
-      }
-      if (!channels_last) {  // (bins, C) -> (C, bins)
-        for (int64_t c = 0; c < C; ++c) {
-          for (int64_t b = 0; b < bins; ++b) {
-            out[(k * C + c) * bins + b] = staged[b * C + c];
-            argmax[(k * C + c) * bins + b] = staged_idx[b * C + c];
+      const auto bin = [&](int64_t ph, int64_t pw, int64_t c0, int64_t n, scalar_t* dst,
+                           int32_t* dst_idx, int64_t stride) {
+        cpu::bin_max(image + c0, a.W, C, rows[ph].start, rows[ph].end, cols[pw].start,
+                     cols[pw].end, dst, dst_idx, stride, n);
+      };
+      if (channels_last) {  // bin by bin, all channels, straight into the output
+        for (int64_t ph = 0; ph < a.PH; ++ph)
+          for (int64_t pw = 0; pw < a.PW; ++pw) {
+            const int64_t at = (k * bins + ph * a.PW + pw) * C;
+            bin(ph, pw, 0, C, out + at, argmax + at, 1);
           }
-        }
+        continue;
+      }
+      // NCHW: 32 channels at a time through (32, bins) tiles that stay in L1, then copied out
+      // as whole rows (strided stores straight into the output would miss L1 every time)
+      for (int64_t c0 = 0; c0 < C; c0 += kTileChannels) {
+        const int64_t n = std::min(kTileChannels, C - c0);
+        for (int64_t ph = 0; ph < a.PH; ++ph)
+          for (int64_t pw = 0; pw < a.PW; ++pw)
+            bin(ph, pw, c0, n, tile.data() + ph * a.PW + pw, tile_idx.data() + ph * a.PW + pw,
+                bins);
+        std::copy_n(tile.data(), n * bins, out + (k * C + c0) * bins);
+        std::copy_n(tile_idx.data(), n * bins, argmax + (k * C + c0) * bins);
       }
     }
   });
 }
 
-// go and am: (K, C, PH, PW) with strides s (the same for both); gi: (N, C, H, W).
+// go and am: (K, C, PH, PW) with strides gs and as; gi: (N, C, H, W). Each unit adds
+// grad_output at the argmax, a few channels at a time (cpu::l2_channels) in its layout's natural
+// order (channels_last: bin by bin; NCHW: channel by channel); either way every grad_input
+// element receives its terms in box order, then bin order.
 template <typename scalar_t>
-void backward(const scalar_t* go, const int32_t* am, cpu::BinStrides s, const scalar_t* rois,
-              scalar_t* gi, bool channels_last, const PoolArgs& a) {
+void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Strides4 as,
+              const scalar_t* rois, scalar_t* gi, bool channels_last, const PoolArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t HW = a.H * a.W, bins = a.PH * a.PW;
+  const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
@@ -86,20 +92,32 @@ void backward(const scalar_t* go, const int32_t* am, cpu::BinStrides s, const sc
       const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
       const int64_t width = std::min(blocks.width, a.C - c0);
       if (width <= 0) continue;
-      buf.assign(HW * width, acc_t(0));
-      for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
-        const int64_t base = boxes.order[j] * s.k_stride + c0 * s.c_stride;
-        for (int64_t b = 0; b < bins; ++b) {
-          for (int64_t c = 0; c < width; ++c) {
-            const int64_t at = base + b * s.b_stride + c * s.c_stride;
-            const int32_t i = am[at];
-            if (i < 0) continue;  // empty bin: no gradient
+      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW, channels_last,
+                                             channels_last);
+      const int64_t pass = cpu::l2_channels(HW, width);
+      for (int64_t s0 = 0; s0 < width; s0 += pass) {
+        const int64_t s1 = std::min(width, s0 + pass);
+        for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
+          const int64_t k = boxes.order[j];
+          const auto add = [&](int64_t c, int64_t ph, int64_t pw) {
+            const int32_t i = am[k * as.k + (c0 + c) * as.c + ph * as.h + pw * as.w];
+            if (i < 0) return;  // empty bin: no gradient
             if (C10_UNLIKELY(i >= HW)) fail_index_out_of_range("_roi_pool_backward", i, HW);
-            buf[i * width + c] += static_cast<acc_t>(go[at]);
+            t.data[i * t.pixel_stride + c * t.channel_stride] +=
+                static_cast<acc_t>(go[k * gs.k + (c0 + c) * gs.c + ph * gs.h + pw * gs.w]);
+          };
+          if (channels_last) {
+            for (int64_t ph = 0; ph < a.PH; ++ph)
+              for (int64_t pw = 0; pw < a.PW; ++pw)
+                for (int64_t c = s0; c < s1; ++c) add(c, ph, pw);
+          } else {
+            for (int64_t c = s0; c < s1; ++c)
+              for (int64_t ph = 0; ph < a.PH; ++ph)
+                for (int64_t pw = 0; pw < a.PW; ++pw) add(c, ph, pw);
           }
         }
       }
-      cpu::store_unit(buf.data(), gi, n, c0, width, a.C, HW, channels_last);
+      t.finish();
     }
   });
 }
@@ -147,16 +165,11 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
                             grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();
-  // grad_output and argmax in one layout, so one set of strides serves both
-  const auto go_layout = cpu::bins_contiguous(grad_output);  // (tensor, channels_last)
-  const at::Tensor& go = go_layout.first;
-  const bool go_channels_last = go_layout.second;
-  const at::Tensor am = argmax.contiguous(roi_memory_format(go_channels_last));
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "_roi_pool_backward", [&] {
-    backward(go.const_data_ptr<scalar_t>(), am.const_data_ptr<int32_t>(),
-             cpu::bin_strides(a.C, a.PH * a.PW, go_channels_last), r.const_data_ptr<scalar_t>(),
+    backward(grad_output.const_data_ptr<scalar_t>(), cpu::strides4(grad_output),
+             argmax.const_data_ptr<int32_t>(), cpu::strides4(argmax), r.const_data_ptr<scalar_t>(),
              gi.mutable_data_ptr<scalar_t>(), channels_last, a);
   });
   return gi;

@@ -4,6 +4,9 @@
 // the float ones once per instruction set (GCC target_clones: AVX2 and portable; the running
 // CPU picks at load time).
 #pragma once
+#include <ATen/OpMathType.h>
+
+#include <cfloat>
 #include <cstdint>
 #include <type_traits>
 
@@ -41,12 +44,43 @@ inline void roi_max_update(A* __restrict best, int32_t* __restrict best_idx, con
   }
 }
 
+// ROI Pool's bin: the maximum over the pixels rows [h0, h1) x columns [w0, w1) of channels_last
+// data and its first flat index h * W + w, for the n channels at v (pixel (h, w) at
+// v + (h * W + w) * C); channel c's result goes to dst[c * stride], dst_idx[c * stride]. An
+// empty bin gives 0 and -1; otherwise the maximum starts at -FLT_MAX (torchvision's rule, so a
+// bin of NaN or -inf keeps -FLT_MAX and -1). Channels go in blocks whose running maxima stay in
+// registers (roi_simd.cpp) or, here, in small local arrays.
+template <typename S, typename A>
+inline void roi_bin_max(const S* v, int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
+                        int64_t w1, S* dst, int32_t* dst_idx, int64_t stride, int64_t n) {
+  constexpr int64_t kBlock = 64;
+  const A start = (h1 <= h0 || w1 <= w0) ? A(0) : A(-FLT_MAX);
+  A best[kBlock];
+  int32_t best_idx[kBlock];
+  for (int64_t c0 = 0; c0 < n; c0 += kBlock) {
+    const int64_t width = n - c0 < kBlock ? n - c0 : kBlock;
+    for (int64_t c = 0; c < width; ++c) {
+      best[c] = start;
+      best_idx[c] = -1;
+    }
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = w0; w < w1; ++w)
+        roi_max_update(best, best_idx, v + (h * W + w) * C + c0, static_cast<int32_t>(h * W + w),
+                       width);
+    for (int64_t c = 0; c < width; ++c) {
+      dst[(c0 + c) * stride] = static_cast<S>(best[c]);
+      dst_idx[(c0 + c) * stride] = best_idx[c];
+    }
+  }
+}
+
 // The float instances, compiled per instruction set in roi_simd.cpp.
 void roi_bilinear_accumulate_f32(float* acc, const float* a, const float* b, const float* d,
                                  const float* e, float w1, float w2, float w3, float w4,
                                  int64_t n);
 void roi_scatter_f32(float* dst, const float* g, float w, int64_t n);
-void roi_max_update_f32(float* best, int32_t* best_idx, const float* v, int32_t index, int64_t n);
+void roi_bin_max_f32(const float* v, int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
+                     int64_t w1, float* dst, int32_t* dst_idx, int64_t stride, int64_t n);
 
 // Dispatch by type: float goes to the multi-versioned instances, others to the templates.
 template <typename S, typename A>
@@ -66,12 +100,13 @@ inline void scatter(A* dst, const A* g, A w, int64_t n) {
     roi_scatter(dst, g, w, n);
   }
 }
-template <typename S, typename A>
-inline void max_update(A* best, int32_t* best_idx, const S* v, int32_t index, int64_t n) {
-  if constexpr (std::is_same_v<S, float> && std::is_same_v<A, float>) {
-    roi_max_update_f32(best, best_idx, v, index, n);
+template <typename S>
+inline void bin_max(const S* v, int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
+                    int64_t w1, S* dst, int32_t* dst_idx, int64_t stride, int64_t n) {
+  if constexpr (std::is_same_v<S, float>) {
+    roi_bin_max_f32(v, W, C, h0, h1, w0, w1, dst, dst_idx, stride, n);
   } else {
-    roi_max_update(best, best_idx, v, index, n);
+    roi_bin_max<S, at::opmath_type<S>>(v, W, C, h0, h1, w0, w1, dst, dst_idx, stride, n);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 namespace fastconv {
@@ -46,40 +47,83 @@ inline ChannelBlocks channel_blocks(int64_t N, int64_t C) {
   return {count, (C + count - 1) / count};
 }
 
-// Writes a unit's gradient buffer buf[HW][width] (accumulator type) into grad_input's channels
-// [c0, c0 + width) of image n, in either layout.
-template <typename scalar_t, typename acc_t>
-void store_unit(const acc_t* buf, scalar_t* gi, int64_t n, int64_t c0, int64_t width, int64_t C,
-                int64_t HW, bool channels_last) {
-  if (channels_last) {
-    for (int64_t i = 0; i < HW; ++i) {
-      scalar_t* dst = gi + (n * HW + i) * C + c0;
-      for (int64_t c = 0; c < width; ++c) dst[c] = static_cast<scalar_t>(buf[i * width + c]);
-    }
-  } else {
-    for (int64_t c = 0; c < width; ++c) {
-      scalar_t* dst = gi + (n * C + c0 + c) * HW;
-      for (int64_t i = 0; i < HW; ++i) dst[i] = static_cast<scalar_t>(buf[i * width + c]);
-    }
-  }
+// Channels of a unit taken per pass over its boxes: few enough that their gradient over the
+// whole map (HW pixels) stays in L2 (~256 KB) while bins add to it at random pixels, and at
+// least 16 (a 64-byte line of channels_last data).
+inline int64_t l2_channels(int64_t HW, int64_t width) {
+  return std::min(width, std::max<int64_t>(16, 65536 / std::max<int64_t>(HW, 1)));
 }
 
-// Strides of a (K, C, PH, PW) tensor that is contiguous in one of the two layouts, with the
-// bin index b = ph * PW + pw: element (k, c, b) is at k * k_stride + c * c_stride + b * b_stride.
-struct BinStrides {
-  int64_t k_stride, c_stride, b_stride;
+// Element (k, c, ph, pw) of a (K, C, PH, PW) tensor with any strides (grad_output and argmax
+// are read in place, whatever their layout, even expanded) is at k*k + c*c + ph*h + pw*w.
+struct Strides4 {
+  int64_t k, c, h, w;
 };
 
-inline BinStrides bin_strides(int64_t C, int64_t bins, bool channels_last) {
-  return channels_last ? BinStrides{C * bins, 1, C} : BinStrides{C * bins, bins, 1};
+inline Strides4 strides4(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// A (K, C, PH, PW) tensor contiguous in one of the two layouts (whichever it already is, else
-// NCHW), and whether that is channels_last.
-inline std::pair<at::Tensor, bool> bins_contiguous(const at::Tensor& t) {
-  if (t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous()) return {t, true};
-  return {t.contiguous(), false};
-}
+// The gradient of one unit, channels [c0, c0 + width) of image n, accumulated in acc_t: element
+// (pixel i, channel c0 + c) at data[i * pixel_stride + c * channel_stride]. The caller asks for
+// a layout (pixel_major: a pixel's channels adjacent, else one plane per channel). Where
+// grad_input holds acc_t (float, double) in that layout, the unit adds into grad_input itself
+// after zeroing its part (no second pass over the map); otherwise (half, bfloat16, or the
+// other layout) into a zeroed private buffer, which finish() writes into grad_input.
+template <typename scalar_t, typename acc_t>
+class UnitGrad {
+ public:
+  UnitGrad(scalar_t* gi, std::vector<acc_t>& buf, int64_t n, int64_t c0, int64_t width, int64_t C,
+           int64_t HW, bool gi_channels_last, bool pixel_major)
+      : gi_(gi), n_(n), c0_(c0), width_(width), C_(C), HW_(HW), gi_channels_last_(gi_channels_last) {
+    direct_ = std::is_same_v<scalar_t, acc_t> && pixel_major == gi_channels_last;
+    if (direct_) {
+      acc_t* g = reinterpret_cast<acc_t*>(gi);
+      if (gi_channels_last) {
+        data = g + n * HW * C + c0;
+        pixel_stride = C;
+        channel_stride = 1;
+        for (int64_t i = 0; i < HW; ++i) std::fill_n(data + i * C, width, acc_t(0));
+      } else {
+        data = g + (n * C + c0) * HW;
+        pixel_stride = 1;
+        channel_stride = HW;
+        std::fill_n(data, width * HW, acc_t(0));
+      }
+    } else {
+      buf.assign(HW * width, acc_t(0));
+      data = buf.data();
+      pixel_stride = pixel_major ? width : 1;
+      channel_stride = pixel_major ? 1 : HW;
+    }
+  }
+
+  // Writes a private buffer into grad_input (nothing to do when the unit added in place).
+  void finish() const {
+    if (direct_) return;
+    if (gi_channels_last_) {
+      for (int64_t i = 0; i < HW_; ++i) {
+        scalar_t* dst = gi_ + (n_ * HW_ + i) * C_ + c0_;
+        for (int64_t c = 0; c < width_; ++c)
+          dst[c] = static_cast<scalar_t>(data[i * pixel_stride + c * channel_stride]);
+      }
+    } else {
+      for (int64_t c = 0; c < width_; ++c) {
+        scalar_t* dst = gi_ + (n_ * C_ + c0_ + c) * HW_;
+        for (int64_t i = 0; i < HW_; ++i)
+          dst[i] = static_cast<scalar_t>(data[i * pixel_stride + c * channel_stride]);
+      }
+    }
+  }
+
+  acc_t* data;
+  int64_t pixel_stride, channel_stride;
+
+ private:
+  scalar_t* gi_;
+  int64_t n_, c0_, width_, C_, HW_;
+  bool gi_channels_last_, direct_;
+};
 
 }  // namespace cpu
 }  // namespace fastconv

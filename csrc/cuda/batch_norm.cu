@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "cuda/host/batch_norm.h"
+#include "schemas/batch_norm.h"
 
 namespace fastconv {
 namespace {
@@ -21,9 +22,11 @@ std::tuple<at::Tensor, at::Tensor> stats_cuda(const at::Tensor& input) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train_cuda(
     const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
-    const OptTensor& residual, double eps, bool relu) {
-  return on_device(input, [&](const host::HostLaunch& l) {
-    return host::forward_train(l, input, weight, bias, residual, eps, relu);
+    const OptTensor& residual, const OptTensor& running_mean, const OptTensor& running_var,
+    double momentum, double eps, bool relu) {
+  return on_device(input, [&](const auto& l) {
+    return host::forward_train(l, input, weight, bias, residual, running_mean, running_var,
+                               momentum, eps, relu);
   });
 }
 
@@ -52,41 +55,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_cuda(
   });
 }
 
-at::Tensor backward_apply_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                               const at::Tensor& mean, const at::Tensor& var,
-                               const OptTensor& weight, const OptTensor& bias,
-                               const OptTensor& residual, const OptTensor& sum_dy,
-                               const OptTensor& sum_dy_xmu, c10::SymInt count, double eps,
-                               bool relu) {
-  return on_device(input, [&](const host::HostLaunch& l) {
-    return std::get<0>(host::backward_apply(l, grad_output, input, mean, var, weight, bias,
-                                            residual, sum_dy, sum_dy_xmu, count, eps, relu,
-                                            false, "_batch_norm_backward_apply"));
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
+    const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, double eps, bool relu, bool training, bool grad_residual) {
+  return on_device(input, [&](const auto& l) {
+    return host::backward(l, grad_output, input, mean, var, weight, bias, residual, eps, relu,
+                          training, grad_residual);
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> add_relu_backward_apply_cuda(
+std::tuple<at::Tensor, at::Tensor> backward_apply_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
-    const at::Tensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
-    c10::SymInt count, double eps) {
-  return on_device(input, [&](const host::HostLaunch& l) {
+    const OptTensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
+    const c10::SymInt& count, double eps, bool relu, bool grad_residual, const char* op) {
+  return on_device(input, [&](const auto& l) {
     return host::backward_apply(l, grad_output, input, mean, var, weight, bias, residual, sum_dy,
-                                sum_dy_xmu, count, eps, true, true,
-                                "_batch_norm_add_relu_backward_apply");
+                                sum_dy_xmu, count, eps, relu, grad_residual, op);
   });
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
-  m.impl("_batch_norm_stats", stats_cuda);
-  m.impl("_batch_norm_forward_train", forward_train_cuda);
-  m.impl("_batch_norm_update_stats", update_stats_cuda);
-  m.impl("batch_norm_apply", apply_cuda);
-  m.impl("_batch_norm_backward_reduce", backward_reduce_cuda);
-  m.impl("_batch_norm_backward_apply", backward_apply_cuda);
-  m.impl("_batch_norm_add_relu_backward_apply", add_relu_backward_apply_cuda);
-}
+TORCH_LIBRARY_IMPL(fastconv, CUDA, m) { FC_IMPL_BATCH_NORM_KERNELS(m, cuda); }
 
 }  // namespace fastconv

@@ -3,9 +3,12 @@
 #include <torch/library.h>
 
 #include "checks/batch_norm.h"
+#include "schemas/batch_norm.h"
 
 namespace fastconv {
 namespace {
+
+using OptTensor = std::optional<at::Tensor>;
 
 at::Tensor like_input(const at::Tensor& input) {
   return at::empty_symint(input.sym_sizes(),
@@ -23,11 +26,12 @@ std::tuple<at::Tensor, at::Tensor> stats_meta(const at::Tensor& input) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train_meta(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
-    double eps, bool relu) {
-  const c10::SymInt c =
-      check_bn_forward_train(input, weight, bias, residual, eps, "_batch_norm_forward_train");
+    const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, const OptTensor& running_mean, const OptTensor& running_var,
+    double momentum, double eps, bool relu) {
+  const c10::SymInt c = check_bn_forward_train(input, weight, bias, residual, running_mean,
+                                               running_var, momentum, eps,
+                                               "_batch_norm_forward_train");
   const auto acc = bn_acc_dtype(input.scalar_type());
   return {like_input(input), channel_vector(input, c, acc), channel_vector(input, c, acc)};
 }
@@ -52,52 +56,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_meta(
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
     bool relu) {
   const char* op = "_batch_norm_backward_reduce";
-  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
+  const c10::SymInt c =
+      check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
   const auto acc = bn_acc_dtype(input.scalar_type());
   const auto wdt = weight.has_value() && weight->defined() ? weight->scalar_type() : acc;
   return {channel_vector(input, c, acc), channel_vector(input, c, acc),
           channel_vector(input, c, wdt)};
 }
 
-at::Tensor backward_apply_meta(const at::Tensor& grad_output, const at::Tensor& input,
-                               const at::Tensor& mean, const at::Tensor& var,
-                               const std::optional<at::Tensor>& weight,
-                               const std::optional<at::Tensor>& bias,
-                               const std::optional<at::Tensor>& residual,
-                               const std::optional<at::Tensor>& sum_dy,
-                               const std::optional<at::Tensor>& sum_dy_xmu, c10::SymInt count,
-                               double eps, bool relu) {
-  const char* op = "_batch_norm_backward_apply";
-  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
-  check_bn_backward_sums(sum_dy, sum_dy_xmu, input, c, count, op);
-  return like_input(input);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_meta(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
+    const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, double eps, bool relu, bool training, bool grad_residual) {
+  const char* op = "_batch_norm_backward";
+  const c10::SymInt c =
+      check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
+  const auto acc = bn_acc_dtype(input.scalar_type());
+  auto dtype_of = [&](const OptTensor& t) { return t.has_value() && t->defined() ? t->scalar_type() : acc; };
+  return {like_input(input), channel_vector(input, c, dtype_of(weight)),
+          channel_vector(input, c, dtype_of(bias)),
+          grad_residual ? like_input(input) : at::empty_symint({0}, input.options())};
 }
 
-std::tuple<at::Tensor, at::Tensor> add_relu_backward_apply_meta(
+std::tuple<at::Tensor, at::Tensor> backward_apply_meta(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
-    const at::Tensor& var, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const at::Tensor& residual,
-    const std::optional<at::Tensor>& sum_dy, const std::optional<at::Tensor>& sum_dy_xmu,
-    c10::SymInt count, double eps) {
-  const char* op = "_batch_norm_add_relu_backward_apply";
-  const c10::SymInt c = check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
-  check_bn_like(grad_output, input, op, "grad_output");
+    const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
+    const c10::SymInt& count, double eps, bool relu, bool grad_residual, const char* op) {
+  const c10::SymInt c =
+      check_bn_backward(grad_output, input, mean, var, weight, bias, residual, eps, op);
   check_bn_backward_sums(sum_dy, sum_dy_xmu, input, c, count, op);
-  return {like_input(input), like_input(input)};
+  return {like_input(input), grad_residual ? like_input(input) : at::Tensor()};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastconv, Meta, m) {
-  m.impl("_batch_norm_stats", stats_meta);
-  m.impl("_batch_norm_forward_train", forward_train_meta);
-  m.impl("_batch_norm_update_stats", update_stats_meta);
-  m.impl("batch_norm_apply", apply_meta);
-  m.impl("_batch_norm_backward_reduce", backward_reduce_meta);
-  m.impl("_batch_norm_backward_apply", backward_apply_meta);
-  m.impl("_batch_norm_add_relu_backward_apply", add_relu_backward_apply_meta);
-}
+TORCH_LIBRARY_IMPL(fastconv, Meta, m) { FC_IMPL_BATCH_NORM_KERNELS(m, meta); }
 
 }  // namespace fastconv

@@ -23,7 +23,10 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   m.def(FC_SCHEMA_BATCH_NORM_STATS);
   // _batch_norm_forward_train: training forward of a local BatchNorm: (output, mean, var) with
   // mean/var the batch statistics above and output = [relu](bn(input) [+ residual]) normalized
-  // with them. A ValueError when a channel has exactly one value (torch's rule).
+  // with them. A ValueError when a channel has exactly one value (torch's rule). With
+  // running_mean and running_var (both or neither), also updates them in place exactly as
+  // _batch_norm_update_stats below (momentum, count = numel / C), so that one op call is the
+  // whole training forward.
   m.def(FC_SCHEMA_BATCH_NORM_FORWARD_TRAIN);
   // _batch_norm_update_stats: running_mean <- (1 - momentum) running_mean + momentum mean,
   // running_var <- (1 - momentum) running_var + momentum var * count / (count - 1) (unbiased),
@@ -38,6 +41,13 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   // bias, residual; no mask without relu), and grad_weight = sum_dy_xmu * invstd (weight's
   // dtype, or the compute dtype without weight). One pass over grad_output and input.
   m.def(FC_SCHEMA_BATCH_NORM_BACKWARD_REDUCE);
+  // _batch_norm_backward: the whole backward of a local BatchNorm in one op: the reduce above
+  // and the apply below with count = numel / C, returning (grad_input, grad_weight, grad_bias,
+  // grad_residual). training: the statistics are the batch's (their gradient flows into x),
+  // else constants. grad_weight = sum_dy_xmu * invstd in weight's dtype, grad_bias = sum_dy in
+  // bias's dtype (the compute dtype for an absent vector); grad_residual = g (the masked
+  // grad_output) when grad_residual is true, else an empty tensor of shape [0].
+  m.def(FC_SCHEMA_BATCH_NORM_BACKWARD);
   // _batch_norm_backward_apply: grad_input. With sum_dy and sum_dy_xmu (from the reduce above,
   // summed over `count` values per channel, all processes for synchronized BatchNorm) the
   // statistics are the batch's and their gradient is included; without them (both None) they

@@ -33,9 +33,11 @@ std::tuple<at::Tensor, at::Tensor> stats_simt(const at::Tensor& input) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train_simt(
     const at::Tensor& input, const OptTensor& weight, const OptTensor& bias,
-    const OptTensor& residual, double eps, bool relu) {
+    const OptTensor& residual, const OptTensor& running_mean, const OptTensor& running_var,
+    double momentum, double eps, bool relu) {
   check_cpu(input, "_batch_norm_forward_train");
-  return host::forward_train(emulated_launch(), input, weight, bias, residual, eps, relu);
+  return host::forward_train(emulated_launch(), input, weight, bias, residual, running_mean,
+                             running_var, momentum, eps, relu);
 }
 
 void update_stats_simt(const at::Tensor& mean, const at::Tensor& var, c10::SymInt count,
@@ -61,27 +63,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_simt(
                                residual, eps, relu);
 }
 
-at::Tensor backward_apply_simt(const at::Tensor& grad_output, const at::Tensor& input,
-                               const at::Tensor& mean, const at::Tensor& var,
-                               const OptTensor& weight, const OptTensor& bias,
-                               const OptTensor& residual, const OptTensor& sum_dy,
-                               const OptTensor& sum_dy_xmu, c10::SymInt count, double eps,
-                               bool relu) {
-  check_cpu(input, "_batch_norm_backward_apply");
-  return std::get<0>(host::backward_apply(emulated_launch(), grad_output, input, mean, var,
-                                          weight, bias, residual, sum_dy, sum_dy_xmu, count, eps,
-                                          relu, false, "_batch_norm_backward_apply"));
-}
-
-std::tuple<at::Tensor, at::Tensor> add_relu_backward_apply_simt(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_simt(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
-    const at::Tensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
-    c10::SymInt count, double eps) {
-  check_cpu(input, "_batch_norm_add_relu_backward_apply");
+    const OptTensor& residual, double eps, bool relu, bool training, bool grad_residual) {
+  check_cpu(input, "_batch_norm_backward");
+  return host::backward(emulated_launch(), grad_output, input, mean, var, weight, bias, residual,
+                        eps, relu, training, grad_residual);
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_apply_simt(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
+    const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
+    const OptTensor& residual, const OptTensor& sum_dy, const OptTensor& sum_dy_xmu,
+    const c10::SymInt& count, double eps, bool relu, bool grad_residual, const char* op) {
+  check_cpu(input, op);
   return host::backward_apply(emulated_launch(), grad_output, input, mean, var, weight, bias,
-                              residual, sum_dy, sum_dy_xmu, count, eps, true, true,
-                              "_batch_norm_add_relu_backward_apply");
+                              residual, sum_dy, sum_dy_xmu, count, eps, relu, grad_residual, op);
 }
 
 }  // namespace
@@ -89,14 +87,6 @@ std::tuple<at::Tensor, at::Tensor> add_relu_backward_apply_simt(
 // Same schemas as in the fastconv namespace (contracts in schemas/batch_norm.cpp).
 TORCH_LIBRARY_FRAGMENT(fastconv_simt, m) { FC_DEFINE_BATCH_NORM_SCHEMAS(m); }
 
-TORCH_LIBRARY_IMPL(fastconv_simt, CPU, m) {
-  m.impl("_batch_norm_stats", stats_simt);
-  m.impl("_batch_norm_forward_train", forward_train_simt);
-  m.impl("_batch_norm_update_stats", update_stats_simt);
-  m.impl("batch_norm_apply", apply_simt);
-  m.impl("_batch_norm_backward_reduce", backward_reduce_simt);
-  m.impl("_batch_norm_backward_apply", backward_apply_simt);
-  m.impl("_batch_norm_add_relu_backward_apply", add_relu_backward_apply_simt);
-}
+TORCH_LIBRARY_IMPL(fastconv_simt, CPU, m) { FC_IMPL_BATCH_NORM_KERNELS(m, simt); }
 
 }  // namespace fastconv

@@ -9,7 +9,19 @@ a residual adds one read per pass that reads x, and the gradient pass one write)
   fwd_bwd  training forward + backward 8: the 3 above + reduce (read dy, x) + apply (read dy,
                                           x, write dx)
   infer    inference forward           2: read x, write y
+
+Second reference, torch.compile of the PyTorch version (issue 6): with FASTCONV_BENCH_COMPILE=all
+(or a comma-separated list of entry ids) each entry also gets the passes fwd@compile,
+fwd_bwd@compile and infer@compile, whose "PyTorch" side is torch.compile (inductor, static
+shapes) of the same BN [+ add] + ReLU code, compiled when the case is built (outside the
+timing; the first-call cost is printed). Off by default: inductor compiles each shape and pass
+for 20-90 s on 2 busy cores, which would make the suite take hours. When inductor cannot
+compile here, those rows report the error instead of a time.
 """
+import os
+import sys
+import time
+
 import torch
 import torch.nn.functional as F
 
@@ -84,14 +96,54 @@ class BatchNormReLU(CaseBuilder):
         m = n * c * h * w
         extra = 1 if residual_layer else 0
         with_grad = fwd_bwd(fc), fwd_bwd(pt)
+        passes = [
+            Pass("fwd", lambda: fc(x, True), lambda: pt(x, True), e * m * (3 + extra)),
+            Pass("fwd_bwd", with_grad[0], with_grad[1], e * m * (8 + 3 * extra)),
+            Pass("infer", lambda: fc(x, False), lambda: pt(x, False), e * m * (2 + extra)),
+        ]
+        if compile_reference_wanted(entry["id"]):
+            passes += compiled_reference_passes(passes, pt, x, grad, buffers, fwd_bwd)
         return Case(
             entry=entry, op=self.op, shape=self.describe(entry, n), batch=n,
             memory_format=memory_format, dtype=dtype, device=device, bound=self.bound,
-            passes=[
-                Pass("fwd", lambda: fc(x, True), lambda: pt(x, True), e * m * (3 + extra)),
-                Pass("fwd_bwd", with_grad[0], with_grad[1], e * m * (8 + 3 * extra)),
-                Pass("infer", lambda: fc(x, False), lambda: pt(x, False), e * m * (2 + extra)),
-            ],
+            passes=passes,
             check=check,
             working_set_bytes=e * m * (4 + extra),
         )
+
+
+def compile_reference_wanted(entry_id):
+    wanted = os.environ.get("FASTCONV_BENCH_COMPILE", "")
+    return wanted == "all" or entry_id in wanted.split(",")
+
+
+def compiled_reference_passes(passes, pt, x, grad, buffers, fwd_bwd):
+    """fwd@compile, fwd_bwd@compile, infer@compile: fastconv against torch.compile of `pt`,
+    compiled here (static shapes, one graph per pass); a failure becomes a row error."""
+    import torch._dynamo
+    # every entry and pass compiles the same Python code again for its own shapes
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 1024)
+    buffers["pc"] = tuple(t.clone() for t in buffers["pt"])
+    compiled = torch.compile(pt, dynamic=False)
+    torch_sides = {
+        "fwd": lambda: compiled(x, True, "pc"),
+        "fwd_bwd": fwd_bwd(lambda t, training: compiled(t, training, "pc")),
+        "infer": lambda: compiled(x, False, "pc"),
+    }
+    result = []
+    for p in passes:
+        run = torch_sides[p.name]
+        start = time.perf_counter()
+        try:
+            run()  # compiles (in the grad mode of the timed calls: Dynamo guards on it)
+            print(f"  torch.compile {p.name}: first call {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr, flush=True)
+        except Exception as error:  # inductor's C++ build unavailable or failing here
+            message = f"torch.compile failed: {type(error).__name__}: {str(error)[:200]}"
+
+            def run(message=message):
+                raise RuntimeError(message)
+        result.append(Pass(f"{p.name}@compile", p.fastconv, run, p.bytes, p.flops))
+    return result

@@ -3,8 +3,9 @@
 The architecture, initialization and module names are torchvision's (`torchvision.models.
 resnet`), so a torchvision state_dict loads with `strict=True` and the converted model computes
 the same function. The difference is inside the blocks: every BatchNorm that torchvision follows
-by a ReLU is a `BatchNormReLU2d`, and the last BatchNorm of each block takes the shortcut as its
-`residual`, computing relu(bn(x) + shortcut) in one fused pass. `BatchNormReLU2d` holds exactly
+by a ReLU is a `BatchNormReLU2d`, and the last BatchNorm of each block whose shortcut is its
+input takes the shortcut as its `residual`, computing relu(bn(x) + shortcut) in one fused pass
+(downsample blocks add and apply the ReLU separately: see _last_batch_norm). `BatchNormReLU2d` holds exactly
 BatchNorm2d's parameters and buffers, and ReLU has none, so the state_dict keys are unchanged.
 """
 from typing import List, Optional, Type, Union
@@ -28,6 +29,20 @@ def conv1x1(in_planes, out_planes, stride=1):
     return Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+def _last_batch_norm(channels, downsample):
+    """The block's last BatchNorm: fused with the shortcut's addition and the ReLU when the
+    shortcut is the block input, which the block's first convolution saves for backward
+    anyway. A downsample shortcut would be saved only for the fused backward (it recomputes
+    the ReLU mask from the BatchNorm's input and the residual): one activation more than a
+    separate add + ReLU, whose ReLU saves its output, which the next block saves anyway. So
+    downsample blocks keep a plain BatchNorm (fastconv.nn.convert does the same)."""
+    return BatchNormReLU2d(channels) if downsample is None else BatchNorm2d(channels)
+
+
+def _add_relu(out, shortcut):
+    return torch.relu_(out + shortcut)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions; bn2 adds the shortcut and applies the block's final ReLU."""
     expansion = 1
@@ -42,14 +57,15 @@ class BasicBlock(nn.Module):
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = BatchNormReLU2d(planes)
         self.conv2 = conv3x3(planes, planes)
-        self.bn2 = BatchNormReLU2d(planes)
+        self.bn2 = _last_batch_norm(planes, downsample)
         self.downsample = downsample
         self.stride = stride
 
     def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.bn1(self.conv1(x))
-        return self.bn2(self.conv2(out), identity)
+        if self.downsample is None:
+            return self.bn2(self.conv2(out), x)
+        return _add_relu(self.bn2(self.conv2(out)), self.downsample(x))
 
 
 class Bottleneck(nn.Module):
@@ -66,15 +82,16 @@ class Bottleneck(nn.Module):
         self.conv2 = conv3x3(width, width, stride, groups, dilation)
         self.bn2 = BatchNormReLU2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = BatchNormReLU2d(planes * self.expansion)
+        self.bn3 = _last_batch_norm(planes * self.expansion, downsample)
         self.downsample = downsample
         self.stride = stride
 
     def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.bn1(self.conv1(x))
         out = self.bn2(self.conv2(out))
-        return self.bn3(self.conv3(out), identity)
+        if self.downsample is None:
+            return self.bn3(self.conv3(out), x)
+        return _add_relu(self.bn3(self.conv3(out)), self.downsample(x))
 
 
 Block = Type[Union[BasicBlock, Bottleneck]]

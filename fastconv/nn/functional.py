@@ -202,12 +202,8 @@ def _batch_norm(input, residual, running_mean, running_var, weight, bias, traini
                                "evaluation mode (training=False), got None")
         return _ops.batch_norm_apply(input, running_mean, running_var, weight, bias, residual,
                                      eps, relu)
-    output, mean, var = _ops._batch_norm_forward_train(input, weight, bias, residual, eps, relu)
-    if running_mean is not None:
-        from fastconv.ops.batch_norm import count_per_channel
-        _ops._batch_norm_update_stats(mean, var, count_per_channel(input), float(momentum),
-                                      running_mean, running_var)
-    return output
+    return _ops._batch_norm_forward_train(input, weight, bias, residual, running_mean,
+                                          running_var, float(momentum), eps, relu)[0]
 
 
 def _activation_is_relu(activation):

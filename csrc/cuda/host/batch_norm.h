@@ -130,14 +130,33 @@ inline std::tuple<at::Tensor, at::Tensor> stats(const HostLaunch& l, const at::T
   return batch_stats(l, activations(input, std::nullopt, op));
 }
 
+// Running statistics: C values, ATen arithmetic in float64 on the buffers' device.
+inline void update_running(const at::Tensor& mean, const at::Tensor& var, int64_t count,
+                           double momentum, const at::Tensor& running_mean,
+                           const at::Tensor& running_var) {
+  if (count == 0) return;
+  const double unbias = count > 1 ? double(count) / double(count - 1) : 1.0;
+  const at::Tensor rm = running_mean.to(at::kDouble) * (1.0 - momentum) + mean.to(at::kDouble) * momentum;
+  const at::Tensor rv = running_var.to(at::kDouble) * (1.0 - momentum) +
+                        var.to(at::kDouble) * (unbias * momentum);
+  running_mean.copy_(rm);
+  running_var.copy_(rv);
+}
+
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train(
     const HostLaunch& l, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
-    double eps, bool relu) {
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    double momentum, double eps, bool relu) {
   const char* op = "_batch_norm_forward_train";
-  check_bn_forward_train(input, weight, bias, residual, eps, op);
+  check_bn_forward_train(input, weight, bias, residual, running_mean, running_var, momentum, eps,
+                         op);
   const Activations a = activations(input, residual, op);
   auto [mean, var] = batch_stats(l, a);
+  if (running_mean.has_value() && running_mean->defined()) {
+    update_running(mean, var, a.shape.outer * a.shape.inner, momentum, *running_mean,
+                   *running_var);
+  }
   return {normalize(l, a, mean, var, weight, bias, eps, relu), mean, var};
 }
 
@@ -150,19 +169,11 @@ inline at::Tensor apply(const HostLaunch& l, const at::Tensor& input, const at::
   return normalize(l, activations(input, residual, op), mean, var, weight, bias, eps, relu);
 }
 
-// Running statistics: C values, ATen arithmetic in float64 on the buffers' device.
 inline void update_stats(const at::Tensor& mean, const at::Tensor& var, const c10::SymInt& count_sym,
                          double momentum, const at::Tensor& running_mean,
                          const at::Tensor& running_var) {
   check_bn_update_stats(mean, var, count_sym, momentum, running_mean, running_var);
-  const int64_t count = count_sym.expect_int();
-  if (count == 0) return;
-  const double unbias = count > 1 ? double(count) / double(count - 1) : 1.0;
-  const at::Tensor rm = running_mean.to(at::kDouble) * (1.0 - momentum) + mean.to(at::kDouble) * momentum;
-  const at::Tensor rv = running_var.to(at::kDouble) * (1.0 - momentum) +
-                        var.to(at::kDouble) * (unbias * momentum);
-  running_mean.copy_(rm);
-  running_var.copy_(rv);
+  update_running(mean, var, count_sym.expect_int(), momentum, running_mean, running_var);
 }
 
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce(
@@ -241,6 +252,30 @@ inline std::tuple<at::Tensor, at::Tensor> backward_apply(
         relu, l.device, l.stream);
   });
   return {dx, dres};
+}
+
+// The whole local backward (_batch_norm_backward): the reduce and the apply above, with
+// count = numel / C.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const HostLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& mean, const at::Tensor& var, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
+    bool relu, bool training, bool grad_residual) {
+  const char* op = "_batch_norm_backward";
+  check_bn_apply(input, mean, var, weight, bias, residual, eps, op);
+  check_bn_like(grad_output, input, op, "grad_output");
+  auto [sum_dy, sum_dy_xmu, grad_weight] =
+      backward_reduce(l, grad_output, input, mean, var, weight, bias, residual, eps, relu);
+  const std::optional<at::Tensor> sd = training ? std::optional<at::Tensor>(sum_dy) : std::nullopt;
+  const std::optional<at::Tensor> sx =
+      training ? std::optional<at::Tensor>(sum_dy_xmu) : std::nullopt;
+  auto [grad_input, grad_res] = backward_apply(l, grad_output, input, mean, var, weight, bias,
+                                               residual, sd, sx, bn_count(input), eps, relu,
+                                               grad_residual, op);
+  const auto bias_dtype =
+      bias.has_value() && bias->defined() ? bias->scalar_type() : sum_dy.scalar_type();
+  return {grad_input, grad_weight, sum_dy.to(bias_dtype),
+          grad_residual ? grad_res : at::empty({0}, input.options())};
 }
 
 }  // namespace bn_host

@@ -1,0 +1,302 @@
+// Winograd F(m x m, 3 x 3) convolution on the CPU (contract in cpu/conv2d_fast_winograd.h).
+//
+// One stride-1 3x3 convolution of a source (N, Cin, Hin, Win) into a destination (N, Cout,
+// Hout, Wout), dst(y, x) = sum over taps of src(y - pad + r, x - pad + s) g(r, s), serves both
+// passes: the forward pass (source = input, g = weight) and the input gradient (source =
+// grad_output, g(o = c, i = k, r, s) = weight(k, c, 2 - r, 2 - s), pad = 2 - forward pad).
+// The destination is cut into m x m tiles (m = 2 or 4, alpha = m + 2); then
+//  1. weights: U[xi][ob][i][B] = (G g G^T)[xi] for every (output channel o = ob * B + lane,
+//     input channel i), zero past Cout: one pass in destination order, parallel over blocks;
+//  2. per work item (a chunk of tiles x a group of output-channel blocks, independent of the
+//     others, so one parallel loop without barriers): the input transform of the chunk's
+//     patches into V[xi][tile][Cin] (padding read as zero, never stored), then for each of
+//     the alpha^2 values xi and each block ob one GEMM V[xi] x U[xi][ob] (Cin long) by the
+//     register-tiled micro-kernel of the direct convolution (fastk::Kernels::conv_row with a
+//     single tap, as for 1x1 layers) into M[xi][tile][channels], and finally the output
+//     transform of M (plus bias) straight into the destination, NCHW or channels_last.
+// Chunks hold few enough tiles that V and M of one item stay in L2; where there are fewer
+// chunks than threads, the output channels are split into groups (each group transforms the
+// chunk's input again, which is cheap next to the GEMMs). Every destination element is
+// computed by the same operations in the same order whatever the chunking, so the results
+// do not depend on the number of threads (the chunking does).
+//
+// For C >= 256 with few tiles, the order is weights-stationary instead (all tiles' V first, then
+// each GEMM (xi, ob) over all tiles, then the outputs), so each transformed weight is read once.
+//
+// Accuracy (fp32, unit normals, C = K = 128, vs an fp64 reference; asserted in
+// tests/test_conv2d_winograd.py): max |error| / (eps x rms(output)) is 40 for the direct
+// kernel, 17 for F(2x2,3x3) and 423 for F(4x4,3x3) (PyTorch/oneDNN: 44). F(4x4)'s transforms
+// scale by up to 8 and 1/24 with mixed signs; its error stays within the worst-case bound of a
+// direct fp32 sum taken over each output's tile neighbours.
+#include "cpu/conv2d_fast_winograd.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include "cpu/conv2d_fast_kernels.h"
+#include "cpu/conv2d_fast_util.h"
+#include "cpu/conv2d_fast_winograd_kernels.h"
+
+namespace fastconv::cpu {
+namespace {
+
+using fastk::ceil_div;
+using fastk::ConvRow;
+using fastk::Kernels;
+
+std::atomic<int64_t> forward_calls{0}, input_grad_calls{0};
+
+// FASTCONV_CPU_WINOGRAD: "0" off, "2" / "4" force that tile size, anything else: the heuristic.
+int env_tile() {
+  const char* env = std::getenv("FASTCONV_CPU_WINOGRAD");
+  if (env == nullptr) return -1;
+  if (std::strcmp(env, "0") == 0) return 0;
+  if (std::strcmp(env, "2") == 0) return 2;
+  if (std::strcmp(env, "4") == 0) return 4;
+  return -1;
+}
+
+bool geometry_fits(const ConvGeometry& g) {
+  return g.groups == 1 && g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.dil_h == 1 && g.dil_w == 1 && g.c > 0 && g.k > 0;
+}
+
+// Large weights (Cin at least this) take the weights-stationary loop order (see `run`).
+constexpr int64_t kStationaryCin = 256;
+
+// The tile size m for a source of cin channels into cout channels of n x hout x wout (pad: the
+// larger padding), or 0 for the direct kernel. A function of the geometry only. Measured on
+// the ResNet-50 3x3 layers (AVX2; numbers in the README): the transformed weights (alpha^2 x
+// Cin x Cout) are streamed once per pass, so each of their elements must serve enough tiles,
+// more where they no longer fit in L2 (Cin >= 256); F(4x4) does 4x fewer multiplications
+// than the direct kernel but has 9/4 the weights of F(2x2) to stream; few channels leave the
+// transforms dominant. Padding > 2 leaves outputs (pure bias) whose rounding error would be
+// that of their tile neighbours: left to the direct kernel.
+int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad) {
+  const int forced = env_tile();
+  if (forced >= 0) return forced;
+  if (cin < 32 || cout < 32 || pad > 2) return 0;
+  const int64_t min_tiles = cin >= kStationaryCin ? 64 : 32;
+  if (n * ceil_div(hout, 4) * ceil_div(wout, 4) >= min_tiles) return 4;
+  if (n * ceil_div(hout, 2) * ceil_div(wout, 2) >= min_tiles) return 2;
+  return 0;
+}
+
+bool applies(const ConvGeometry& g, const at::Tensor& src, int64_t cin, int64_t cout, int64_t hout,
+             int64_t wout) {
+  return src.scalar_type() == at::kFloat && geometry_fits(g) && fastk::pick_kernels() != nullptr &&
+         pick_tile(cin, cout, g.n, hout, wout, std::max(g.pad_h, g.pad_w)) != 0;
+}
+
+// Scratch buffers reused across calls, per thread (the calling thread holds U, each worker
+// its V and M), so large transforms do not page-fault fresh allocations on every call.
+float* scratch(int slot, int64_t floats) {
+  thread_local std::vector<float> slots[3];
+  std::vector<float>& v = slots[slot];
+  if (static_cast<int64_t>(v.size()) < floats) {
+    v = std::vector<float>();
+    v.resize(floats);
+  }
+  return v.data();
+}
+
+// The loop order for cin input channels and `tiles` tiles: all tiles per weight slice (true) or
+// chunks of tiles, each through all weights (false); the first keeps alpha^2 x tiles x (Cin +
+// Cout) floats of transformed data (each of V and M limited to 16 MiB).
+bool weights_stationary(int64_t cin, int64_t coutp, int64_t tiles, int64_t A2) {
+  return cin >= kStationaryCin && A2 * tiles * std::max(cin, coutp) <= (int64_t(1) << 22);
+}
+
+// One stride-1 3x3 convolution (see the top of the file). Weights: the forward pass's
+// (K, C, 3, 3) tensor; `flipped` for the input gradient (g(o = c, i = k, r, s) = w(k, c, 2 - r,
+// 2 - s)), else g(o = k, i = c, r, s) = w(k, c, r, s).
+struct Problem {
+  int64_t n, cin, hin, win, cout, hout, wout, pad_h, pad_w;
+  const float* w;
+  bool flipped;
+};
+
+void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const at::Tensor& src_t,
+         const float* bias, const fastk::Dest& out) {
+  const int64_t m = tf.m, A2 = int64_t(tf.alpha) * tf.alpha, B = kk.block;
+  const int64_t OB = ceil_div(pb.cout, B), cin = pb.cin, coutp = OB * B;
+
+  // 1. The filters with the output channel fastest, T[i][tap][coutp] (zero past Cout), so the
+  //    transform reads whole vectors: a transpose of (Cout, Cin * 9) in the forward pass, of
+  //    each (Cout, 9) slice of the weight in the input gradient (which reads its taps
+  //    backwards). Then U[xi][ob][i][B], parallel over (ob, run of input channels).
+  float* T = scratch(0, cin * 9 * coutp + A2 * OB * cin * B);
+  float* U = T + cin * 9 * coutp;
+  at::parallel_for(0, cin, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* ti = T + i * 9 * coutp;
+      if (pb.flipped) {  // ti[tap][o] = w(i, o, tap)
+        fastk::transpose_copy(pb.w + i * pb.cout * 9, 9, ti, coutp, pb.cout, 9);
+      } else {  // ti[tap][o] = w(o, i, tap)
+        fastk::transpose_copy(pb.w + i * 9, cin * 9, ti, coutp, pb.cout, 9);
+      }
+      for (int64_t t = 0; t < 9; ++t) std::fill(ti + t * coutp + pb.cout, ti + (t + 1) * coutp, 0.0f);
+    }
+  });
+  const int64_t i_run = 32, i_runs = ceil_div(cin, i_run);
+  at::parallel_for(0, OB * i_runs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t ob = it / i_runs, i0 = (it % i_runs) * i_run, i1 = std::min(cin, i0 + i_run);
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* g = T + (i * 9 + (pb.flipped ? 8 : 0)) * coutp + ob * B;
+        tf.weight(g, pb.flipped ? -coutp : coutp, B, U + (ob * cin + i) * B, OB * cin * B);
+      }
+    }
+  });
+
+  // 2. The source as NHWC: channels_last data in place, NCHW transposed once.
+  const float* src = fastk::nhwc_padded(src_t, 0, pb.hin, 0, pb.win, 0);
+  const int64_t TH = ceil_div(pb.hout, m), TW = ceil_div(pb.wout, m), tiles = pb.n * TH * TW;
+  const int64_t l_block = fastk::l1_reduction_block(1, B);
+
+  // Tiles [t0, t0 + nt) into V[xi][t - t0][Cin] (value xi at V + xi * v_xi).
+  auto input = [&](int64_t t0, int64_t nt, float* V, int64_t v_xi) {
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
+      const wino::InputTile in{src + n * pb.hin * pb.win * cin, pb.win * cin, cin,
+                               ty * m - pb.pad_h, tx * m - pb.pad_w, pb.hin, pb.win,
+                               cin, V + t * cin, v_xi};
+      tf.input(in);
+    }
+  };
+  // M[t][0:B] = V[t][0:Cin] x U[xi][ob] for nt tiles; M rows ld floats apart.
+  auto gemm = [&](int64_t xi, int64_t ob, const float* V, int64_t nt, float* M, int64_t ld) {
+    const float* a = V;
+    const float* b = U + (xi * OB + ob) * cin * B;
+    ConvRow job{};
+    job.ntaps = 1;
+    job.a = &a;
+    job.b = &b;
+    job.L = cin;
+    job.a_pix = cin;
+    job.npix = nt;
+    job.dst = M;
+    job.d_pix = ld;
+    job.d_chan = 1;
+    job.nvalid = static_cast<int>(B);
+    job.l_block = l_block;
+    kk.conv_row(job);
+  };
+  // Output channels [o0, o0 + nch) of tiles [t0, t0 + nt) from M[xi][t - t0][ld].
+  auto output = [&](int64_t t0, int64_t nt, const float* M, int64_t m_xi, int64_t ld, int64_t o0,
+                    int64_t nch) {
+    for (int64_t t = 0; t < nt; ++t) {
+      const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
+      const wino::OutputTile o{M + t * ld, m_xi, nch, bias ? bias + o0 : nullptr,
+                               out.at(n, o0, ty * m, tx * m), out.sy, out.sx, out.sc,
+                               static_cast<int>(std::min(m, pb.hout - ty * m)),
+                               static_cast<int>(std::min(m, pb.wout - tx * m))};
+      tf.output(o);
+    }
+  };
+
+  if (weights_stationary(cin, coutp, tiles, A2)) {
+    // Few tiles, many channels: each weight slice U[xi][ob] is read once for all tiles (a
+    // chunk would read all of U again). Three passes: inputs, GEMMs per (xi, ob), outputs.
+    const int64_t ld = OB * B;
+    float* V = scratch(1, A2 * tiles * cin);
+    float* M = scratch(2, A2 * tiles * ld);
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      input(begin, end - begin, V + begin * cin, tiles * cin);
+    });
+    at::parallel_for(0, A2 * OB, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t xi = it / OB, ob = it % OB;
+        gemm(xi, ob, V + xi * tiles * cin, tiles, M + xi * tiles * ld + ob * B, ld);
+      }
+    });
+    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+      output(begin, end - begin, M + begin * ld, tiles * ld, ld, 0, pb.cout);
+    });
+    return;
+  }
+
+  // Chunk: V of one chunk (alpha^2 x tiles x Cin) within about `budget` floats, so the input
+  // transform's output is still in L2 when the GEMMs read it.
+  const int64_t budget = 49152;
+  const int64_t max_chunk = std::clamp<int64_t>(budget / (A2 * cin), 6, 128);
+  const int64_t threads = at::get_num_threads();
+  int64_t chunks = ceil_div(tiles, max_chunk);
+  const int64_t chunk = ceil_div(tiles, chunks);
+  chunks = ceil_div(tiles, chunk);
+  // Groups of output-channel blocks: M (alpha^2 x tiles x channels) within the budget too, and
+  // enough work items for the threads.
+  const int64_t groups_for_threads = chunks >= 2 * threads ? 1 : ceil_div(2 * threads, chunks);
+  const int64_t groups_for_l2 = ceil_div(OB, std::max<int64_t>(1, budget / (A2 * chunk * B)));
+  const int64_t ngroups = std::min(OB, std::max(groups_for_threads, groups_for_l2));
+  const int64_t group = ceil_div(OB, ngroups);
+  const int64_t nitems = chunks * ceil_div(OB, group);
+  at::parallel_for(0, nitems, 1, [&](int64_t begin, int64_t end) {
+    float* V = scratch(1, A2 * chunk * cin);
+    float* M = scratch(2, A2 * chunk * group * B);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t ci = it / ceil_div(OB, group), gi = it % ceil_div(OB, group);
+      const int64_t t0 = ci * chunk, nt = std::min(chunk, tiles - t0);
+      const int64_t ob0 = gi * group, ob1 = std::min(OB, ob0 + group);
+      const int64_t ld = (ob1 - ob0) * B;  // channels per tile in M
+      input(t0, nt, V, chunk * cin);
+      for (int64_t xi = 0; xi < A2; ++xi) {
+        for (int64_t ob = ob0; ob < ob1; ++ob) {
+          gemm(xi, ob, V + xi * chunk * cin, nt, M + xi * chunk * ld + (ob - ob0) * B, ld);
+        }
+      }
+      const int64_t o0 = ob0 * B;
+      output(t0, nt, M, chunk * ld, ld, o0, std::min(pb.cout, ob1 * B) - o0);
+    }
+  });
+}
+
+}  // namespace
+
+bool winograd_applies(const ConvGeometry& g, const at::Tensor& input) {
+  return applies(g, input, g.c, g.k, g.p, g.q);
+}
+
+bool winograd_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
+  return applies(g, grad_output, g.k, g.c, g.h, g.w);
+}
+
+bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, at::Tensor& output) {
+  const Kernels& kk = *fastk::pick_kernels();
+  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q, std::max(g.pad_h, g.pad_w)));
+  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, weight.data_ptr<float>(), false};
+  run(kk, tf, pb, input, bias.defined() ? bias.data_ptr<float>() : nullptr, fastk::Dest(output));
+  forward_calls.fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
+                                const at::Tensor& weight, at::Tensor& grad_input) {
+  const Kernels& kk = *fastk::pick_kernels();
+  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w, std::max(g.pad_h, g.pad_w)));
+  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w, weight.data_ptr<float>(), true};
+  run(kk, tf, pb, grad_output, nullptr, fastk::Dest(grad_input));
+  input_grad_calls.fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+namespace {
+std::tuple<int64_t, int64_t> winograd_info() { return {forward_calls.load(), input_grad_calls.load()}; }
+}  // namespace
+
+}  // namespace fastconv::cpu
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  // _conv2d_cpu_winograd_info() -> (forward, input_grad): how many forward passes and input
+  // gradients the Winograd CPU convolution has computed in this process. For tests and the
+  // benchmark report.
+  m.def("_conv2d_cpu_winograd_info() -> (int, int)", &fastconv::cpu::winograd_info);
+}

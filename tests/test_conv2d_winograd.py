@@ -1,0 +1,193 @@
+"""The Winograd CPU convolution (csrc/cpu/conv2d_fast_winograd.cpp): forward pass and input
+gradient of 3x3 stride-1 layers, F(2x2,3x3) and F(4x4,3x3) (forced with FASTCONV_CPU_WINOGRAD
+so small shapes reach both), against PyTorch in fp64 over shapes that hit every tail (output
+sizes not a multiple of the tile, channel counts not a multiple of the SIMD width or of the
+register block, batch 0/1/3, padding 0..3 (the input gradient then pads with 2 - pad, down to
+-1), NCHW and channels_last, non-contiguous inputs); that the Winograd path ran (a per-process
+counter) and is off with FASTCONV_CPU_WINOGRAD=0; bit-identical results at any thread count;
+and the accuracy of each variant next to the direct kernel's.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv  # noqa: F401  (registers the ops)
+from fastconv.nn import functional as FF
+
+ops = torch.ops.fastconv
+
+pytestmark = pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
+                                reason="no AVX2: the Winograd kernels need the SIMD kernels")
+
+# (n, c, h, w, k, padding, what it reaches)
+CASES = [
+    (1, 5, 9, 10, 7, 1, "odd C and K, sizes not a multiple of 2 or 4"),
+    (3, 16, 7, 7, 16, 1, "batch 3, 7x7"),
+    (2, 17, 11, 6, 33, 0, "padding 0, C tail, K past two register blocks"),
+    (1, 9, 5, 13, 20, 2, "padding 2: input gradient without padding"),
+    (1, 8, 6, 5, 8, 3, "padding 3: input gradient with padding -1"),
+    (1, 3, 3, 3, 5, 0, "1x1 output"),
+    (2, 40, 9, 8, 72, 1, "several channel blocks"),
+    (0, 8, 6, 6, 16, 1, "empty batch"),
+]
+IDS = [c[-1].replace(" ", "_").replace(",", "").replace(":", "") for c in CASES]
+
+
+@pytest.fixture
+def winograd(monkeypatch):
+    """Sets FASTCONV_CPU_WINOGRAD for the test (read by the kernels on every call)."""
+    def set_mode(mode):
+        monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", str(mode))
+    return set_mode
+
+
+def _calls():
+    return ops._conv2d_cpu_winograd_info()
+
+
+def _fp64_refs(x, weight, bias, grad_out, padding):
+    out = F.conv2d(x.double(), weight.double(), bias.double(), 1, padding)
+    grad_in = torch.nn.grad.conv2d_input(x.shape, weight.double(), grad_out.double(), 1, padding)
+    # The magnitudes: the same sums over absolute values (every term's size).
+    out_mag = F.conv2d(x.double().abs(), weight.double().abs(), bias.double().abs(), 1, padding)
+    grad_in_mag = torch.nn.grad.conv2d_input(x.shape, weight.double().abs(), grad_out.double().abs(),
+                                             1, padding)
+    return (out, out_mag), (grad_in, grad_in_mag)
+
+
+# The error bound: the worst-case bound of a direct sum of `terms` products, terms * eps *
+# magnitude (magnitude: the sum of the terms' absolute values), as in tests/conv_helpers.py,
+# except that for Winograd (tile m) the magnitude is the largest one within m - 1 pixels: the
+# transforms mix the terms of all m x m outputs of a tile, so an output whose own terms are
+# small (e.g. all in the padding, leaving just the bias) carries rounding errors of the size of
+# its tile neighbours' sums. Within that, the worst-case bound's factor `terms` leaves room for
+# the transforms' extra roundings (test_accuracy_against_fp64 measures the typical errors).
+def _assert_within_direct_bound(got, exact, magnitude, terms, what, tile=0):
+    assert got.dtype == torch.float32 and got.shape == exact.shape, what
+    if tile and magnitude.numel():
+        magnitude = F.max_pool2d(magnitude, 2 * tile - 1, 1, tile - 1)
+    bound = terms * torch.finfo(torch.float32).eps * magnitude + torch.finfo(torch.float32).tiny
+    err = (got.double() - exact).abs()
+    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_winograd_matches_torch(case, channels_last, tile, winograd):
+    winograd(tile)
+    n, c, h, w, k, padding, _ = case
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+    weight, bias = torch.randn(k, c, 3, 3), torch.randn(k)
+    p, q = h + 2 * padding - 2, w + 2 * padding - 2
+    grad_out = torch.randn(n, k, p, q).contiguous(memory_format=fmt)
+    before = _calls()
+    out = ops.conv2d(x, weight, bias, (1, 1), (padding,) * 2, (1, 1), 1)
+    grad_in = ops._conv2d_input_grad(grad_out, weight, list(x.shape), (1, 1), (padding,) * 2, (1, 1), 1)
+    after = _calls()
+    assert (after[0] - before[0], after[1] - before[1]) == ((1, 1) if n > 0 else (0, 0))
+    (ref, ref_mag), (ref_gi, ref_gi_mag) = _fp64_refs(x, weight, bias, grad_out, padding)
+    _assert_within_direct_bound(out, ref, ref_mag, c * 9 + 1, "forward", tile)
+    _assert_within_direct_bound(grad_in, ref_gi, ref_gi_mag, k * 9, "input gradient", tile)
+    if n > 0 and p * q > 1:  # (empty or 1x1 results: the memory format is ambiguous)
+        assert out.is_contiguous(memory_format=fmt) and grad_in.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_non_contiguous_inputs_and_no_bias(tile, winograd):
+    winograd(tile)
+    x = torch.randn(2, 12, 9, 22)[:, :, :, ::2]  # every other column
+    weight = torch.randn(3, 3, 12, 10).permute(3, 2, 0, 1)  # (10, 12, 3, 3), not contiguous
+    grad_out = torch.randn(2, 10, 11, 9).transpose(2, 3)  # (2, 10, 9, 11), not contiguous
+    before = _calls()
+    out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)
+    grad_in = ops._conv2d_input_grad(grad_out, weight, list(x.shape), (1, 1), (1, 1), (1, 1), 1)
+    assert _calls()[0] == before[0] + 1 and _calls()[1] == before[1] + 1
+    (ref, ref_mag), (ref_gi, ref_gi_mag) = _fp64_refs(x, weight, torch.zeros(10), grad_out, 1)
+    _assert_within_direct_bound(out, ref, ref_mag, 12 * 9, "forward", tile)
+    _assert_within_direct_bound(grad_in, ref_gi, ref_gi_mag, 10 * 9, "input gradient", tile)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_autograd_through_the_public_function(tile, winograd):
+    winograd(tile)
+    x = torch.randn(2, 16, 10, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(24, 16, 3, 3, requires_grad=True)
+    grad_out = torch.randn(2, 24, 10, 9)
+    before = _calls()
+    FF.conv2d(x, weight, None, padding=1).backward(grad_out)
+    assert _calls()[0] == before[0] + 1 and _calls()[1] == before[1] + 1
+    (_, _), (ref_gi, ref_gi_mag) = _fp64_refs(x, weight, torch.zeros(24), grad_out, 1)
+    _assert_within_direct_bound(x.grad, ref_gi, ref_gi_mag, 24 * 9, "input gradient", tile)
+    ref_gw = torch.nn.grad.conv2d_weight(x.detach().double(), weight.shape, grad_out.double(), 1, 1)
+    ref_gw_mag = torch.nn.grad.conv2d_weight(x.detach().double().abs(), weight.shape, grad_out.double().abs(), 1, 1)
+    _assert_within_direct_bound(weight.grad, ref_gw, ref_gw_mag, 2 * 10 * 9, "weight gradient")
+
+
+def test_off_with_environment_variable(winograd):
+    winograd(0)
+    x, weight = torch.randn(1, 32, 12, 12), torch.randn(32, 32, 3, 3)
+    before = _calls()
+    out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)
+    ops._conv2d_input_grad(out, weight, list(x.shape), (1, 1), (1, 1), (1, 1), 1)
+    assert _calls() == before
+    torch.testing.assert_close(out, F.conv2d(x, weight, None, 1, 1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tile", ["2", "4", "auto"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_results_do_not_depend_on_thread_count(tile, channels_last, winograd):
+    # Few tiles (so the work is split over output channels too, differently per thread count).
+    winograd(tile)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(1, 64, 9, 9).contiguous(memory_format=fmt)
+    weight, bias = torch.randn(96, 64, 3, 3), torch.randn(96)
+    grad_out = torch.randn(1, 96, 9, 9).contiguous(memory_format=fmt)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            results.append((ops.conv2d(x, weight, bias, (1, 1), (1, 1), (1, 1), 1),
+                            ops._conv2d_input_grad(grad_out, weight, [1, 64, 9, 9], (1, 1), (1, 1), (1, 1), 1)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_heuristic_picks_winograd_for_resnet_layers(monkeypatch):
+    monkeypatch.delenv("FASTCONV_CPU_WINOGRAD", raising=False)
+    before = _calls()
+    x, weight = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)  # ResNet-50 res2a_branch2b
+    out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)
+    assert _calls()[0] == before[0] + 1
+    (ref, ref_mag), _ = _fp64_refs(x, weight, torch.zeros(64), out, 1)
+    _assert_within_direct_bound(out, ref, ref_mag, 64 * 9, "forward", tile=4)
+    # A first layer (3 input channels) stays on the direct kernel.
+    ops.conv2d(torch.randn(1, 3, 16, 16), torch.randn(16, 3, 3, 3), None, (1, 1), (1, 1), (1, 1), 1)
+    assert _calls()[0] == before[0] + 1
+
+
+# Max |error| / (eps * rms(exact output)) on this problem (unit normals, C = K = 128, 3x3),
+# measured: direct kernel 40, F(2x2,3x3) 17, F(4x4,3x3) 423 (PyTorch's oneDNN: 44). F(2x2) is as
+# accurate as the direct sum (its transforms only add and halve; each GEMM sums C = 128
+# products instead of 9 C); F(4x4)'s transforms scale by up to 8 and 1/24 and mix signs, ~10x
+# the direct error (rms error ~4x), still within the worst-case bound of a direct fp32 sum
+# (test_winograd_matches_torch). The bounds allow about 3x the measured values (the error of
+# a random problem varies with the seed).
+ACCURACY_BOUNDS = {"0": 120.0, "2": 60.0, "4": 1300.0}
+
+
+@pytest.mark.parametrize("mode", ["0", "2", "4"], ids=["direct", "F2x2", "F4x4"])
+def test_accuracy_against_fp64(mode, winograd):
+    winograd(mode)
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 128, 12, 12), torch.randn(128, 128, 3, 3)
+    before = _calls()
+    out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)
+    assert (_calls()[0] > before[0]) == (mode != "0")
+    exact = F.conv2d(x.double(), weight.double(), None, 1, 1)
+    scale = torch.finfo(torch.float32).eps * exact.pow(2).mean().sqrt().item()
+    err = ((out.double() - exact).abs().max() / scale).item()
+    assert err <= ACCURACY_BOUNDS[mode], f"max error {err:.1f} eps * rms(out)"

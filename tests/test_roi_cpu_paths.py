@@ -1,0 +1,159 @@
+"""The CPU ROI kernels' internal paths, each against torchvision: ROI Pool's register-blocked
+channel loops (blocks of 32 and 8 channels and a scalar tail) and its backward reading
+grad_output and argmax in place in any layout; ROI Align's two ways of reading an NCHW map
+(per-box tiles of the rows and columns the taps read, for few boxes on a large map; one
+transpose to channels_last, for many boxes) with tile channel blocks that end in a tail.
+The small shapes of test_roi_align.py / test_roi_pool.py have fewer than 8 channels and so
+never reach the blocked loops."""
+import pytest
+import torch
+import torchvision
+
+from fastconv.ops import roi_align, roi_pool
+from fastconv.testing import TOLERANCES
+from roi_testing import edge_case_boxes
+
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+def grads(fn, x, rois, grad):
+    xg = x.detach().requires_grad_()
+    return torch.autograd.grad(fn(xg, rois), xg, grad)[0]
+
+
+# ---- ROI Pool -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [45, 70])  # 32 + 8 + 5 and 2 * 32 + 6: every block kind
+@pytest.mark.parametrize("memory_format", FORMATS, ids=str)
+def test_roi_pool_channel_blocks_match_torchvision(channels, memory_format):
+    x = torch.randn(2, channels, 11, 13).contiguous(memory_format=memory_format)
+    rois = torch.cat([edge_case_boxes(2, 11, 13, 0.5).float()] * 2)
+    out, argmax = torch.ops.fastconv.roi_pool(x, rois, 0.5, 3, 4)
+    ref, ref_argmax = torch.ops.torchvision.roi_pool(x, rois, 0.5, 3, 4)
+    assert out.is_contiguous(memory_format=memory_format)
+    assert torch.equal(out, ref) and torch.equal(argmax, ref_argmax)
+    grad = torch.randn(ref.shape)
+    g = grads(lambda t, r: roi_pool(t, r, (3, 4), 0.5), x, rois, grad)
+    g_ref = grads(lambda t, r: torchvision.ops.roi_pool(t, r, (3, 4), 0.5), x, rois, grad)
+    assert g.is_contiguous(memory_format=memory_format)
+    # a few terms per pixel, added in box order by both
+    torch.testing.assert_close(g, g_ref, **TOLERANCES[torch.float32])
+
+
+def test_roi_pool_blocked_loop_ties_nan_and_infinities():
+    # channel 0: ties (the first in row-major order wins); 1: NaN never wins; 2: all -inf keeps
+    # -FLT_MAX and argmax -1 (torchvision's rule), in a 40-channel map so all go through the
+    # 32-channel register block
+    x = torch.randn(1, 40, 6, 6)
+    x[0, 0] = 0.0
+    x[0, 0, 2:4, 2:4] = 1.0
+    x[0, 1] = float("nan")
+    x[0, 1, 5, 5] = 3.0
+    x[0, 2] = float("-inf")
+    rois = torch.tensor([[0, 0.0, 0.0, 5.0, 5.0], [0, 2.0, 2.0, 3.0, 3.0],
+                         [0, 7.0, 7.0, 9.0, 9.0]])  # the last is outside: empty bins
+    out, argmax = torch.ops.fastconv.roi_pool(x, rois, 1.0, 3, 3)
+    ref, ref_argmax = torch.ops.torchvision.roi_pool(x, rois, 1.0, 3, 3)
+    assert torch.equal(out, ref) and torch.equal(argmax, ref_argmax)
+    assert (argmax[:, 2] == -1).all() and (argmax[2] == -1).all()
+
+
+@pytest.mark.parametrize("memory_format", FORMATS, ids=str)
+def test_roi_pool_backward_reads_any_grad_layout(memory_format):
+    x = torch.randn(2, 37, 9, 10).contiguous(memory_format=memory_format)
+    rois = edge_case_boxes(2, 9, 10, 1.0).float()
+    other = torch.channels_last if memory_format == torch.contiguous_format else \
+        torch.contiguous_format
+    for make_grad in (lambda s: torch.randn(s).contiguous(memory_format=other),  # other layout
+                      lambda s: torch.randn(s[1:]).expand(s),                  # expanded
+                      lambda s: torch.randn(s[0], s[2], s[3], s[1]).permute(0, 3, 1, 2)):
+        grad = make_grad((rois.shape[0], 37, 3, 2))
+        g = grads(lambda t, r: roi_pool(t, r, (3, 2), 1.0), x, rois, grad)
+        g_ref = grads(lambda t, r: torchvision.ops.roi_pool(t, r, (3, 2), 1.0), x, rois,
+                      grad.contiguous())
+        assert g.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(g, g_ref, **TOLERANCES[torch.float32])
+
+
+# ---- ROI Align ----------------------------------------------------------------------------------
+# (N, C, H, W, boxes, output_size, sampling_ratio, aligned). The NCHW path is chosen from an
+# estimate of the pixels the boxes' tiles hold (<= min(2 * bins * grid, box span + 2, map side)
+# per axis and box) against the map's N*H*W = 3840 pixels:
+# - "tiles": 20 edge-case boxes, 3x2 bins, grid <= 2: at most 12 x 8 = 96 pixels a box, 1920
+#   in all; tiles of 70 channels go 64 + 6 in the forward;
+# - "transposed": the same boxes three times, 7x7 bins, adaptive sampling (whole-map boxes
+#   alone read 40 x 48 pixels each): far more than the map.
+ALIGN_CASES = {
+    "tiles": (2, 70, 40, 48, 1, (3, 2), 2, False),
+    "tiles_aligned_sr1": (2, 45, 40, 48, 1, (3, 2), 1, True),
+    "transposed": (2, 45, 40, 48, 3, (7, 7), 0, True),
+}
+
+
+def align_inputs(case, dtype=torch.float32):
+    n, c, h, w, repeat, size, ratio, aligned = case
+    x = torch.randn(n, c, h, w, dtype=torch.float64).to(dtype)
+    rois = torch.cat([edge_case_boxes(n, h, w, 1.0)] * repeat).to(dtype)
+    return x, rois, (size, 1.0, ratio, aligned)
+
+
+@pytest.mark.parametrize("name", list(ALIGN_CASES))
+def test_roi_align_nchw_paths_match_channels_last_and_torchvision(name):
+    x, rois, args = align_inputs(ALIGN_CASES[name])
+    xl = x.contiguous(memory_format=torch.channels_last)
+    out = roi_align(x, rois, *args)
+    assert out.is_contiguous()
+    # same samples in the same order whichever way the map is read: identical numbers
+    assert torch.equal(out, roi_align(xl, rois, *args).contiguous())
+    torch.testing.assert_close(out, torchvision.ops.roi_align(x, rois, *args),
+                               **TOLERANCES[torch.float32])
+    grad = torch.randn(out.shape)
+    g = grads(lambda t, r: roi_align(t, r, *args), x, rois, grad)
+    g_last = grads(lambda t, r: roi_align(t, r, *args), xl, rois, grad)
+    g_ref = grads(lambda t, r: torchvision.ops.roi_align(t, r, *args), x, rois, grad)
+    assert g.is_contiguous() and g_last.is_contiguous(memory_format=torch.channels_last)
+    # sums of many bin contributions in different orders (tiles add a box's sum at once;
+    # torchvision multiplies by the weight before dividing by the count): a few fp32 ulps of
+    # sums of magnitude ~10, as in test_roi_align.py
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=2.5e-5)
+    torch.testing.assert_close(g_last, g_ref, rtol=1e-5, atol=2.5e-5)
+
+
+@pytest.mark.parametrize("name", ["tiles", "transposed"])
+@pytest.mark.parametrize("memory_format", FORMATS, ids=str)
+def test_roi_align_backward_is_bitwise_independent_of_threads(name, memory_format):
+    x, rois, args = align_inputs(ALIGN_CASES[name])
+    x = x.contiguous(memory_format=memory_format)
+    grad = torch.randn(rois.shape[0], x.shape[1], *args[0])
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):  # different channel blocks per unit
+            torch.set_num_threads(threads)
+            results.append(grads(lambda t, r: roi_align(t, r, *args), x, rois, grad))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_roi_align_tiles_low_precision(dtype):
+    x, rois, args = align_inputs(ALIGN_CASES["tiles"], dtype)
+    out = roi_align(x, rois, *args)
+    assert out.dtype == dtype
+    assert torch.equal(out, roi_align(x.contiguous(memory_format=torch.channels_last), rois,
+                                      *args).contiguous())
+    ref = torchvision.ops.roi_align(x.float(), rois.float(), *args)
+    torch.testing.assert_close(out.float(), ref, **TOLERANCES[dtype])
+    grad = torch.randn(out.shape).to(dtype)
+    g = grads(lambda t, r: roi_align(t, r, *args), x, rois, grad)
+    g_ref = grads(lambda t, r: torchvision.ops.roi_align(t, r, *args), x.float(), rois.float(),
+                  grad.float())
+    assert g.dtype == dtype
+    torch.testing.assert_close(g.float(), g_ref, **TOLERANCES[dtype])
+
+
+def test_roi_align_tiles_gradcheck():
+    # two small boxes on a 1x9x12x14 map: tiles of at most 4 x 6 pixels; samples off the grid
+    x = torch.randn(1, 9, 12, 14, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 3.3, 2.6, 6.1, 5.7], [0, 8.2, 1.1, 12.9, 4.4]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (2, 3), 1.0, 2, False), (x,))
