@@ -94,11 +94,16 @@ def test_winograd_matches_torch(case, channels_last, tile, winograd):
         assert out.is_contiguous(memory_format=fmt) and grad_in.is_contiguous(memory_format=fmt)
 
 
+@pytest.mark.parametrize("weight_layout", ["permuted", "channels_last"])
 @pytest.mark.parametrize("tile", [2, 4])
-def test_non_contiguous_inputs_and_no_bias(tile, winograd):
+def test_non_contiguous_inputs_and_no_bias(tile, weight_layout, winograd):
+    # The fast kernels take the weight with any strides (no copy on the direct path), so the
+    # Winograd entry must handle a non-contiguous weight too, e.g. a channels_last one.
     winograd(tile)
     x = torch.randn(2, 12, 9, 22)[:, :, :, ::2]  # every other column
     weight = torch.randn(3, 3, 12, 10).permute(3, 2, 0, 1)  # (10, 12, 3, 3), not contiguous
+    if weight_layout == "channels_last":
+        weight = weight.contiguous(memory_format=torch.channels_last)
     grad_out = torch.randn(2, 10, 11, 9).transpose(2, 3)  # (2, 10, 9, 11), not contiguous
     before = _calls()
     out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)

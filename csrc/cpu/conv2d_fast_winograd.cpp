@@ -272,7 +272,10 @@ bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, con
                              const at::Tensor& bias, at::Tensor& output) {
   const Kernels& kk = *fastk::pick_kernels();
   const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q, std::max(g.pad_h, g.pad_w)));
-  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, weight.data_ptr<float>(), false};
+  // The weight transform reads (K, C, 3, 3) in NCHW order; the fast kernels' contract lets the
+  // weight have any strides (a channels_last weight is common), so make it contiguous here.
+  const at::Tensor w = weight.contiguous();
+  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, w.data_ptr<float>(), false};
   run(kk, tf, pb, input, bias.defined() ? bias.data_ptr<float>() : nullptr, fastk::Dest(output));
   forward_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
@@ -282,7 +285,8 @@ bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_ou
                                 const at::Tensor& weight, at::Tensor& grad_input) {
   const Kernels& kk = *fastk::pick_kernels();
   const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w, std::max(g.pad_h, g.pad_w)));
-  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w, weight.data_ptr<float>(), true};
+  const at::Tensor w = weight.contiguous();  // as in the forward pass
+  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w, w.data_ptr<float>(), true};
   run(kk, tf, pb, grad_output, nullptr, fastk::Dest(grad_input));
   input_grad_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
