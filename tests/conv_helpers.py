@@ -80,3 +80,31 @@ def reference(fn, *tensors):
     exact = fn(*[t.detach().double() if t is not None else None for t in tensors])
     magnitude = fn(*[t.detach().double().abs() if t is not None else None for t in tensors])
     return exact, magnitude
+
+
+def assert_compiled_matches_eager(f, tensors):
+    """torch.compile(f, fullgraph=True) (aot_eager: fake kernels, autograd and tracing without
+    code generation) gives f's value and the gradients of a scalar f, bit for bit."""
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    args_c = [t.clone().requires_grad_() for t in tensors]
+    args_e = [t.clone().requires_grad_() for t in tensors]
+    yc, ye = compiled(*args_c), f(*args_e)
+    yc.backward()
+    ye.backward()
+    assert torch.equal(yc, ye)
+    for a, e in zip(args_c, args_e):
+        assert torch.equal(a.grad, e.grad)
+
+
+def assert_same_error_eagerly_and_under_fake_tensors(fn, tensors, message, match="fastconv::"):
+    """fn(*tensors) raises a RuntimeError matching `match` and containing `message`, and the
+    same first line under FakeTensorMode (the checks shared with the Meta kernels)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with pytest.raises(RuntimeError, match=match) as eager:
+        fn(*tensors)
+    assert message in str(eager.value)
+    with FakeTensorMode() as mode:
+        with pytest.raises(RuntimeError) as fake:
+            fn(*[mode.from_tensor(t) for t in tensors])
+    assert str(fake.value).splitlines()[0] == str(eager.value).splitlines()[0]

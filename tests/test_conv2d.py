@@ -6,8 +6,9 @@ import torch.nn.functional as TF
 
 import fastconv.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
-from conv_helpers import (CASES, DTYPES, FORMATS, NUMERIC_CASES, assert_within_rounding,  # noqa: F401
-                          case_id, make, no_tf32, reference)
+from conv_helpers import (CASES, DTYPES, FORMATS, NUMERIC_CASES,  # noqa: F401
+                          assert_compiled_matches_eager, assert_within_rounding, case_id, make,
+                          no_tf32, reference)
 
 _ops = torch.ops.fastconv
 
@@ -195,15 +196,7 @@ def test_torch_compile_fullgraph_matches_eager(device, memory_format):
     x = make((2, 4, 9, 8), torch.float32, device, memory_format)
     w = make((6, 2, 3, 3), torch.float32, device)
     b = make((6,), torch.float32, device)
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    args_c = [t.clone().requires_grad_() for t in (x, w, b)]
-    args_e = [t.clone().requires_grad_() for t in (x, w, b)]
-    yc, ye = compiled(*args_c), f(*args_e)
-    yc.backward()
-    ye.backward()
-    assert torch.equal(yc, ye)
-    for a, e in zip(args_c, args_e):
-        assert torch.equal(a.grad, e.grad)
+    assert_compiled_matches_eager(f, (x, w, b))
 
 
 def test_torch_compile_inductor_and_dynamic_shapes(device):

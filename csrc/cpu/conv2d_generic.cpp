@@ -39,6 +39,28 @@ std::vector<ConvRange> tap_ranges(int64_t taps, int64_t in_size, int64_t out_siz
   return ranges;
 }
 
+// One step of the NCHW tap walk: kernel tap (r, s) on output row p, which reads input row ih;
+// output columns q in [q.begin, q.end) read input columns q * stride_w + off, all inside.
+struct TapRow {
+  int64_t r, s, p, ih, off;
+  ConvRange q;
+};
+
+// The NCHW tap walk of the three passes, in (r, p, s) order: f(TapRow) for every tap and output
+// row whose input row is inside. cols: tap_ranges along the width, computed once per call.
+template <typename F>
+void for_each_tap_row(const ConvGeometry& g, const std::vector<ConvRange>& cols, F&& f) {
+  for (int64_t r = 0; r < g.r; ++r) {
+    const ConvRange rows = conv_outputs_reading_inside(r, g.h, g.p, g.stride_h, g.pad_h, g.dil_h);
+    for (int64_t p = rows.begin; p < rows.end; ++p) {
+      const int64_t ih = conv_input_coord(p, r, g.stride_h, g.pad_h, g.dil_h);
+      for (int64_t s = 0; s < g.s; ++s) {
+        f(TapRow{r, s, p, ih, conv_input_coord(0, s, g.stride_w, g.pad_w, g.dil_w), cols[s]});
+      }
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t>
 void store(const acc_t* src, int64_t count, scalar_t* dst) {
   for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(src[i]);
@@ -62,21 +84,14 @@ void forward_nchw(const ConvGeometry& g, const scalar_t* x, const scalar_t* w, c
       for (int64_t c = 0; c < cpg; ++c) {
         const scalar_t* xp = x + (n * g.c + group * cpg + c) * HW;
         const scalar_t* wk = w + (k * cpg + c) * g.r * g.s;
-        for (int64_t r = 0; r < g.r; ++r) {
-          const ConvRange rows = conv_outputs_reading_inside(r, g.h, g.p, g.stride_h, g.pad_h,
-                                                             g.dil_h);
-          for (int64_t p = rows.begin; p < rows.end; ++p) {
-            const scalar_t* xrow = xp + conv_input_coord(p, r, g.stride_h, g.pad_h, g.dil_h) * g.w;
-            acc_t* orow = plane.data() + p * g.q;
-            for (int64_t s = 0; s < g.s; ++s) {
-              const acc_t wv = static_cast<acc_t>(wk[r * g.s + s]);
-              const int64_t off = conv_input_coord(0, s, sw, g.pad_w, g.dil_w);
-              for (int64_t q = cols[s].begin; q < cols[s].end; ++q) {
-                orow[q] += wv * static_cast<acc_t>(xrow[q * sw + off]);
-              }
-            }
+        for_each_tap_row(g, cols, [&](const TapRow& t) {
+          const acc_t wv = static_cast<acc_t>(wk[t.r * g.s + t.s]);
+          const scalar_t* xrow = xp + t.ih * g.w;
+          acc_t* orow = plane.data() + t.p * g.q;
+          for (int64_t q = t.q.begin; q < t.q.end; ++q) {
+            orow[q] += wv * static_cast<acc_t>(xrow[q * sw + t.off]);
           }
-        }
+        });
       }
       store(plane.data(), PQ, y + u * PQ);
     }
@@ -147,21 +162,14 @@ void input_grad_nchw(const ConvGeometry& g, const scalar_t* go, const scalar_t* 
         const int64_t k = group * kpg + kk;
         const scalar_t* gop = go + (n * g.k + k) * PQ;
         const scalar_t* wkc = w + (k * cpg + c) * g.r * g.s;
-        for (int64_t r = 0; r < g.r; ++r) {
-          const ConvRange rows = conv_outputs_reading_inside(r, g.h, g.p, g.stride_h, g.pad_h,
-                                                             g.dil_h);
-          for (int64_t p = rows.begin; p < rows.end; ++p) {
-            acc_t* irow = plane.data() + conv_input_coord(p, r, g.stride_h, g.pad_h, g.dil_h) * g.w;
-            const scalar_t* grow = gop + p * g.q;
-            for (int64_t s = 0; s < g.s; ++s) {
-              const acc_t wv = static_cast<acc_t>(wkc[r * g.s + s]);
-              const int64_t off = conv_input_coord(0, s, sw, g.pad_w, g.dil_w);
-              for (int64_t q = cols[s].begin; q < cols[s].end; ++q) {
-                irow[q * sw + off] += wv * static_cast<acc_t>(grow[q]);
-              }
-            }
+        for_each_tap_row(g, cols, [&](const TapRow& t) {
+          const acc_t wv = static_cast<acc_t>(wkc[t.r * g.s + t.s]);
+          acc_t* irow = plane.data() + t.ih * g.w;
+          const scalar_t* grow = gop + t.p * g.q;
+          for (int64_t q = t.q.begin; q < t.q.end; ++q) {
+            irow[q * sw + t.off] += wv * static_cast<acc_t>(grow[q]);
           }
-        }
+        });
       }
       store(plane.data(), HW, gi + u * HW);
     }
@@ -230,21 +238,15 @@ void weight_grad_nchw(const ConvGeometry& g, const scalar_t* go, const scalar_t*
       for (int64_t n = 0; n < g.n; ++n) {
         const scalar_t* gop = go + (n * g.k + k) * PQ;
         const scalar_t* xp = x + (n * g.c + cin) * HW;
-        for (int64_t p = 0; p < g.p; ++p) {
-          const scalar_t* grow = gop + p * g.q;
-          for (int64_t r = 0; r < g.r; ++r) {
-            const int64_t ih = conv_input_coord(p, r, g.stride_h, g.pad_h, g.dil_h);
-            if (ih < 0 || ih >= g.h) continue;
-            const scalar_t* xrow = xp + ih * g.w;
-            for (int64_t s = 0; s < g.s; ++s) {
-              acc_t* part = partial.data() + (r * g.s + s) * g.q;
-              const int64_t off = conv_input_coord(0, s, sw, g.pad_w, g.dil_w);
-              for (int64_t q = cols[s].begin; q < cols[s].end; ++q) {
-                part[q] += static_cast<acc_t>(grow[q]) * static_cast<acc_t>(xrow[q * sw + off]);
-              }
-            }
+        // each partial sums over (n, p) in order, as the (r, p, s) walk visits p in order
+        for_each_tap_row(g, cols, [&](const TapRow& t) {
+          const scalar_t* grow = gop + t.p * g.q;
+          const scalar_t* xrow = xp + t.ih * g.w;
+          acc_t* part = partial.data() + (t.r * g.s + t.s) * g.q;
+          for (int64_t q = t.q.begin; q < t.q.end; ++q) {
+            part[q] += static_cast<acc_t>(grow[q]) * static_cast<acc_t>(xrow[q * sw + t.off]);
           }
-        }
+        });
       }
       for (int64_t rs = 0; rs < RS; ++rs) {
         acc_t sum = 0;

@@ -1,10 +1,8 @@
 // CUDA implementations of the BatchNorm family (contracts: schemas/batch_norm.cpp): the device
 // guard, this device's properties and stream, around the host code shared with the emulated
-// launcher (cuda/host/batch_norm.h). Only c10/cuda headers (see cuda/max_pool2d.cu).
+// launcher (cuda/host/batch_norm.h). Only c10/cuda headers (see cuda/host/launch.h).
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/host/batch_norm.h"
@@ -14,30 +12,12 @@ namespace fastconv {
 namespace {
 
 namespace host = ::fastconv::FC_KERNEL_NS::bn_host;
-
-LaunchDevice current_device() {
-  int device = 0, sm_count = 0, threads_per_sm = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(
-      cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-  return {sm_count, threads_per_sm};
-}
-
-at::Tensor plain_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  return at::empty(size, options);
-}
-
-template <typename F>
-auto on_device(const at::Tensor& t, F f) {
-  c10::cuda::CUDAGuard guard(t.device());
-  return f(host::BnLaunch{current_device(), c10::cuda::getCurrentCUDAStream(), plain_empty});
-}
+using ::fastconv::FC_KERNEL_NS::host::on_device;  // cuda/host/launch.h
 
 using OptTensor = std::optional<at::Tensor>;
 
 std::tuple<at::Tensor, at::Tensor> stats_cuda(const at::Tensor& input) {
-  return on_device(input, [&](const host::BnLaunch& l) { return host::stats(l, input); });
+  return on_device(input, [&](const host::HostLaunch& l) { return host::stats(l, input); });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train_cuda(
@@ -60,7 +40,7 @@ void update_stats_cuda(const at::Tensor& mean, const at::Tensor& var, c10::SymIn
 at::Tensor apply_cuda(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& var,
                       const OptTensor& weight, const OptTensor& bias, const OptTensor& residual,
                       double eps, bool relu) {
-  return on_device(input, [&](const host::BnLaunch& l) {
+  return on_device(input, [&](const host::HostLaunch& l) {
     return host::apply(l, input, mean, var, weight, bias, residual, eps, relu);
   });
 }
@@ -69,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
     const at::Tensor& var, const OptTensor& weight, const OptTensor& bias,
     const OptTensor& residual, double eps, bool relu) {
-  return on_device(input, [&](const host::BnLaunch& l) {
+  return on_device(input, [&](const host::HostLaunch& l) {
     return host::backward_reduce(l, grad_output, input, mean, var, weight, bias, residual, eps,
                                  relu);
   });

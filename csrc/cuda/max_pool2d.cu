@@ -1,14 +1,7 @@
 // CUDA implementations of the max-pool family (schemas and contracts: csrc/fastconv.cpp):
 // the device guard, this device's properties and stream, around the host code shared with
-// the emulated launcher (cuda/host/max_pool2d.h).
-//
-// Only c10/cuda headers: ATen/cuda/CUDAContext.h pulls in cusparse.h, cublas_v2.h, ... which a
-// bare toolkit (the nvcc-only /usr/local/cuda-13.0 here) does not ship.
-// c10::cuda::getCurrentCUDAStream is the function at::cuda::getCurrentCUDAStream names.
+// the emulated launcher (cuda/host/max_pool2d.h). Only c10/cuda headers (see cuda/host/launch.h).
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/host/max_pool2d.h"
@@ -17,28 +10,7 @@ namespace fastconv {
 namespace {
 
 namespace host = ::fastconv::FC_KERNEL_NS::host;
-
-// The properties the launch plans use, for the device the guard made current
-// (cudaDeviceGetAttribute is a cheap host-side lookup, unlike cudaGetDeviceProperties).
-LaunchDevice current_device() {
-  int device = 0, sm_count = 0, threads_per_sm = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(
-      cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-  return {sm_count, threads_per_sm};
-}
-
-at::Tensor plain_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  return at::empty(size, options);
-}
-
-// Device guard first, then the shared host code with this device's properties and stream.
-template <typename F>
-auto on_device(const at::Tensor& t, F f) {
-  c10::cuda::CUDAGuard guard(t.device());
-  return f(host::HostLaunch{current_device(), c10::cuda::getCurrentCUDAStream(), plain_empty});
-}
+using ::fastconv::FC_KERNEL_NS::host::on_device;  // cuda/host/launch.h
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_cuda(
     const at::Tensor& input, at::IntArrayRef kernel, at::IntArrayRef stride,

@@ -2,9 +2,6 @@
 // schemas/roi.cpp): the device guard, this device's properties and stream, around the host code
 // shared with the emulated launcher (cuda/host/roi.h).
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/host/roi.h"
@@ -13,25 +10,7 @@ namespace fastconv {
 namespace {
 
 namespace host = ::fastconv::FC_KERNEL_NS::host;
-
-LaunchDevice current_device() {
-  int device = 0, sm_count = 0, threads_per_sm = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(
-      cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-  return {sm_count, threads_per_sm};
-}
-
-at::Tensor plain_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  return at::empty(size, options);
-}
-
-template <typename F>
-auto on_device(const at::Tensor& t, F f) {
-  c10::cuda::CUDAGuard guard(t.device());
-  return f(host::HostLaunch{current_device(), c10::cuda::getCurrentCUDAStream(), plain_empty});
-}
+using ::fastconv::FC_KERNEL_NS::host::on_device;  // cuda/host/launch.h
 
 at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                           int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,

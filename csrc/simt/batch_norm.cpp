@@ -20,22 +20,10 @@ namespace {
 namespace host = ::fastconv::FC_KERNEL_NS::bn_host;
 using OptTensor = std::optional<at::Tensor>;
 
-host::BnLaunch emulated_launch() {
-  const ::simt::Target& t = *::simt::config().target;
-  auto poisoned_empty = [](at::IntArrayRef size, const at::TensorOptions& options) {
-    at::Tensor e = at::empty(size, options);
-    if (at::isFloatingType(e.scalar_type()))
-      e.fill_(std::numeric_limits<double>::quiet_NaN());
-    else
-      e.fill_(-1);
-    return e;
-  };
-  return {LaunchDevice{t.sm_count, t.max_threads_per_sm}, nullptr, +poisoned_empty};
-}
+using ::fastconv::FC_KERNEL_NS::host::emulated_launch;  // cuda/host/launch.h
 
 void check_cpu(const at::Tensor& t, const char* op) {
-  FC_CHECK(t.device().is_cpu(), op, "input on the CPU for the emulated CUDA kernels, got ",
-           t.device());
+  ::fastconv::FC_KERNEL_NS::host::check_cpu(t, op, "input");
 }
 
 std::tuple<at::Tensor, at::Tensor> stats_simt(const at::Tensor& input) {

@@ -16,6 +16,7 @@
 #include "simt/simt.h"  // after torch, before anything that includes common/ (SIMT.md 2)
 #include "schemas/conv.h"
 #include "cuda/host/conv2d.h"
+#include "cuda/launch/conv2d_passes.h"  // the kernels of all passes
 
 namespace fastconv {
 namespace {
@@ -24,26 +25,14 @@ namespace host = ::fastconv::FC_KERNEL_NS::host;
 static_assert(std::is_same_v<host::kernels::ConvOptions, ::fastconv::simt::ConvOptions>,
               "the emulated build compiles kernels into fastconv::simt");
 
-void conv_check_cpu(const at::Tensor& t, const char* op, const char* name) {
-  FC_CHECK(t.device().is_cpu(), op, name, " on the CPU for the emulated CUDA kernels, got ",
-           t.device());
-}
-
-// at::empty (which honours the options' memory format, unlike at::full), poisoned with NaN.
-at::Tensor conv_poisoned_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  return at::empty(size, options).fill_(std::numeric_limits<double>::quiet_NaN());
-}
-
-host::ConvHostLaunch conv_emulated_launch() {
-  const ::simt::Target& t = *::simt::config().target;
-  return {{t.sm_count, t.max_threads_per_sm}, nullptr, conv_poisoned_empty};
-}
+using host::check_cpu;  // cuda/host/launch.h
+using host::emulated_launch;
 
 at::Tensor conv2d_simt(const at::Tensor& input, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  conv_check_cpu(input, "conv2d", "input");
-  return host::conv2d(conv_emulated_launch(), input, weight, bias, stride, padding, dilation,
+  check_cpu(input, "conv2d", "input");
+  return host::conv2d(emulated_launch(), input, weight, bias, stride, padding, dilation,
                       groups);
 }
 
@@ -51,8 +40,8 @@ at::Tensor conv2d_input_grad_simt(const at::Tensor& grad_output, const at::Tenso
                                   c10::SymIntArrayRef input_size, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef dilation,
                                   int64_t groups) {
-  conv_check_cpu(grad_output, "_conv2d_input_grad", "grad_output");
-  return host::conv2d_input_grad(conv_emulated_launch(), grad_output, weight, input_size,
+  check_cpu(grad_output, "_conv2d_input_grad", "grad_output");
+  return host::conv2d_input_grad(emulated_launch(), grad_output, weight, input_size,
                                  stride, padding, dilation, groups);
 }
 
@@ -60,8 +49,8 @@ at::Tensor conv2d_weight_grad_simt(const at::Tensor& grad_output, const at::Tens
                                    c10::SymIntArrayRef weight_size, at::IntArrayRef stride,
                                    at::IntArrayRef padding, at::IntArrayRef dilation,
                                    int64_t groups) {
-  conv_check_cpu(grad_output, "_conv2d_weight_grad", "grad_output");
-  return host::conv2d_weight_grad(conv_emulated_launch(), grad_output, input, weight_size,
+  check_cpu(grad_output, "_conv2d_weight_grad", "grad_output");
+  return host::conv2d_weight_grad(emulated_launch(), grad_output, input, weight_size,
                                   stride, padding, dilation, groups);
 }
 

@@ -22,27 +22,8 @@ namespace host = ::fastconv::FC_KERNEL_NS::host;
 static_assert(std::is_same_v<host::kernels::Pool2dShape, ::fastconv::simt::Pool2dShape>,
               "the emulated build compiles kernels into fastconv::simt");
 
-LaunchDevice emulated_device() {
-  const ::simt::Target& t = *::simt::config().target;
-  return {t.sm_count, t.max_threads_per_sm};
-}
-
-void check_cpu(const at::Tensor& t, const char* op, const char* name) {
-  FC_CHECK(t.device().is_cpu(), op, name, " on the CPU for the emulated CUDA kernels, got ",
-           t.device());
-}
-
-// at::empty, poisoned: NaN for floating types, 0xFF bytes (-1) for integers.
-at::Tensor poisoned_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(size, options);
-  if (at::isFloatingType(t.scalar_type()))
-    t.fill_(std::numeric_limits<double>::quiet_NaN());
-  else
-    t.fill_(-1);
-  return t;
-}
-
-host::HostLaunch emulated_launch() { return {emulated_device(), nullptr, poisoned_empty}; }
+using host::check_cpu;  // cuda/host/launch.h
+using host::emulated_launch;
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_with_indices_simt(
     const at::Tensor& input, at::IntArrayRef kernel, at::IntArrayRef stride,

@@ -234,6 +234,19 @@ inline void check_memory(Kind kind, const void* p, unsigned ldm, size_t elem, Si
                 std::to_string(ldm));
 }
 
+// The Call of a load or store at p with leading dimension ldm, once p and ldm are checked.
+inline Call memory_call(Kind kind, void (*run)(const Call&), const void* p, unsigned ldm,
+                        size_t elem, bool col_major, Site site) {
+  check_memory(kind, p, ldm, elem, site);
+  Call c;
+  c.kind = kind;
+  c.run = run;
+  c.ptr = p;
+  c.ldm = ldm;
+  c.col_major = col_major;
+  return c;
+}
+
 template <typename S>
 double to_double(S v) {
   if constexpr (std::is_same_v<S, __half>) return __half2float(v);
@@ -328,13 +341,9 @@ void load_matrix_sync(fragment<Use, m, n, k, T, L>& f,
                       unsigned ldm, SIMT_SITE) {
   namespace D = ::simt::wmma_detail;
   using F = fragment<Use, m, n, k, T, L>;
-  D::check_memory(D::Kind::Load, p, ldm, sizeof(typename F::storage_element_type), SIMT_HERE);
-  D::Call c;
-  c.kind = D::Kind::Load;
-  c.run = &D::run_load<F>;
-  c.ptr = p;
-  c.ldm = ldm;
-  c.col_major = std::is_same_v<L, col_major>;
+  D::Call c = D::memory_call(D::Kind::Load, &D::run_load<F>, p, ldm,
+                             sizeof(typename F::storage_element_type),
+                             std::is_same_v<L, col_major>, SIMT_HERE);
   c.out = f.x;
   c.out_bytes = sizeof f.x;
   D::arrive(c, SIMT_HERE);
@@ -344,13 +353,8 @@ template <int m, int n, int k, typename T>
 void load_matrix_sync(fragment<accumulator, m, n, k, T>& f, const typename detail::identity<T>::type* p,
                       unsigned ldm, layout_t layout, SIMT_SITE) {
   namespace D = ::simt::wmma_detail;
-  D::check_memory(D::Kind::Load, p, ldm, sizeof(T), SIMT_HERE);
-  D::Call c;
-  c.kind = D::Kind::Load;
-  c.run = &D::run_load<fragment<accumulator, m, n, k, T>>;
-  c.ptr = p;
-  c.ldm = ldm;
-  c.col_major = layout == mem_col_major;
+  D::Call c = D::memory_call(D::Kind::Load, &D::run_load<fragment<accumulator, m, n, k, T>>, p,
+                             ldm, sizeof(T), layout == mem_col_major, SIMT_HERE);
   c.out = f.x;
   c.out_bytes = sizeof f.x;
   D::arrive(c, SIMT_HERE);
@@ -360,13 +364,8 @@ template <int m, int n, int k, typename T>
 void store_matrix_sync(typename detail::identity<T>::type* p, const fragment<accumulator, m, n, k, T>& f,
                        unsigned ldm, layout_t layout, SIMT_SITE) {
   namespace D = ::simt::wmma_detail;
-  D::check_memory(D::Kind::Store, p, ldm, sizeof(T), SIMT_HERE);
-  D::Call c;
-  c.kind = D::Kind::Store;
-  c.run = &D::run_store<fragment<accumulator, m, n, k, T>>;
-  c.ptr = p;
-  c.ldm = ldm;
-  c.col_major = layout == mem_col_major;
+  D::Call c = D::memory_call(D::Kind::Store, &D::run_store<fragment<accumulator, m, n, k, T>>, p,
+                             ldm, sizeof(T), layout == mem_col_major, SIMT_HERE);
   c.in[0] = f.x;
   c.in_bytes[0] = sizeof f.x;
   D::arrive(c, SIMT_HERE);

@@ -19,26 +19,8 @@ namespace {
 
 namespace host = ::fastconv::FC_KERNEL_NS::host;
 
-LaunchDevice emulated_device() {
-  const ::simt::Target& t = *::simt::config().target;
-  return {t.sm_count, t.max_threads_per_sm};
-}
-
-void check_cpu(const at::Tensor& t, const char* op, const char* name) {
-  FC_CHECK(t.device().is_cpu(), op, name, " on the CPU for the emulated CUDA kernels, got ",
-           t.device());
-}
-
-at::Tensor poisoned_empty(at::IntArrayRef size, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(size, options);
-  if (at::isFloatingType(t.scalar_type()))
-    t.fill_(std::numeric_limits<double>::quiet_NaN());
-  else
-    t.fill_(-1);
-  return t;
-}
-
-host::HostLaunch emulated_launch() { return {emulated_device(), nullptr, poisoned_empty}; }
+using host::check_cpu;  // cuda/host/launch.h
+using host::emulated_launch;
 
 at::Tensor roi_align_simt(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                           int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,

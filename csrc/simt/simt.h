@@ -5,7 +5,8 @@
 //
 //   config.h      qualifiers, built-in variables, policy (SIMT_ORDER, ...), targets, errors
 //   fiber.h       ucontext fibers on guard-paged pooled stacks
-//   scheduler.h   passes, block barriers, warp-collective completion, deadlock reports
+//   scheduler.h   passes, block barriers, deadlock reports; the block's state in
+//                 block_state.h, warp-collective completion in warp_collectives.h
 //   launcher.h    simt::launch: argument conversion, validation, block order, dynamic smem
 //   builtins.h    __syncthreads*, __shfl*_sync, votes, match, reduce, __syncwarp, traps
 //   atomics.h     atomicAdd/CAS/... (integer, float, double, half, bf16)

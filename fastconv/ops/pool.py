@@ -35,39 +35,27 @@ torch.library.register_autograd(
     setup_context=_max_pool2d_setup_context)
 
 
-def _pool_backward_setup_context(ctx, inputs, output):
+def _save_indices(ctx, inputs, output):
     ctx.save_for_backward(inputs[1])
 
 
-def _pool_backward_backward(ctx, grad_grad_input):
-    # _max_pool2d_backward is linear in grad_output: d(grad_input)/d(grad_output) applied to
-    # grad_grad_input picks grad_grad_input at each output's argmax, a gather.
+def _gather_at_indices(ctx, grad):
+    # The backward of the two ops linear in their first argument whose derivative gathers it at
+    # the indices (their second argument), _max_unpool2d_backward:
+    # - _max_pool2d_backward: d(grad_input)/d(grad_output) applied to grad_grad_input picks
+    #   grad_grad_input at each output's argmax;
+    # - max_unpool2d: the gradient of each input is grad_output at its index.
     (indices,) = ctx.saved_tensors
-    grad_grad_output = None
+    grad_first = None
     if ctx.needs_input_grad[0]:
-        grad_grad_output = _ops._max_unpool2d_backward(grad_grad_input, indices)
-    return grad_grad_output, None, None, None, None, None, None, None
+        grad_first = _ops._max_unpool2d_backward(grad, indices)
+    return (grad_first,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
 torch.library.register_autograd(
-    "fastconv::_max_pool2d_backward", _pool_backward_backward,
-    setup_context=_pool_backward_setup_context)
-
-
-def _unpool_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])
-
-
-def _unpool_backward(ctx, grad_output):
-    (indices,) = ctx.saved_tensors
-    grad_input = None
-    if ctx.needs_input_grad[0]:
-        grad_input = _ops._max_unpool2d_backward(grad_output, indices)
-    return grad_input, None, None
-
-
+    "fastconv::_max_pool2d_backward", _gather_at_indices, setup_context=_save_indices)
 torch.library.register_autograd(
-    "fastconv::max_unpool2d", _unpool_backward, setup_context=_unpool_setup_context)
+    "fastconv::max_unpool2d", _gather_at_indices, setup_context=_save_indices)
 
 
 def _gather_setup_context(ctx, inputs, output):

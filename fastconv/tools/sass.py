@@ -11,6 +11,7 @@ packages nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm (the minimal toolkit her
 or the toolkit's bin/.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -91,55 +92,60 @@ def _demangle(names):
     return dict(zip(names, out))
 
 
+def _kernel_lines(text, header, kernels, end=None):
+    """(kernel, line) for each line of cuobjdump output `text` inside a kernel's part: from a
+    line matching `header` (group 1: the mangled name) to the next header, the next
+    "arch = sm_XX" line, or a line matching `end`. Kernels are created in `kernels`, keyed by
+    (arch, mangled name)."""
+    arch = current = None
+    for line in text.splitlines():
+        if m := re.match(r"\s*arch = (sm_\d+)", line):
+            arch, current = m.group(1), None
+        elif m := re.match(header, line):
+            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
+        elif end is not None and re.match(end, line):
+            current = None
+        elif current is not None:
+            yield current, line
+
+
 def inspect(library=None, tool=None):
-    """All kernels of `library` (default: fastconv._C), one Kernel per (arch, function)."""
+    """All kernels of `library` (default: fastconv._C), one Kernel per (arch, function).
+    Read once per library file and tool in a process (the test modules share the result:
+    disassembling every kernel takes a while); the Kernels returned are shared, do not modify
+    them."""
     library = library or default_library()
     tool = tool or find_cuobjdump()
     if tool is None:
         raise RuntimeError("fastconv.tools.sass: expected cuobjdump and nvdisasm (pip install "
                            "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm), got none")
+    return list(_inspect(os.path.abspath(library), os.stat(library).st_mtime_ns, tool))
+
+
+@functools.lru_cache(maxsize=8)
+def _inspect(library, mtime_ns, tool):
     kernels = {}
-    arch = None
-    current = None
-    for line in _run(tool, "-res-usage", library).splitlines():
-        if m := re.match(r"\s*arch = (sm_\d+)", line):
-            arch = m.group(1)
-        elif m := re.match(r"\s*Function (\S+):", line):
-            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
-        elif current is not None and (m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) "
-                                                     r"LOCAL:(\d+)", line)):
-            current.registers, current.stack, current.shared, current.local = map(int, m.groups())
-    arch = None
-    current = None
+    for k, line in _kernel_lines(_run(tool, "-res-usage", library), r"\s*Function (\S+):", kernels):
+        if m := re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line):
+            k.registers, k.stack, k.shared, k.local = map(int, m.groups())
     threads_next = False
-    for line in _run(tool, "-elf", library).splitlines():
-        if m := re.match(r"\s*arch = (sm_\d+)", line):
-            arch = m.group(1)
-        elif m := re.match(r"\.nv\.info\.(\S+)$", line):
-            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
-        elif re.match(r"\.", line):  # any other section
-            current = None
-        elif current is not None and "EIATTR_MAX_THREADS" in line:
+    # .nv.info.<kernel> sections; any other section (a line starting with ".") ends one
+    for k, line in _kernel_lines(_run(tool, "-elf", library), r"\.nv\.info\.(\S+)$", kernels,
+                                 end=r"\."):
+        if "EIATTR_MAX_THREADS" in line:
             threads_next = True
-        elif threads_next and (m := re.match(r"\s*Value:\s*(0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)",
-                                             line)):
+        elif threads_next and (m := re.match(r"\s*Value:\s*(0x[0-9a-f]+) (0x[0-9a-f]+) "
+                                             r"(0x[0-9a-f]+)", line)):
             x, y, z = (int(v, 16) for v in m.groups())
-            current.max_threads = x * y * z
+            k.max_threads = x * y * z
             threads_next = False
-    arch = None
-    current = None
-    for line in _run(tool, "-sass", library).splitlines():
-        if m := re.match(r"\s*arch = (sm_\d+)", line):
-            arch = m.group(1)
-        elif m := re.match(r"\s*Function : (\S+)", line):
-            current = kernels.setdefault((arch, m.group(1)), Kernel(arch, m.group(1)))
-        elif current is not None and (m := re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?"
-                                                    r"([A-Z][A-Z0-9_.]*)", line)):
-            current.mnemonics.add(m.group(1))
+    for k, line in _kernel_lines(_run(tool, "-sass", library), r"\s*Function : (\S+)", kernels):
+        if m := re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line):
+            k.mnemonics.add(m.group(1))
     names = _demangle(sorted({k.mangled for k in kernels.values()}))
     for k in kernels.values():
         k.name = names[k.mangled]
-    return sorted(kernels.values(), key=lambda k: (k.name, k.arch))
+    return tuple(sorted(kernels.values(), key=lambda k: (k.name, k.arch)))
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 // Host side of the BatchNorm family's CUDA launchers, shared by the nvcc build
 // (cuda/batch_norm.cu) and the emulated one (simt/batch_norm.cpp): validation (checks.h, same
 // messages as CPU and Meta), layouts, allocation, dtype dispatch and launches through the plans
-// of cuda/launch/batch_norm.h. Only the BnLaunch differs (device properties, stream, and how
+// of cuda/launch/batch_norm.h. Only the HostLaunch differs (device properties, stream, and how
 // outputs are allocated: plain at::empty, or poisoned for the emulator).
 //
 // Layout: every activation-sized tensor is made contiguous in the input's memory format
@@ -15,6 +15,7 @@
 #include <ATen/OpMathType.h>
 
 #include "checks/batch_norm.h"
+#include "cuda/host/launch.h"
 #include "cuda/launch/batch_norm.h"
 
 namespace fastconv {
@@ -23,11 +24,7 @@ namespace bn_host {
 
 namespace kernels = ::fastconv::FC_KERNEL_NS;
 
-struct BnLaunch {
-  LaunchDevice device;
-  fc_stream_t stream;
-  at::Tensor (*empty)(at::IntArrayRef size, const at::TensorOptions& options);
-};
+using host::HostLaunch;  // cuda/host/launch.h
 
 inline kernels::BnShape shape_of(const at::Tensor& x) {
   const int64_t n = x.size(0), c = x.size(1);
@@ -71,7 +68,7 @@ inline Activations activations(const at::Tensor& input, const std::optional<at::
 }
 
 template <typename acc_t>
-at::Tensor partials(const BnLaunch& l, const kernels::BnShape& s, const at::Tensor& like) {
+at::Tensor partials(const HostLaunch& l, const kernels::BnShape& s, const at::Tensor& like) {
   const int64_t n = kernels::bn_partials_size(s, l.device) * int64_t(sizeof(kernels::BnAcc<acc_t>));
   return l.empty({n}, like.options().dtype(at::kByte));
 }
@@ -85,7 +82,7 @@ kernels::BnAcc<acc_t>* partials_ptr(at::Tensor& t) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, name, __VA_ARGS__)
 
 // mean and var of a (non-empty) activation set, into fresh compute-dtype tensors.
-inline std::tuple<at::Tensor, at::Tensor> batch_stats(const BnLaunch& l, const Activations& a) {
+inline std::tuple<at::Tensor, at::Tensor> batch_stats(const HostLaunch& l, const Activations& a) {
   const auto acc = bn_acc_dtype(a.x.scalar_type());
   at::Tensor mean = l.empty({a.shape.c}, a.x.options().dtype(acc));
   at::Tensor var = l.empty({a.shape.c}, a.x.options().dtype(acc));
@@ -105,7 +102,7 @@ inline std::tuple<at::Tensor, at::Tensor> batch_stats(const BnLaunch& l, const A
 }
 
 // [relu](bn(x) [+ residual]) with the given (compute-dtype) mean and var.
-inline at::Tensor normalize(const BnLaunch& l, const Activations& a, const at::Tensor& mean,
+inline at::Tensor normalize(const HostLaunch& l, const Activations& a, const at::Tensor& mean,
                             const at::Tensor& var, const std::optional<at::Tensor>& weight,
                             const std::optional<at::Tensor>& bias, double eps, bool relu) {
   at::Tensor y = l.empty(a.x.sizes(), a.x.options().memory_format(a.fmt));
@@ -127,7 +124,7 @@ inline at::Tensor normalize(const BnLaunch& l, const Activations& a, const at::T
   return y;
 }
 
-inline std::tuple<at::Tensor, at::Tensor> stats(const BnLaunch& l, const at::Tensor& input) {
+inline std::tuple<at::Tensor, at::Tensor> stats(const HostLaunch& l, const at::Tensor& input) {
   const char* op = "_batch_norm_stats";
   check_bn_input(input, op);
   return batch_stats(l, activations(input, std::nullopt, op));
@@ -147,7 +144,7 @@ inline void update_running(const at::Tensor& mean, const at::Tensor& var, int64_
 }
 
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train(
-    const BnLaunch& l, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const HostLaunch& l, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
     const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
     double momentum, double eps, bool relu) {
@@ -163,7 +160,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_train(
   return {normalize(l, a, mean, var, weight, bias, eps, relu), mean, var};
 }
 
-inline at::Tensor apply(const BnLaunch& l, const at::Tensor& input, const at::Tensor& mean,
+inline at::Tensor apply(const HostLaunch& l, const at::Tensor& input, const at::Tensor& mean,
                         const at::Tensor& var, const std::optional<at::Tensor>& weight,
                         const std::optional<at::Tensor>& bias,
                         const std::optional<at::Tensor>& residual, double eps, bool relu) {
@@ -180,7 +177,7 @@ inline void update_stats(const at::Tensor& mean, const at::Tensor& var, const c1
 }
 
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce(
-    const BnLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
+    const HostLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& mean, const at::Tensor& var, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
     bool relu) {
@@ -222,7 +219,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_reduce(
 
 // grad_input and, with `grad_residual`, the residual's gradient (the masked grad_output).
 inline std::tuple<at::Tensor, at::Tensor> backward_apply(
-    const BnLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
+    const HostLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& mean, const at::Tensor& var, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
     const std::optional<at::Tensor>& sum_dy, const std::optional<at::Tensor>& sum_dy_xmu,
@@ -260,7 +257,7 @@ inline std::tuple<at::Tensor, at::Tensor> backward_apply(
 // The whole local backward (_batch_norm_backward): the reduce and the apply above, with
 // count = numel / C.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const BnLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
+    const HostLaunch& l, const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& mean, const at::Tensor& var, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
     bool relu, bool training, bool grad_residual) {

@@ -1,6 +1,6 @@
 // Host side of the convolution family's CUDA launchers, shared by the nvcc build
 // (cuda/conv2d.cu) and the emulated one (simt/conv2d.cpp), so both validate, lay out,
-// allocate, plan and launch identically; only the ConvHostLaunch differs (device properties,
+// allocate, plan and launch identically; only the HostLaunch differs (device properties,
 // stream, and how outputs are allocated: at::empty, or poisoned for the emulator).
 // Validation comes from checks/conv.h (the messages of the CPU and Meta kernels), output
 // shapes and memory formats match meta/conv2d.cpp, the plans are in cuda/launch/conv2d.h.
@@ -18,21 +18,12 @@
 #include <vector>
 
 #include "checks/conv.h"
+#include "cuda/host/launch.h"
 #include "cuda/launch/conv2d.h"
 
 namespace fastconv {
 namespace FC_KERNEL_NS {
 namespace host {
-
-namespace kernels = ::fastconv::FC_KERNEL_NS;
-
-// What the two launchers supply: the device the plans size the grid for, the stream, and the
-// allocator of outputs and workspaces the kernels fully overwrite.
-struct ConvHostLaunch {
-  LaunchDevice device;
-  fc_stream_t stream;
-  at::Tensor (*empty)(at::IntArrayRef size, const at::TensorOptions& options);
-};
 
 // Test hooks (fastconv_simt::_conv2d_plan_options / _conv2d_last_plan): plan overrides, and
 // the description of the plan of the last pass launched, e.g. "fwd:simt-large-v4".
@@ -90,13 +81,13 @@ inline ConvOptions plan_options() {
 
 template <typename T>
 ConvPlan make_plan(ConvPass pass, const ConvGeometry& g, bool cl, bool aligned,
-                   const ConvHostLaunch& l) {
+                   const HostLaunch& l) {
   const ConvPlan plan = plan_conv<T>(pass, g, cl, aligned, plan_options(), l.device);
   conv_last_plan() = describe(plan);
   return plan;
 }
 
-inline at::Tensor conv2d(const ConvHostLaunch& l, const at::Tensor& input,
+inline at::Tensor conv2d(const HostLaunch& l, const at::Tensor& input,
                          const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                          at::IntArrayRef stride, at::IntArrayRef padding,
                          at::IntArrayRef dilation, int64_t groups) {
@@ -123,7 +114,7 @@ inline at::Tensor conv2d(const ConvHostLaunch& l, const at::Tensor& input,
   return input.dim() == 3 ? out.squeeze(0) : out;
 }
 
-inline at::Tensor conv2d_input_grad(const ConvHostLaunch& l, const at::Tensor& grad_output,
+inline at::Tensor conv2d_input_grad(const HostLaunch& l, const at::Tensor& grad_output,
                                     const at::Tensor& weight, c10::SymIntArrayRef input_size,
                                     at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, int64_t groups) {
@@ -151,7 +142,7 @@ inline at::Tensor conv2d_input_grad(const ConvHostLaunch& l, const at::Tensor& g
   return input_size.size() == 3 ? dx.squeeze(0) : dx;
 }
 
-inline at::Tensor conv2d_weight_grad(const ConvHostLaunch& l, const at::Tensor& grad_output,
+inline at::Tensor conv2d_weight_grad(const HostLaunch& l, const at::Tensor& grad_output,
                                      const at::Tensor& input, c10::SymIntArrayRef weight_size,
                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                      at::IntArrayRef dilation, int64_t groups) {

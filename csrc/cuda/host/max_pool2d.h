@@ -1,7 +1,6 @@
 // Host side of the max-pool family's CUDA launchers, shared by the nvcc build
 // (cuda/max_pool2d.cu) and the emulated one (simt/max_pool2d.cpp), so both validate, lay out,
-// allocate, dispatch and launch identically; only the HostLaunch differs (device properties,
-// stream, and how outputs are allocated: plain at::empty, or poisoned for the emulator).
+// allocate, dispatch and launch identically; only the HostLaunch differs (cuda/host/launch.h).
 // Validation comes from checks.h (same messages as CPU and Meta), output shapes and memory
 // formats match meta/max_pool2d.cpp, the launch plans are in cuda/launch/max_pool2d.h.
 //
@@ -17,21 +16,12 @@
 #include <vector>
 
 #include "checks/pool.h"
+#include "cuda/host/launch.h"
 #include "cuda/launch/max_pool2d.h"
 
 namespace fastconv {
 namespace FC_KERNEL_NS {
 namespace host {
-
-namespace kernels = ::fastconv::FC_KERNEL_NS;
-
-// What the two launchers supply: the device the plans size the grid for, the stream, and the
-// allocator of outputs the kernels fully overwrite.
-struct HostLaunch {
-  LaunchDevice device;
-  fc_stream_t stream;
-  at::Tensor (*empty)(at::IntArrayRef size, const at::TensorOptions& options);
-};
 
 inline std::vector<int64_t> with_spatial(at::IntArrayRef sizes, int64_t h, int64_t w) {
   std::vector<int64_t> out(sizes.begin(), sizes.end());

@@ -1,7 +1,7 @@
 // Host side of the ROI family's CUDA launchers, shared by the nvcc build (cuda/roi_ops.cu)
 // and the emulated one (simt/roi_ops.cpp): validation (checks/roi.h, plus the box values found
 // by a kernel), layouts, allocation, dtype dispatch and launches. The HostLaunch (device
-// properties, stream, allocator) is the max-pool family's (cuda/host/max_pool2d.h).
+// properties, stream, allocator) is cuda/host/launch.h's.
 //
 // Layouts: the input (forward) is made contiguous in its suggested memory format, which the
 // outputs keep; in the backward, grad_input takes the forward input's format (the
@@ -13,10 +13,11 @@
 #include <ATen/OpMathType.h>
 
 #include <limits>
+#include <tuple>
 #include <utility>
 
 #include "checks/roi.h"
-#include "cuda/host/max_pool2d.h"
+#include "cuda/host/launch.h"
 #include "cuda/launch/roi.h"
 
 namespace fastconv {
@@ -60,6 +61,28 @@ inline std::pair<at::Tensor, at::Tensor> boxes_by_image(const at::Tensor& rois, 
   return {order.contiguous(), begin.contiguous()};
 }
 
+// What both backward gathers take once their arguments are validated: contiguous rois (values
+// checked on the device), grad_input (when empty, nothing else is set), grad_output in
+// grad_input's memory format, and the boxes of each image.
+struct RoiBackwardOperands {
+  at::Tensor rois, grad_input, grad_output, order, begin;
+};
+
+inline RoiBackwardOperands roi_backward_operands(const HostLaunch& launch,
+                                                 const at::Tensor& grad_output,
+                                                 const at::Tensor& rois, const RoiShape& s,
+                                                 bool channels_last, const char* op) {
+  RoiBackwardOperands b;
+  b.rois = rois.contiguous();
+  check_roi_values_on_device(launch, b.rois, s.n, op);
+  const auto fmt = roi_memory_format(channels_last);
+  b.grad_input = launch.empty({s.n, s.c, s.h, s.w}, grad_output.options().memory_format(fmt));
+  if (b.grad_input.numel() == 0) return b;
+  b.grad_output = grad_output.contiguous(fmt);
+  std::tie(b.order, b.begin) = boxes_by_image(b.rois, s.n);
+  return b;
+}
+
 inline at::Tensor roi_align(const HostLaunch& launch, const at::Tensor& input,
                             const at::Tensor& rois, double spatial_scale, int64_t pooled_h,
                             int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
@@ -92,25 +115,19 @@ inline at::Tensor roi_align_backward(const HostLaunch& launch, const at::Tensor&
   const RoiGeometry g = check_roi_backward(grad_output, rois, spatial_scale, pooled_h, pooled_w,
                                            input_size, op);
   const RoiShape s = roi_shape(g, pooled_h, pooled_w, sampling_ratio, aligned);
-  const at::Tensor r = rois.contiguous();
-  check_roi_values_on_device(launch, r, s.n, op);
-  at::Tensor grad_input =
-      launch.empty({s.n, s.c, s.h, s.w},
-                   grad_output.options().memory_format(roi_memory_format(channels_last)));
-  if (grad_input.numel() == 0) return grad_input;
-  const at::Tensor go = grad_output.contiguous(roi_memory_format(channels_last));
-  const auto boxes = boxes_by_image(r, s.n);
-  const at::Tensor& order = boxes.first;
-  const at::Tensor& begin = boxes.second;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+  const RoiBackwardOperands b =
+      roi_backward_operands(launch, grad_output, rois, s, channels_last, op);
+  if (b.grad_input.numel() == 0) return b.grad_input;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad_output.scalar_type(),
                                   "fastconv::roi_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     kernels::launch_roi_align_backward<scalar_t, acc_t>(
-        s, channels_last, go.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-        order.const_data_ptr<int64_t>(), begin.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(),
+        s, channels_last, b.grad_output.const_data_ptr<scalar_t>(),
+        b.rois.const_data_ptr<scalar_t>(), b.order.const_data_ptr<int64_t>(),
+        b.begin.const_data_ptr<int64_t>(), b.grad_input.mutable_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), launch.device, launch.stream);
   });
-  return grad_input;
+  return b.grad_input;
 }
 
 inline std::tuple<at::Tensor, at::Tensor> roi_pool(const HostLaunch& launch,
@@ -149,27 +166,20 @@ inline at::Tensor roi_pool_backward(const HostLaunch& launch, const at::Tensor& 
                                            input_size, op);
   check_roi_argmax(argmax, grad_output, op);
   const RoiShape s = roi_shape(g, pooled_h, pooled_w, 0, false);
-  const at::Tensor r = rois.contiguous();
-  check_roi_values_on_device(launch, r, s.n, op);
-  at::Tensor grad_input =
-      launch.empty({s.n, s.c, s.h, s.w},
-                   grad_output.options().memory_format(roi_memory_format(channels_last)));
-  if (grad_input.numel() == 0) return grad_input;
-  const at::Tensor go = grad_output.contiguous(roi_memory_format(channels_last));
+  const RoiBackwardOperands b =
+      roi_backward_operands(launch, grad_output, rois, s, channels_last, op);
+  if (b.grad_input.numel() == 0) return b.grad_input;
   const at::Tensor am = argmax.contiguous(roi_memory_format(channels_last));
-  const auto boxes = boxes_by_image(r, s.n);
-  const at::Tensor& order = boxes.first;
-  const at::Tensor& begin = boxes.second;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad_output.scalar_type(),
                                   "fastconv::roi_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     kernels::launch_roi_pool_backward<scalar_t, acc_t>(
-        s, channels_last, go.const_data_ptr<scalar_t>(), am.const_data_ptr<int32_t>(),
-        r.const_data_ptr<scalar_t>(), order.const_data_ptr<int64_t>(),
-        begin.const_data_ptr<int64_t>(), grad_input.mutable_data_ptr<scalar_t>(),
+        s, channels_last, b.grad_output.const_data_ptr<scalar_t>(), am.const_data_ptr<int32_t>(),
+        b.rois.const_data_ptr<scalar_t>(), b.order.const_data_ptr<int64_t>(),
+        b.begin.const_data_ptr<int64_t>(), b.grad_input.mutable_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), launch.device, launch.stream);
   });
-  return grad_input;
+  return b.grad_input;
 }
 
 }  // namespace host

@@ -29,11 +29,6 @@ struct BnShape {
   int64_t outer, c, inner;
 };
 
-__device__ __forceinline__ int64_t bn_grid_first() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t bn_grid_step() { return int64_t(gridDim.x) * blockDim.x; }
-
 // Three accumulators: (count, mean, m2) for statistics, (sum_dy, sum_dy_xmu, unused) for the
 // backward reduce.
 template <typename acc_t>
@@ -163,7 +158,7 @@ template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBnThreads)
     bn_stats_finish(const BnAcc<acc_t>* partials, int64_t chunks, int64_t channels,
                     const scalar_t* x, int64_t inner, acc_t* mean, acc_t* var) {
-  for (int64_t c = bn_grid_first(); c < channels; c += bn_grid_step()) {
+  for (int64_t c = grid_first(); c < channels; c += grid_step()) {
     Welford<acc_t> w{0, 0, 0};
     for (int64_t k = 0; k < chunks; ++k) {
       const BnAcc<acc_t> p = partials[c * chunks + k];
@@ -180,7 +175,7 @@ __global__ void __launch_bounds__(kBnThreads)
     bn_backward_finish(const BnAcc<acc_t>* partials, int64_t chunks, int64_t channels,
                        const acc_t* var, double eps, acc_t* sum_dy, acc_t* sum_dy_xmu,
                        acc_t* grad_weight) {
-  for (int64_t c = bn_grid_first(); c < channels; c += bn_grid_step()) {
+  for (int64_t c = grid_first(); c < channels; c += grid_step()) {
     acc_t a = 0, b = 0;
     for (int64_t k = 0; k < chunks; ++k) {
       a += partials[c * chunks + k].a;
@@ -201,7 +196,7 @@ __global__ void __launch_bounds__(kBnThreads)
     bn_coefficients(const acc_t* mean, const acc_t* var, const acc_t* weight, const acc_t* bias,
                     const acc_t* sum_dy, const acc_t* sum_dy_xmu, acc_t count, double eps,
                     int64_t channels, bool backward, acc_t* coef) {
-  for (int64_t c = bn_grid_first(); c < channels; c += bn_grid_step()) {
+  for (int64_t c = grid_first(); c < channels; c += grid_step()) {
     const acc_t w = weight != nullptr ? weight[c] : acc_t(1);
     const acc_t b = bias != nullptr ? bias[c] : acc_t(0);
     const BnAffine<acc_t> a = bn_affine(mean[c], var[c], w, b, eps);
@@ -225,7 +220,7 @@ template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kBnThreads)
     bn_apply(const scalar_t* x, const scalar_t* residual, scalar_t* y, const acc_t* coef,
              BnShape s, int64_t total, bool relu) {
-  for (int64_t i = bn_grid_first(); i < total; i += bn_grid_step()) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const int64_t c = (i / s.inner) % s.c;
     acc_t v = static_cast<acc_t>(x[i]) * coef[c] + coef[s.c + c];
     if (residual != nullptr) v += static_cast<acc_t>(residual[i]);
@@ -239,7 +234,7 @@ __global__ void __launch_bounds__(kBnThreads)
     bn_backward_apply(const scalar_t* dy, const scalar_t* x, const scalar_t* residual,
                       scalar_t* dx, scalar_t* grad_residual, const acc_t* coef, BnShape s,
                       int64_t total, bool relu) {
-  for (int64_t i = bn_grid_first(); i < total; i += bn_grid_step()) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const int64_t c = (i / s.inner) % s.c;
     const acc_t xv = static_cast<acc_t>(x[i]);
     acc_t pre = xv * coef[c] + coef[s.c + c];

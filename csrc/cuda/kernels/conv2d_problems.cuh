@@ -330,8 +330,7 @@ struct ConvWgradProblem {
 template <typename T, typename acc_t>
 __global__ void __launch_bounds__(256)
     conv_wgrad_reduce(const acc_t* ws, T* dw, int64_t total, int64_t splits) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     acc_t sum = ws[i];
     for (int64_t s = 1; s < splits; ++s) sum += ws[s * total + i];
     conv_from_acc(sum, dw + i);

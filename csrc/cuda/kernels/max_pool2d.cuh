@@ -40,12 +40,6 @@ struct alignas(pack_align<T, V>()) Pack {
   T v[V];
 };
 
-// First thread index and stride of a grid-stride loop, in 64 bits (blockIdx.x * blockDim.x
-// alone can overflow 32 bits).
-__device__ __forceinline__ int64_t grid_first() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_step() { return int64_t(gridDim.x) * blockDim.x; }
 
 // ---- max_pool2d forward --------------------------------------------------------------------
 // PyTorch's scan: start from -inf with the index of the window's first in-range position
@@ -233,13 +227,14 @@ FC_HD int64_t unpool_target(int64_t i, int64_t idx, const UnpoolShape& s) {
   return (i / s.in_plane) * s.out_plane + idx;
 }
 
-// An index outside [0, out_plane) is never dereferenced. The smallest logical (row-major NCHW)
-// position holding one is kept in *first_bad (initialized to INT64_MAX by the launcher), so the
-// launcher reports the same index whatever the layout and schedule. Only the error path pays
-// for the atomic.
+// Whether index idx (at position i of indices) is inside [0, out_plane); one outside is never
+// dereferenced. The smallest logical (row-major NCHW) position holding one is kept in
+// *first_bad (initialized to INT64_MAX by the launcher), so the launcher reports the same index
+// whatever the layout and schedule. Only the error path pays for the atomic.
 template <bool kChannelsLast>
-__device__ __forceinline__ void unpool_record_bad(int64_t i, const UnpoolShape& s,
-                                                  unsigned long long* first_bad) {
+__device__ __forceinline__ bool unpool_index_ok(int64_t i, int64_t idx, const UnpoolShape& s,
+                                                unsigned long long* first_bad) {
+  if (idx >= 0 && idx < s.out_plane) return true;
   int64_t logical = i;
   if (kChannelsLast) {
     const int64_t ch = i % s.c;
@@ -248,6 +243,7 @@ __device__ __forceinline__ void unpool_record_bad(int64_t i, const UnpoolShape& 
     logical = (n * s.c + ch) * s.in_plane + pixel;
   }
   atomicMin(first_bad, static_cast<unsigned long long>(logical));
+  return false;
 }
 
 // The zero background of max_unpool2d's output (a kernel, not a memset, so the emulated build
@@ -267,11 +263,8 @@ __global__ void __launch_bounds__(kPoolThreads)
                          UnpoolShape s, int64_t total, unsigned long long* first_bad) {
   for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const int64_t idx = indices[i];
-    if (idx < 0 || idx >= s.out_plane) {
-      unpool_record_bad<kChannelsLast>(i, s, first_bad);
-      continue;
-    }
-    output[unpool_target<kChannelsLast>(i, idx, s)] = input[i];
+    if (unpool_index_ok<kChannelsLast>(i, idx, s, first_bad))
+      output[unpool_target<kChannelsLast>(i, idx, s)] = input[i];
   }
 }
 
@@ -283,12 +276,9 @@ __global__ void __launch_bounds__(kPoolThreads)
                         UnpoolShape s, int64_t total, unsigned long long* first_bad) {
   for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const int64_t idx = indices[i];
-    if (idx < 0 || idx >= s.out_plane) {
-      unpool_record_bad<kChannelsLast>(i, s, first_bad);
-      out[i] = scalar_t(0);
-      continue;
-    }
-    out[i] = grad_output[unpool_target<kChannelsLast>(i, idx, s)];
+    out[i] = unpool_index_ok<kChannelsLast>(i, idx, s, first_bad)
+                 ? grad_output[unpool_target<kChannelsLast>(i, idx, s)]
+                 : scalar_t(0);
   }
 }
 

@@ -31,11 +31,6 @@ struct RoiShape {
   bool aligned;
 };
 
-__device__ __forceinline__ int64_t roi_grid_first() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t roi_grid_step() { return int64_t(gridDim.x) * blockDim.x; }
-
 // Element i of a (K or N, C, A, B) tensor enumerated in memory order -> (outer, c, a, b).
 struct RoiIndex {
   int64_t outer, c, a, b;
@@ -63,7 +58,7 @@ __device__ __forceinline__ RoiIndex roi_unflatten(int64_t i, int64_t c, int64_t 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kRoiThreads)
     roi_validate(const scalar_t* rois, int64_t k, int64_t n, unsigned long long* first_bad) {
-  for (int64_t i = roi_grid_first(); i < k; i += roi_grid_step()) {
+  for (int64_t i = grid_first(); i < k; i += grid_step()) {
     const scalar_t* r = rois + 5 * i;
     const acc_t b = static_cast<acc_t>(r[0]);
     bool ok = b >= acc_t(0) && b < static_cast<acc_t>(n) && b == roi_floor(b);
@@ -81,7 +76,7 @@ template <typename scalar_t, typename acc_t, bool kChannelsLast>
 __global__ void __launch_bounds__(kRoiThreads)
     roi_align_forward(const scalar_t* input, const scalar_t* rois, scalar_t* output,
                       RoiShape s, acc_t spatial_scale, int64_t total) {
-  for (int64_t i = roi_grid_first(); i < total; i += roi_grid_step()) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const RoiIndex o = roi_unflatten<kChannelsLast>(i, s.c, s.pooled_h, s.pooled_w);
     const scalar_t* roi = rois + 5 * o.outer;
     const RoiAlignBox<acc_t> box = roi_align_box<acc_t>(roi, spatial_scale, s.pooled_h,
@@ -153,7 +148,7 @@ __global__ void __launch_bounds__(kRoiThreads)
                               const int64_t* order, const int64_t* begin, scalar_t* grad_input,
                               RoiShape s, acc_t spatial_scale, int64_t total) {
   const int64_t bins = s.pooled_h * s.pooled_w;
-  for (int64_t i = roi_grid_first(); i < total; i += roi_grid_step()) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const RoiIndex p = roi_unflatten<kChannelsLast>(i, s.c, s.h, s.w);
     acc_t sum = acc_t(0);
 #pragma unroll 1
@@ -193,7 +188,7 @@ template <typename scalar_t, typename acc_t, bool kChannelsLast>
 __global__ void __launch_bounds__(kRoiThreads)
     roi_pool_forward(const scalar_t* input, const scalar_t* rois, scalar_t* output,
                      int32_t* argmax, RoiShape s, acc_t spatial_scale, int64_t total) {
-  for (int64_t i = roi_grid_first(); i < total; i += roi_grid_step()) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const RoiIndex o = roi_unflatten<kChannelsLast>(i, s.c, s.pooled_h, s.pooled_w);
     const scalar_t* roi = rois + 5 * o.outer;
     const RoiPoolBox box = roi_pool_box<acc_t>(roi, spatial_scale);
@@ -231,7 +226,7 @@ __global__ void __launch_bounds__(kRoiThreads)
                              scalar_t* grad_input, RoiShape s, acc_t spatial_scale,
                              int64_t total) {
   const int64_t bins = s.pooled_h * s.pooled_w;
-  for (int64_t i = roi_grid_first(); i < total; i += roi_grid_step()) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const RoiIndex p = roi_unflatten<kChannelsLast>(i, s.c, s.h, s.w);
     const int32_t flat = static_cast<int32_t>(p.a * s.w + p.b);
     acc_t sum = acc_t(0);

@@ -17,19 +17,16 @@
 namespace fastconv {
 namespace FC_KERNEL_NS {
 
-constexpr int64_t kBnWaves = 4;
 constexpr int64_t kBnMinChunk = 4096;   // values per chunk, at least (planar)
 constexpr int64_t kBnMinRows = 64;      // rows per chunk, at least (rows layout)
 constexpr int64_t kBnMaxGridY = 65535;
 
 inline int64_t bn_resident_blocks(const LaunchDevice& dev) {
-  const int64_t per_sm = std::max<int64_t>(1, dev.max_threads_per_sm / kBnThreads);
-  return std::max<int64_t>(1, int64_t(dev.sm_count) * per_sm * kBnWaves);
+  return resident_blocks(dev, kBnThreads);
 }
 
 inline dim3 bn_elementwise_grid(int64_t work, const LaunchDevice& dev) {
-  const int64_t blocks = (work + kBnThreads - 1) / kBnThreads;
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, bn_resident_blocks(dev)))));
+  return grid_stride_grid(work, kBnThreads, dev);
 }
 
 // How a reduction is split: `chunks` partials per channel of `chunk` values (planar) or rows.

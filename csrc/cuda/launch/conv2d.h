@@ -110,9 +110,7 @@ ConvPlan plan_conv(ConvPass pass, const ConvGeometry& g, bool cl, bool aligned,
   // (the depthwise kernels index elements in 32 bits; larger tensors take the GEMM path)
   if (g.depthwise() && pass != ConvPass::WeightGrad && dw_total <= INT32_MAX) {
     plan.core = ConvCore::Depthwise;
-    const int64_t total = dw_total;
-    const int64_t cap = int64_t(dev.sm_count) * (dev.max_threads_per_sm / kDepthwiseThreads) * 4;
-    plan.grid = dim3(unsigned(std::max<int64_t>(1, std::min(ceil_div(total, kDepthwiseThreads), cap))));
+    plan.grid = grid_stride_grid(dw_total, kDepthwiseThreads, dev);
     plan.threads = kDepthwiseThreads;
     return plan;
   }
@@ -155,83 +153,23 @@ ConvPlan plan_conv(ConvPass pass, const ConvGeometry& g, bool cl, bool aligned,
   return plan;
 }
 
-// ---- launches -------------------------------------------------------------------------------
-template <class P, int V>
-void launch_conv_gemm_v(const P& p, const ConvPlan& plan, fc_stream_t stream) {
-  using T = typename P::scalar_t;
-  if constexpr (std::is_same_v<T, typename P::acc_t>) {
-    if (plan.core == ConvCore::Simt) {
-      if (plan.large) {
-        FC_LAUNCH(FC_KERNEL(conv_igemm_simt<P, SimtTileLarge, V, V>), plan.grid,
-                  dim3(plan.threads), plan.smem, stream, p, plan.splits, plan.k_chunk);
-      } else {
-        FC_LAUNCH(FC_KERNEL(conv_igemm_simt<P, SimtTileSmall, V, V>), plan.grid,
-                  dim3(plan.threads), plan.smem, stream, p, plan.splits, plan.k_chunk);
-      }
-      return;
-    }
-  }
-  if constexpr (!std::is_same_v<T, double>) {
-    if (plan.core == ConvCore::Wmma) {
-      FC_LAUNCH(FC_KERNEL(conv_igemm_wmma<P, V, V>), plan.grid, dim3(plan.threads), plan.smem,
-                stream, p, plan.splits, plan.k_chunk);
-      return;
-    }
-  }
-  throw std::runtime_error("fastconv::conv2d: no kernel for plan " + describe(plan));
-}
-
-template <class P>
-void launch_conv_gemm(const P& p, const ConvPlan& plan, fc_stream_t stream) {
-  constexpr int V = conv_vector_width<typename P::scalar_t>();
-  if (plan.vec > 1) {
-    launch_conv_gemm_v<P, V>(p, plan, stream);
-  } else {
-    launch_conv_gemm_v<P, 1>(p, plan, stream);
-  }
-}
+// ---- launches (definitions: cuda/launch/conv2d_passes.h) ------------------------------------
+// T is the storage type: float, double, __half or __nv_bfloat16 (FC_CONV_STORAGE_TYPES).
+#define FC_CONV_STORAGE_TYPES(X) X(float) X(double) X(__half) X(__nv_bfloat16)
 
 template <typename T>
 void launch_conv2d_forward(const ConvPlan& plan, const ConvGeometry& g, bool cl, const T* x,
-                           const T* w, const T* bias, T* y, fc_stream_t stream) {
-  if (plan.core == ConvCore::Depthwise) {
-    FC_LAUNCH(FC_KERNEL(conv_depthwise_fwd<T>), plan.grid, dim3(plan.threads), 0, stream, x, w,
-              bias, y, g, cl, int(g.n * g.k * g.p * g.q));
-    return;
-  }
-  launch_conv_gemm(ConvFwdProblem<T>{x, w, bias, y, g, cl, int(g.c_per_group()),
-                                   int(g.k_per_group())},
-                   plan, stream);
-}
+                           const T* w, const T* bias, T* y, fc_stream_t stream);
 
 template <typename T>
 void launch_conv2d_input_grad(const ConvPlan& plan, const ConvGeometry& g, bool cl, const T* dy,
-                              const T* w, T* dx, fc_stream_t stream) {
-  if (plan.core == ConvCore::Depthwise) {
-    FC_LAUNCH(FC_KERNEL(conv_depthwise_dgrad<T>), plan.grid, dim3(plan.threads), 0, stream, dy,
-              w, dx, g, cl, int(g.n * g.c * g.h * g.w));
-    return;
-  }
-  launch_conv_gemm(
-      ConvDgradProblem<T>{dy, w, dx, g, cl, int(g.c_per_group()), int(g.k_per_group())}, plan,
-      stream);
-}
+                              const T* w, T* dx, fc_stream_t stream);
 
 // ws: plan.splits * K * C/g * R * S accumulators (acc_t), fully overwritten.
 template <typename T>
 void launch_conv2d_weight_grad(const ConvPlan& plan, const ConvGeometry& g, bool cl,
                                const T* dy, const T* x, typename ConvAcc<T>::type* ws, T* dw,
-                               const LaunchDevice& dev, fc_stream_t stream) {
-  using acc_t = typename ConvAcc<T>::type;
-  launch_conv_gemm(
-      ConvWgradProblem<T>{dy, x, ws, g, cl, int(g.c_per_group()), int(g.k_per_group())}, plan,
-      stream);
-  const int64_t total = g.k * g.c_per_group() * g.r * g.s;
-  const int64_t cap = int64_t(dev.sm_count) * (dev.max_threads_per_sm / 256) * 4;
-  const dim3 grid(unsigned(std::max<int64_t>(1, std::min(ceil_div(total, 256), cap))));
-  FC_LAUNCH(FC_KERNEL(conv_wgrad_reduce<T, acc_t>), grid, dim3(256), 0, stream, ws, dw, total,
-            plan.splits);
-}
+                               const LaunchDevice& dev, fc_stream_t stream);
 
 }  // namespace FC_KERNEL_NS
 }  // namespace fastconv

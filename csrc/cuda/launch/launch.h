@@ -16,9 +16,13 @@
 //                                emulated target)
 //   allow_dynamic_smem(k, bytes) the opt-in a kernel needs before a launch with more than
 //                                48 KiB of dynamic shared memory
+//   grid_first(), grid_step()    a kernel's grid-stride loop, in 64 bits
+//   grid_stride_grid(work, threads, dev)
+//                                the 1-D grid such a loop is launched with
 // Asynchronous copies: cuda/launch/async_copy.h. Tensor cores: <mma.h> (nvcuda::wmma), which
 // the emulated build resolves to csrc/simt/mma.h.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -115,4 +119,35 @@ void allow_dynamic_smem(void (*kernel)(P...), size_t bytes) {
 }
 #endif
 
+}  // namespace fastconv
+
+namespace fastconv {
+namespace FC_KERNEL_NS {
+
+// ---- grid-stride loops -------------------------------------------------------------------------
+// The elementwise kernels of every family loop as
+//   for (int64_t i = grid_first(); i < total; i += grid_step())
+// in 64 bits (blockIdx.x * blockDim.x alone can overflow 32 bits), over a 1-D grid that covers
+// the work but is capped at kGridWaves waves of fully resident blocks: the loop does the rest,
+// which keeps gridDim.x far below 2^31 - 1 for any tensor size.
+__device__ __forceinline__ int64_t grid_first() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_step() { return int64_t(gridDim.x) * blockDim.x; }
+
+constexpr int64_t kGridWaves = 4;
+
+// Blocks of `threads` threads in kGridWaves waves of fully resident blocks on `dev`.
+inline int64_t resident_blocks(const LaunchDevice& dev, int64_t threads) {
+  const int64_t per_sm = std::max<int64_t>(1, dev.max_threads_per_sm / threads);
+  return std::max<int64_t>(1, int64_t(dev.sm_count) * per_sm * kGridWaves);
+}
+
+inline dim3 grid_stride_grid(int64_t work, int64_t threads, const LaunchDevice& dev) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  return dim3(static_cast<unsigned>(
+      std::max<int64_t>(1, std::min(blocks, resident_blocks(dev, threads)))));
+}
+
+}  // namespace FC_KERNEL_NS
 }  // namespace fastconv

@@ -16,13 +16,8 @@
 namespace fastconv {
 namespace FC_KERNEL_NS {
 
-constexpr int64_t kPoolWaves = 4;  // grid cap in waves of fully resident blocks
-
 inline dim3 pool_grid(int64_t work, const LaunchDevice& dev) {
-  const int64_t blocks = (work + kPoolThreads - 1) / kPoolThreads;
-  const int64_t per_sm = std::max<int64_t>(1, dev.max_threads_per_sm / kPoolThreads);
-  const int64_t cap = std::max<int64_t>(1, int64_t(dev.sm_count) * per_sm * kPoolWaves);
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap))));
+  return grid_stride_grid(work, kPoolThreads, dev);
 }
 
 // Channels handled per thread by the NHWC kernels: up to 16 bytes and at most 4 (float 4,

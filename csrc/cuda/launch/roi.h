@@ -14,13 +14,8 @@
 namespace fastconv {
 namespace FC_KERNEL_NS {
 
-constexpr int64_t kRoiWaves = 4;  // grid cap in waves of fully resident blocks
-
 inline dim3 roi_grid(int64_t work, const LaunchDevice& dev) {
-  const int64_t blocks = (work + kRoiThreads - 1) / kRoiThreads;
-  const int64_t per_sm = std::max<int64_t>(1, dev.max_threads_per_sm / kRoiThreads);
-  const int64_t cap = std::max<int64_t>(1, int64_t(dev.sm_count) * per_sm * kRoiWaves);
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap))));
+  return grid_stride_grid(work, kRoiThreads, dev);
 }
 
 template <typename scalar_t, typename acc_t>
