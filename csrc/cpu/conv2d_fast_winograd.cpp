@@ -34,6 +34,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -117,9 +118,14 @@ bool weights_stationary(int64_t cin, int64_t coutp, int64_t tiles, int64_t A2) {
 // One stride-1 3x3 convolution (see the top of the file). Weights: the forward pass's
 // (K, C, 3, 3) tensor; `flipped` for the input gradient (g(o = c, i = k, r, s) = w(k, c, 2 - r,
 // 2 - s)), else g(o = k, i = c, r, s) = w(k, c, r, s).
+std::array<int64_t, 4> strides4(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
 struct Problem {
   int64_t n, cin, hin, win, cout, hout, wout, pad_h, pad_w;
   const float* w;
+  std::array<int64_t, 4> ws;  // the weight's strides (K, C, R, S), any layout
   bool flipped;
 };
 
@@ -137,10 +143,12 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
   at::parallel_for(0, cin, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       float* ti = T + i * 9 * coutp;
-      if (pb.flipped) {  // ti[tap][o] = w(i, o, tap)
-        fastk::transpose_copy(pb.w + i * pb.cout * 9, 9, ti, coutp, pb.cout, 9);
-      } else {  // ti[tap][o] = w(o, i, tap)
-        fastk::transpose_copy(pb.w + i * 9, cin * 9, ti, coutp, pb.cout, 9);
+      // ti[tap][o] = w(o, i, tap) forward, w(i, o, tap) for the input gradient, read through
+      // the weight's strides (the fast kernels take channels_last weights without a copy)
+      const int64_t so = pb.flipped ? pb.ws[1] : pb.ws[0], si = pb.flipped ? pb.ws[0] : pb.ws[1];
+      for (int64_t t = 0; t < 9; ++t) {
+        const float* wt = pb.w + i * si + (t / 3) * pb.ws[2] + (t % 3) * pb.ws[3];
+        for (int64_t o = 0; o < pb.cout; ++o) ti[t * coutp + o] = wt[o * so];
       }
       for (int64_t t = 0; t < 9; ++t) std::fill(ti + t * coutp + pb.cout, ti + (t + 1) * coutp, 0.0f);
     }
@@ -272,10 +280,8 @@ bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, con
                              const at::Tensor& bias, at::Tensor& output) {
   const Kernels& kk = *fastk::pick_kernels();
   const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q, std::max(g.pad_h, g.pad_w)));
-  // The weight transform reads (K, C, 3, 3) in NCHW order; the fast kernels' contract lets the
-  // weight have any strides (a channels_last weight is common), so make it contiguous here.
-  const at::Tensor w = weight.contiguous();
-  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, w.data_ptr<float>(), false};
+  const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, weight.data_ptr<float>(),
+                   strides4(weight), false};
   run(kk, tf, pb, input, bias.defined() ? bias.data_ptr<float>() : nullptr, fastk::Dest(output));
   forward_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
@@ -285,8 +291,8 @@ bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_ou
                                 const at::Tensor& weight, at::Tensor& grad_input) {
   const Kernels& kk = *fastk::pick_kernels();
   const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w, std::max(g.pad_h, g.pad_w)));
-  const at::Tensor w = weight.contiguous();  // as in the forward pass
-  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w, w.data_ptr<float>(), true};
+  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w,
+                   weight.data_ptr<float>(), strides4(weight), true};
   run(kk, tf, pb, grad_output, nullptr, fastk::Dest(grad_input));
   input_grad_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
