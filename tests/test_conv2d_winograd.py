@@ -196,3 +196,159 @@ def test_accuracy_against_fp64(mode, winograd):
     scale = torch.finfo(torch.float32).eps * exact.pow(2).mean().sqrt().item()
     err = ((out.double() - exact).abs().max() / scale).item()
     assert err <= ACCURACY_BOUNDS[mode], f"max error {err:.1f} eps * rms(out)"
+
+
+# ---- the weight gradient (csrc/cpu/conv2d_fast_winograd_wgrad.cpp) ---------------------------
+
+def _wgrad_calls():
+    return ops._conv2d_cpu_winograd_wgrad_info()
+
+
+def _wgrad(grad_out, x, k, padding):
+    return ops._conv2d_weight_grad(grad_out, x, [k, x.shape[1], 3, 3], (1, 1), (padding,) * 2, (1, 1), 1)
+
+
+# The error bound of the Winograd weight gradient (tile m): as for a direct sum, terms * eps *
+# magnitude with terms = the reduction length (N x P x Q products per weight), except that the
+# magnitude is the largest sum of |grad_output| x |input| over every offset a transformed product
+# can pair: B^T d B and A g A^T mix all of an alpha x alpha input patch and an m x m
+# grad_output tile, i.e. offsets -(m - 1) .. m + 1 rows and columns (the 3 x 3 taps and their
+# neighbours), which G^T . G then mixes into each tap (a tap whose own products are small, e.g.
+# mostly padding, carries rounding errors of the size of its neighbours' sums). To `terms`
+# (the direct sum's roundings) we add 32 for the transforms' own roundings: a few per 1-D
+# stage, scaled by F(4x4)'s coefficients (up to 8 in A, 5 in B^T); measured on these cases:
+# up to 2 eps x magnitude for F(2x2) and 16 for F(4x4) (fp32 and fp64 alike), even for a 1x1
+# grad_output. test_wgrad_accuracy_against_fp64 measures the typical errors.
+def _assert_wgrad_within_bound(got, x, grad_out, padding, tile, what):
+    xd, gd = x.double(), grad_out.double()
+    exact = torch.nn.grad.conv2d_weight(xd, got.shape, gd, 1, padding)
+    span = 2 * tile + 1  # offsets -(m - 1) .. m + 1
+    k, c = got.shape[:2]
+    mag = torch.nn.grad.conv2d_weight(xd.abs(), (k, c, span, span), gd.abs(), 1, padding + tile - 1)
+    mag = mag.amax(dim=(2, 3), keepdim=True)
+    terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+    eps = torch.finfo(got.dtype).eps
+    bound = (terms + 32) * eps * mag + torch.finfo(got.dtype).tiny
+    assert got.shape == exact.shape and got.is_contiguous(), what
+    err = (got.double() - exact).abs()
+    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
+
+
+# (n, c, h, w, k, padding, what it reaches)
+WGRAD_CASES = [
+    (1, 5, 9, 10, 7, 1, "odd C and K, grad_output 9x10: partial tiles at right and bottom"),
+    (2, 17, 11, 6, 33, 0, "padding 0, C tail, K past one channel group"),
+    (3, 16, 7, 7, 16, 1, "batch 3, 7x7"),
+    (1, 9, 5, 13, 20, 2, "padding 2"),
+    (1, 8, 6, 5, 8, 3, "padding 3: taps that read only padding at the edges"),
+    (1, 3, 3, 3, 5, 0, "1x1 grad_output"),
+    (2, 40, 9, 8, 72, 1, "several channel blocks and groups"),
+]
+WGRAD_IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "") for c in WGRAD_CASES]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", WGRAD_CASES, ids=WGRAD_IDS)
+def test_wgrad_matches_torch(case, channels_last, tile, dtype, winograd):
+    winograd(tile)
+    n, c, h, w, k, padding, _ = case
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, c, h, w, dtype=dtype).contiguous(memory_format=fmt)
+    grad_out = torch.randn(n, k, h + 2 * padding - 2, w + 2 * padding - 2, dtype=dtype).contiguous(memory_format=fmt)
+    before = _wgrad_calls()
+    got = _wgrad(grad_out, x, k, padding)
+    assert _wgrad_calls() == before + 1
+    assert got.dtype == dtype
+    _assert_wgrad_within_bound(got, x, grad_out, padding, tile, "weight gradient")
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_wgrad_non_contiguous_and_mixed_formats(tile, winograd):
+    # Any strides: the op brings both operands into one format (channels_last if either is).
+    winograd(tile)
+    x = torch.randn(2, 12, 9, 22)[:, :, :, ::2]  # (2, 12, 9, 11), every other column
+    grad_out = torch.randn(2, 10, 11, 9).transpose(2, 3)  # (2, 10, 9, 11), not contiguous
+    before = _wgrad_calls()
+    got = _wgrad(grad_out, x, 10, 1)
+    got_cl = _wgrad(grad_out, x.contiguous(memory_format=torch.channels_last), 10, 1)
+    assert _wgrad_calls() == before + 2
+    _assert_wgrad_within_bound(got, x, grad_out, 1, tile, "non-contiguous")
+    _assert_wgrad_within_bound(got_cl, x, grad_out, 1, tile, "channels_last input, NCHW grad_output")
+
+
+def test_wgrad_gradcheck_fp64(winograd):
+    # fp64 through autograd: the Winograd weight gradient (forced; the forward pass and input
+    # gradient in fp64 run the generic kernels) against finite differences.
+    winograd(2)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    before = _wgrad_calls()
+    assert torch.autograd.gradcheck(lambda x, w: FF.conv2d(x, w, None, padding=1), (x, weight))
+    assert _wgrad_calls() > before
+
+
+def test_wgrad_off_with_environment_variable(winograd):
+    winograd(0)
+    x, grad_out = torch.randn(2, 32, 24, 24), torch.randn(2, 32, 24, 24)
+    before = _wgrad_calls()
+    got = _wgrad(grad_out, x, 32, 1)
+    assert _wgrad_calls() == before
+    _assert_wgrad_within_bound(got, x, grad_out, 1, 1, "direct kernel")
+
+
+@pytest.mark.parametrize("tile", ["2", "4", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+def test_wgrad_results_do_not_depend_on_thread_count(tile, dtype, winograd):
+    # 2 x 32 x 32 outputs: 512 F(2x2) tiles (2 slices of partial sums); 72 output channels:
+    # split into groups differently per thread count.
+    winograd(tile)
+    x = torch.randn(2, 40, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(2, 72, 32, 32, dtype=dtype)
+    threads = torch.get_num_threads()
+    results = []
+    before = _wgrad_calls()
+    try:
+        for t in (1, 2, 5):
+            torch.set_num_threads(t)
+            results.append(_wgrad(grad_out, x, 72, 1))
+    finally:
+        torch.set_num_threads(threads)
+    assert _wgrad_calls() == before + 3
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+def test_wgrad_heuristic(monkeypatch):
+    monkeypatch.delenv("FASTCONV_CPU_WINOGRAD", raising=False)
+    before = _wgrad_calls()
+    x, grad_out = torch.randn(1, 64, 56, 56), torch.randn(1, 64, 56, 56)  # res2a_branch2b
+    got = _wgrad(grad_out, x, 64, 1)
+    assert _wgrad_calls() == before + 1
+    _assert_wgrad_within_bound(got, x, grad_out, 1, 2, "res2a_branch2b")
+    # A first layer (3 input channels) stays on the direct kernel.
+    _wgrad(torch.randn(1, 16, 16, 16), torch.randn(1, 3, 16, 16), 16, 1)
+    assert _wgrad_calls() == before + 1
+
+
+# Max |error| / (eps * rms(exact weight gradient)) on this problem (unit normals, C = K = 64,
+# 2 x 24 x 24 outputs, 3x3; each weight sums 1152 products), measured: direct kernel 39,
+# F(2x2,3x3) 25, F(4x4,3x3) 170. F(2x2) is as accurate as the direct sum (its transforms only
+# add, negate and halve, and each GEMM sums a quarter as many products); F(4x4)'s transforms
+# scale by up to 8 (A) and 1/24 (G) with mixed signs, ~4x the direct error. The bounds allow
+# about 3x the measured values (the error of a random problem varies with the seed).
+WGRAD_ACCURACY_BOUNDS = {"0": 120.0, "2": 75.0, "4": 510.0}
+
+
+@pytest.mark.parametrize("mode", ["0", "2", "4"], ids=["direct", "F2x2", "F4x4"])
+def test_wgrad_accuracy_against_fp64(mode, winograd):
+    winograd(mode)
+    torch.manual_seed(0)
+    x, grad_out = torch.randn(2, 64, 24, 24), torch.randn(2, 64, 24, 24)
+    before = _wgrad_calls()
+    got = _wgrad(grad_out, x, 64, 1)
+    assert (_wgrad_calls() > before) == (mode != "0")
+    exact = torch.nn.grad.conv2d_weight(x.double(), got.shape, grad_out.double(), 1, 1)
+    scale = torch.finfo(torch.float32).eps * exact.pow(2).mean().sqrt().item()
+    err = ((got.double() - exact).abs().max() / scale).item()
+    assert err <= WGRAD_ACCURACY_BOUNDS[mode], f"max error {err:.1f} eps * rms(grad_weight)"

@@ -173,6 +173,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
 
 bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output,
                              const at::Tensor& input, at::Tensor& grad_weight) {
+  if (winograd_weight_grad_applies(g, grad_output)) return conv2d_weight_grad_winograd(g, grad_output, input, grad_weight);
   if (grad_output.scalar_type() != at::kFloat) return false;
   const Kernels* kk = pick_kernels();
   if (kk == nullptr || g.c_per_group() == 0 || g.k_per_group() == 0) return false;

@@ -54,8 +54,10 @@ using fastk::Kernels;
 
 std::atomic<int64_t> forward_calls{0}, input_grad_calls{0};
 
+}  // namespace
+
 // FASTCONV_CPU_WINOGRAD: "0" off, "2" / "4" force that tile size, anything else: the heuristic.
-int env_tile() {
+int winograd_forced_tile() {
   const char* env = std::getenv("FASTCONV_CPU_WINOGRAD");
   if (env == nullptr) return -1;
   if (std::strcmp(env, "0") == 0) return 0;
@@ -63,6 +65,8 @@ int env_tile() {
   if (std::strcmp(env, "4") == 0) return 4;
   return -1;
 }
+
+namespace {
 
 bool geometry_fits(const ConvGeometry& g) {
   return g.groups == 1 && g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 &&
@@ -81,7 +85,7 @@ constexpr int64_t kStationaryCin = 256;
 // transforms dominant. Padding > 2 leaves outputs (pure bias) whose rounding error would be
 // that of their tile neighbours: left to the direct kernel.
 int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad) {
-  const int forced = env_tile();
+  const int forced = winograd_forced_tile();
   if (forced >= 0) return forced;
   if (cin < 32 || cout < 32 || pad > 2) return 0;
   const int64_t min_tiles = cin >= kStationaryCin ? 64 : 32;

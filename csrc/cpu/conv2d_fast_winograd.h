@@ -7,12 +7,17 @@
 // the geometry alone, so results never depend on the thread count) expects it to be faster.
 // FASTCONV_CPU_WINOGRAD=0 turns it off; =2 or =4 forces F(2x2,3x3) or F(4x4,3x3) wherever the
 // geometry fits (tests use these to reach both variants on small shapes).
+// The weight gradient (cpu/conv2d_fast_winograd_wgrad.cpp, fp32 and fp64) is called first by
+// conv2d_weight_grad_fast under the same rules, with its own size heuristic.
 #pragma once
 #include <ATen/core/Tensor.h>
 
 #include "common/conv.h"
 
 namespace fastconv::cpu {
+
+// FASTCONV_CPU_WINOGRAD: 0 (off), 2 or 4 (forced), or -1 (unset or anything else: the heuristics).
+int winograd_forced_tile();
 
 bool winograd_applies(const ConvGeometry& g, const at::Tensor& input);
 bool winograd_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output);
@@ -21,5 +26,9 @@ bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, con
                              const at::Tensor& bias, at::Tensor& output);
 bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
                                 const at::Tensor& weight, at::Tensor& grad_input);
+
+bool winograd_weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output);
+bool conv2d_weight_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
+                                 const at::Tensor& input, at::Tensor& grad_weight);
 
 }  // namespace fastconv::cpu
