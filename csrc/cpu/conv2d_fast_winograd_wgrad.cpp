@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -67,27 +68,19 @@ int64_t slices_for(int64_t tiles, int64_t msize_bytes) {
   return std::clamp<int64_t>(tiles / 256, 1, std::min<int64_t>(16, by_memory));
 }
 
-// Thread-local scratch for one chunk's transforms, reused across calls.
+// Thread-local scratch, reused across calls, aligned to 64 bytes (the GEMM reads whole lines):
+// slot 0 for one chunk's transforms (per worker), slot 1 for the slices' partial sums (the
+// calling thread; every element is written by the GEMMs before it is read).
 template <class T>
-T* chunk_scratch(int64_t elements) {
-  thread_local std::vector<T> v;
-  if (static_cast<int64_t>(v.size()) < elements) {
-    v = std::vector<T>();
-    v.resize(elements);
+T* scratch(int slot, int64_t elements) {
+  thread_local std::vector<T> v[2];
+  constexpr int64_t pad = 64 / sizeof(T);
+  if (static_cast<int64_t>(v[slot].size()) < elements + pad) {
+    v[slot] = std::vector<T>();
+    v[slot].resize(elements + pad);
   }
-  return v.data();
-}
-
-// The slices' partial sums, in the calling thread's scratch (every element is written by the
-// GEMMs before it is read).
-template <class T>
-T* sums_scratch(int64_t elements) {
-  thread_local std::vector<T> v;
-  if (static_cast<int64_t>(v.size()) < elements) {
-    v = std::vector<T>();
-    v.resize(elements);
-  }
-  return v.data();
+  const auto addr = reinterpret_cast<uintptr_t>(v[slot].data());
+  return v[slot].data() + ((64 - addr % 64) % 64) / sizeof(T);
 }
 
 // x (N, C, H, W) as NHWC data: its own memory when channels_last, else a transposed copy
@@ -120,7 +113,7 @@ void run(const wino::WgradKernels<T>& kw, const ConvGeometry& g, const at::Tenso
   const int64_t S = slices_for(tiles, msize * static_cast<int64_t>(sizeof(T)));
   const int64_t slice_tiles = ceil_div(tiles, S);
   const int64_t nslices = ceil_div(tiles, slice_tiles);
-  T* M = sums_scratch<T>(nslices * msize);
+  T* M = scratch<T>(1, nslices * msize);
 
   // Groups of output channels: enough work items for the threads (the groups never change a
   // sum, only how the work is split); each group transforms all of the input again.
@@ -130,14 +123,15 @@ void run(const wino::WgradKernels<T>& kw, const ConvGeometry& g, const at::Tenso
   const int64_t group = round_up(ceil_div(K, ngroups), kGroupAlign);
   const int64_t groups = ceil_div(K, group);
   const int64_t ldv = odd_lines<T>(Cp), ldu = odd_lines<T>(round_up(round_up(group, wino::kRows), W));
-  // Tiles per chunk: as many as possible (each chunk reads and writes all of its GEMMs'
-  // accumulators once), with V and U of a chunk within about 4 MiB per thread; each GEMM's
-  // share of them (1 / alpha^2) stays in L2.
-  const int64_t chunk = std::min(slice_tiles,
-                                 std::max<int64_t>(32, (int64_t(4) << 20) / (sizeof(T) * A2 * (ldv + ldu))));
+  // Tiles per chunk: V and U of a chunk within about 384 KiB, so the GEMMs read them from L2
+  // right after the transforms wrote them; but at least 32 tiles, and 128 where the group's
+  // accumulators (read and written once per chunk) exceed 2 MiB and come from memory.
+  const int64_t tile_bytes = sizeof(T) * A2 * (ldv + ldu), acc_bytes = sizeof(T) * A2 * group * Cp;
+  const int64_t min_chunk = acc_bytes > (int64_t(2) << 20) ? 128 : 32;
+  const int64_t chunk = std::min(slice_tiles, std::max(min_chunk, (int64_t(384) << 10) / tile_bytes));
 
   at::parallel_for(0, nslices * groups, 1, [&](int64_t begin, int64_t end) {
-    T* V = chunk_scratch<T>(A2 * chunk * (ldv + ldu));
+    T* V = scratch<T>(0, A2 * chunk * (ldv + ldu));
     T* U = V + A2 * chunk * ldv;
     for (int64_t it = begin; it < end; ++it) {
       const int64_t s = it / groups, gi = it % groups;

@@ -168,24 +168,32 @@ void patch(const WPatch<typename S::T>& a) {
 }
 
 // Register tile: kRows rows (broadcasts of u) x two vectors of columns (loads of v), 12
-// accumulators + 2 columns + 1 broadcast of the 16 ymm registers.
+// accumulators + 2 columns + 1 broadcast of the 16 ymm registers. The tiles are taken in
+// blocks of kTileBlock, so that the block's column of v (one line per tile) and the lines of u
+// that its rows read stay in L1 across all register tiles of the block (a whole chunk would
+// stream both from L2 for every register tile); each sum still runs over the tiles in order.
+constexpr int64_t kTileBlock = 128;
+
 template <class S>
 void gemm(const WGemm<typename S::T>& g) {
   using V = typename S::V;
   using T = typename S::T;
   constexpr int W = S::W;
+  for (int64_t t0 = 0; t0 < g.nt; t0 += kTileBlock) {
+    const int64_t t1 = g.nt - t0 < kTileBlock ? g.nt : t0 + kTileBlock;
+    const bool first = g.first && t0 == 0;
   for (int64_t c0 = 0; c0 < g.ccols; c0 += 2 * W) {
     for (int64_t k0 = 0; k0 < g.krows; k0 += kRows) {
       T* acc_p = g.acc + k0 * g.ld_acc + c0;
       V acc[kRows][2];
       _Pragma("GCC unroll 8")
       for (int r = 0; r < kRows; ++r) {
-        acc[r][0] = g.first ? S::zero() : S::load(acc_p + r * g.ld_acc);
-        acc[r][1] = g.first ? S::zero() : S::load(acc_p + r * g.ld_acc + W);
+        acc[r][0] = first ? S::zero() : S::load(acc_p + r * g.ld_acc);
+        acc[r][1] = first ? S::zero() : S::load(acc_p + r * g.ld_acc + W);
       }
-      const T* u = g.u + k0;
-      const T* v = g.v + c0;
-      for (int64_t t = 0; t < g.nt; ++t) {
+      const T* u = g.u + t0 * g.ldu + k0;
+      const T* v = g.v + t0 * g.ldv + c0;
+      for (int64_t t = t0; t < t1; ++t) {
         const V v0 = S::load(v), v1 = S::load(v + W);
         _Pragma("GCC unroll 8")
         for (int r = 0; r < kRows; ++r) {
@@ -202,6 +210,7 @@ void gemm(const WGemm<typename S::T>& g) {
         S::store(acc_p + r * g.ld_acc + W, acc[r][1]);
       }
     }
+  }
   }
 }
 
