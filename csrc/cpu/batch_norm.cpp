@@ -9,6 +9,8 @@
 //                     write dx [, grad_residual])
 // NCHW input with enough channels runs the two passes of the training forward and of the
 // backward channel by channel, so the second pass reads from cache (batch_norm_passes.h).
+// Otherwise the second pass walks backwards, to find in cache what the first read last; outputs
+// larger than half the last-level cache are written with non-temporal stores.
 // Per-channel vectors (C values) are read and written directly, without ATen ops: a call's
 // fixed cost is its allocations and its parallel regions, which matters for small layers.
 #include <ATen/ATen.h>
@@ -162,10 +164,11 @@ void forward_train_kernel(const Prepared& p, const at::Tensor& y, const OptTenso
     return bn_affine<A>(A(mean_d[c]), A(var_d[c]), w[c], b[c], eps);
   };
   if (bn_cpu::channel_fused(l)) {
+    const bool stream = bn_cpu::stream_output(l, sizeof(scalar_t));
     bn_cpu::parallel_items(l.c, l.count(), [&](int64_t first, int64_t last) {
       for (int64_t c = first; c < last; ++c) {
         const BnAffine<A> a = finish(c, bn_cpu::channel_stats_planar(x, l, c));
-        bn_cpu::apply_planes(x, res, out, l, c, 0, l.outer, a.alpha, a.beta, relu);
+        bn_cpu::apply_channel(x, res, out, l, c, a.alpha, a.beta, relu, stream);
       }
     });
     return;
@@ -348,11 +351,14 @@ void backward_kernel(const BackwardTensors& t, const at::Tensor& var, const OptT
                               A(l.count()));
   };
   if (bn_cpu::channel_fused(l)) {
+    const bool stream = bn_cpu::stream_output(l, sizeof(scalar_t));
+    // channels backwards: the training forward went forwards, so the x of the channels it
+    // touched last may still be in cache
     bn_cpu::parallel_items(l.c, 2 * l.count(), [&](int64_t first, int64_t last) {
-      for (int64_t c = first; c < last; ++c) {
+      for (int64_t c = last - 1; c >= first; --c) {
         bn_cpu::channel_sums_planar(dy, x, res, l, c, k, relu, &s_dy[c], &s_dyx[c]);
         coefficients_of(c);
-        bn_cpu::backward_apply_planes(dy, x, res, dx, dres, l, c, 0, l.outer, k, relu);
+        bn_cpu::backward_apply_channel(dy, x, res, dx, dres, l, c, k, relu, stream);
       }
     });
     return;

@@ -20,7 +20,10 @@
 #pragma once
 #include <ATen/Parallel.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 #include <vector>
 
@@ -41,6 +44,7 @@ struct Layout {
   int64_t outer, c, inner;
   bool planar() const { return inner > 1; }
   int64_t count() const { return outer * inner; }  // values per channel
+  int64_t numel() const { return count() * c; }
   int64_t stride() const { return c * inner; }      // from one plane of a channel to the next
   int64_t row_chunks() const { return (outer + kRows - 1) / kRows; }
   // Planar chunks of a channel: kRun values of one plane when planes are longer, else
@@ -65,6 +69,23 @@ inline PlanarChunk planar_chunk(const Layout& l, int64_t c, int64_t j) {
 // The channel-fused schedule pays when every thread gets a few channels.
 inline bool channel_fused(const Layout& l) {
   return l.planar() && l.c >= 4 * int64_t(at::get_num_threads());
+}
+
+// Outputs at least this large are written with non-temporal stores: half the last-level cache,
+// above which an output and its input do not both stay in cache anyway; streaming the output
+// then saves the read of its destination lines and leaves the cache to the inputs, which the
+// next pass reads again (FASTCONV_BN_STREAM_BYTES overrides it, for measurements).
+inline int64_t stream_threshold_bytes() {
+  static const int64_t bytes = [] {
+    if (const char* env = std::getenv("FASTCONV_BN_STREAM_BYTES")) return int64_t(std::atoll(env));
+    const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return int64_t(llc > 0 ? llc : 32L << 20) / 2;
+  }();
+  return bytes;
+}
+
+inline bool stream_output(const Layout& l, size_t element_size) {
+  return l.numel() * int64_t(element_size) >= stream_threshold_bytes();
 }
 
 // Runs body(first, last) over [0, n) in parallel with at least `values` / `per_item` items
@@ -165,40 +186,47 @@ void chunked_stats(const scalar_t* x, const Layout& l, Out out) {
 }
 
 // ---- normalize (+ residual) (+ relu) ----------------------------------------------------------
-// Planes [o0, o1) of channel c of a planar layout.
+// Every plane of channel c of a planar layout (the channel-fused schedule).
 template <typename scalar_t>
-void apply_planes(const scalar_t* x, const scalar_t* res, scalar_t* y, const Layout& l, int64_t c,
-                  int64_t o0, int64_t o1, acc_of<scalar_t> alpha, acc_of<scalar_t> beta,
-                  bool relu) {
-  const int64_t off = (o0 * l.c + c) * l.inner;
-  cpu::bn_run_apply(x + off, res ? res + off : nullptr, y + off, o1 - o0, l.inner, l.stride(),
-                    alpha, beta, relu);
+void apply_channel(const scalar_t* x, const scalar_t* res, scalar_t* y, const Layout& l,
+                   int64_t c, acc_of<scalar_t> alpha, acc_of<scalar_t> beta, bool relu,
+                   bool stream) {
+  const int64_t off = c * l.inner;
+  cpu::bn_run_apply(x + off, res ? res + off : nullptr, y + off, l.outer, l.inner, l.stride(),
+                    alpha, beta, relu, stream);
 }
 
-// Runs f(c, first plane, end plane) over every channel's planes in groups of l.group()
-// planes (up to kRun values, or one plane), in parallel.
+// The elementwise passes that follow a reduction walk each task's range backwards, in blocks of
+// `block` items (each block forwards): what the reduction read last is the likeliest to be still
+// in cache (the last-level cache for a tensor about its size). body(first, last).
 template <typename F>
-void for_each_plane_group(const Layout& l, F f) {
-  const int64_t g = l.group(), groups = (l.outer + g - 1) / g;
-  parallel_items(l.c * groups, std::min(l.count(), g * l.inner), [&](int64_t b, int64_t e) {
-    for (int64_t u = b; u < e; ++u) {
-      const int64_t c = u / groups, o0 = u % groups * g;
-      f(c, o0, std::min(l.outer, o0 + g));
-    }
+void parallel_items_backwards(int64_t n, int64_t per_item, int64_t block, F body) {
+  parallel_items(n, per_item, [&](int64_t b, int64_t e) {
+    for (int64_t hi = e; hi > b; hi -= block) body(std::max(b, hi - block), hi);
   });
+}
+
+// Runs body(first plane, end plane) over the NCHW planes (plane p = (n, c) at p * inner), in
+// memory order, in parallel, backwards; blocks of up to kRun values.
+template <typename F>
+void for_each_planes_block(const Layout& l, F body) {
+  parallel_items_backwards(l.outer * l.c, l.inner, std::max<int64_t>(1, kRun / l.inner), body);
 }
 
 template <typename scalar_t>
 void apply(const scalar_t* x, const scalar_t* res, scalar_t* y, const Layout& l,
            const acc_of<scalar_t>* alpha, const acc_of<scalar_t>* beta, bool relu) {
+  const bool stream = stream_output(l, sizeof(scalar_t));
   if (l.planar()) {
-    for_each_plane_group(l, [&](int64_t c, int64_t o0, int64_t o1) {
-      apply_planes(x, res, y, l, c, o0, o1, alpha[c], beta[c], relu);
+    for_each_planes_block(l, [&](int64_t b, int64_t e) {
+      const int64_t off = b * l.inner;
+      cpu::bn_planes_apply(x + off, res ? res + off : nullptr, y + off, e - b, b % l.c, l.c,
+                           l.inner, alpha, beta, relu, stream);
     });
   } else {
-    parallel_items(l.outer, l.c, [&](int64_t b, int64_t e) {
+    parallel_items_backwards(l.outer, l.c, kRows, [&](int64_t b, int64_t e) {
       cpu::bn_rows_apply(x + b * l.c, res ? res + b * l.c : nullptr, y + b * l.c, e - b, l.c,
-                         alpha, beta, relu);
+                         alpha, beta, relu, stream);
     });
   }
 }
@@ -282,15 +310,15 @@ void chunked_sums(const scalar_t* dy, const scalar_t* x, const scalar_t* res, co
   }
 }
 
-// Planes [o0, o1) of channel c of a planar layout.
+// Every plane of channel c of a planar layout (the channel-fused schedule).
 template <typename scalar_t>
-void backward_apply_planes(const scalar_t* dy, const scalar_t* x, const scalar_t* res,
-                           scalar_t* dx, scalar_t* dres, const Layout& l, int64_t c, int64_t o0,
-                           int64_t o1, const BackwardCoefs<acc_of<scalar_t>>& k, bool relu) {
-  const int64_t off = (o0 * l.c + c) * l.inner;
+void backward_apply_channel(const scalar_t* dy, const scalar_t* x, const scalar_t* res,
+                            scalar_t* dx, scalar_t* dres, const Layout& l, int64_t c,
+                            const BackwardCoefs<acc_of<scalar_t>>& k, bool relu, bool stream) {
+  const int64_t off = c * l.inner;
   cpu::bn_run_backward_apply(dy + off, x + off, res ? res + off : nullptr, dx + off,
-                             dres ? dres + off : nullptr, o1 - o0, l.inner, l.stride(),
-                             k.alpha[c], k.beta[c], k.k_g[c], k.k_x[c], k.k_0[c], relu);
+                             dres ? dres + off : nullptr, l.outer, l.inner, l.stride(),
+                             k.alpha[c], k.beta[c], k.k_g[c], k.k_x[c], k.k_0[c], relu, stream);
 }
 
 // grad_input (and grad_residual when dres is given) of every channel, in parallel.
@@ -298,16 +326,22 @@ template <typename scalar_t>
 void backward_apply(const scalar_t* dy, const scalar_t* x, const scalar_t* res, scalar_t* dx,
                     scalar_t* dres, const Layout& l, const BackwardCoefs<acc_of<scalar_t>>& k,
                     bool relu) {
+  const bool stream = stream_output(l, sizeof(scalar_t));
   if (l.planar()) {
-    for_each_plane_group(l, [&](int64_t c, int64_t o0, int64_t o1) {
-      backward_apply_planes(dy, x, res, dx, dres, l, c, o0, o1, k, relu);
+    for_each_planes_block(l, [&](int64_t b, int64_t e) {
+      const int64_t off = b * l.inner;
+      cpu::bn_planes_backward_apply(dy + off, x + off, res ? res + off : nullptr, dx + off,
+                                    dres ? dres + off : nullptr, e - b, b % l.c, l.c, l.inner,
+                                    k.alpha.data(), k.beta.data(), k.k_g.data(), k.k_x.data(),
+                                    k.k_0.data(), relu, stream);
     });
   } else {
-    parallel_items(l.outer, l.c, [&](int64_t b, int64_t e) {
+    parallel_items_backwards(l.outer, l.c, kRows, [&](int64_t b, int64_t e) {
       const int64_t off = b * l.c;
       cpu::bn_rows_backward_apply(dy + off, x + off, res ? res + off : nullptr, dx + off,
                                   dres ? dres + off : nullptr, e - b, l.c, k.alpha.data(),
-                                  k.beta.data(), k.k_g.data(), k.k_x.data(), k.k_0.data(), relu);
+                                  k.beta.data(), k.k_g.data(), k.k_x.data(), k.k_0.data(), relu,
+                                  stream);
     });
   }
 }
