@@ -122,3 +122,28 @@ def test_eval_backward_with_stats_requiring_grad_is_a_clear_error():
     y = ops.batch_norm_apply(x, mean, torch.ones(3), None, None, None, 1e-5, True)
     with pytest.raises(RuntimeError, match="expected mean and var that do not require grad"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_no_graph_when_nothing_requires_grad(training):
+    # the C++ autograd kernels skip the graph node when nothing is differentiated; the results,
+    # the running-statistics update and the graph for a lone weight that requires grad must be
+    # those of the recorded path
+    x = make((2, 3, 4, 4), "cpu")
+    w, b = torch.rand(3) + 0.5, torch.randn(3)
+    stats = {}
+    for mode in ("plain", "no_grad", "weight_grad"):
+        rm, rv = torch.zeros(3), torch.ones(3)
+        wm = w.clone().requires_grad_(mode == "weight_grad")
+        with torch.set_grad_enabled(mode != "no_grad"):
+            y = F.batch_norm_relu(x, rm, rv, wm, b, training=training)
+        assert (y.grad_fn is not None) == (mode == "weight_grad")
+        assert y.requires_grad == (mode == "weight_grad")
+        if mode == "weight_grad":
+            (gw,) = torch.autograd.grad(y.sum(), wm)
+            assert gw.abs().sum() > 0
+        stats[mode] = (y.detach(), rm, rv)
+    for mode in ("no_grad", "weight_grad"):
+        for a, b_ in zip(stats["plain"], stats[mode]):
+            assert torch.equal(a, b_)
+    assert training == (not torch.equal(stats["plain"][1], torch.zeros(3)))

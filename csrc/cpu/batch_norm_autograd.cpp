@@ -190,10 +190,31 @@ class ApplyFunction : public torch::autograd::Function<ApplyFunction> {
   }
 };
 
+// Whether a call records a graph: grad mode on and a differentiable input that requires grad.
+// Otherwise the op runs directly below autograd, as Function::apply would run it, without the
+// graph node, saved tensors and saved_data it builds even when nothing requires grad (a fixed
+// cost that small layers feel in inference and no_grad evaluation).
+bool records_graph(std::initializer_list<const at::Tensor*> tensors,
+                   std::initializer_list<const OptTensor*> optional) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : tensors) {
+    if (t->requires_grad()) return true;
+  }
+  for (const OptTensor* t : optional) {
+    if (given(*t) && (*t)->requires_grad()) return true;
+  }
+  return false;
+}
+
 Tensor3 forward_train_autograd(const at::Tensor& input, const OptTensor& weight,
                                const OptTensor& bias, const OptTensor& residual,
                                const OptTensor& running_mean, const OptTensor& running_var,
                                double momentum, double eps, bool relu) {
+  if (!records_graph({&input}, {&weight, &bias, &residual})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_train_op().call(input, weight, bias, residual, running_mean, running_var,
+                                   momentum, eps, relu);
+  }
   variable_list out = TrainFunction::apply(input, weight, bias, residual, running_mean,
                                            running_var, momentum, eps, relu);
   return {out[0], out[1], out[2]};
@@ -202,6 +223,10 @@ Tensor3 forward_train_autograd(const at::Tensor& input, const OptTensor& weight,
 at::Tensor apply_autograd(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& var,
                           const OptTensor& weight, const OptTensor& bias,
                           const OptTensor& residual, double eps, bool relu) {
+  if (!records_graph({&input, &mean, &var}, {&weight, &bias, &residual})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return apply_op().call(input, mean, var, weight, bias, residual, eps, relu);
+  }
   return ApplyFunction::apply(input, mean, var, weight, bias, residual, eps, relu)[0];
 }
 

@@ -89,8 +89,24 @@ class BatchNormReLU(CaseBuilder):
                 fails += compare("running_var", buffers["fc"][1], buffers["pt"][1], rtol=1e-4,
                                  atol=1e-5)
                 fails += compare("eval output", fc(x, False), pt(x, False))
-            fails += close_but_mask_flips("grad_input", fwd_bwd(fc)(), fwd_bwd(pt)())
+            ours = fwd_bwd(fc)()
+            mismatch = close_but_mask_flips("grad_input", ours, fwd_bwd(pt)())
+            if mismatch:
+                # PyTorch's channels_last CPU backward now and then returns a few channels off
+                # by up to ~1 (torch 2.14, 2 threads, [8,256,56,56]; fastconv stays within 1e-6
+                # of float64 there): a float64 reference decides who is wrong
+                print(f"  note: {mismatch[0]} from PyTorch's; checking against float64",
+                      file=sys.stderr, flush=True)
+                fails += close_but_mask_flips("grad_input vs float64", ours, grad_input_float64())
             return fails
+
+        def grad_input_float64():
+            xd = x.double().requires_grad_(True)
+            stats64 = torch.zeros(c, dtype=torch.float64, device=device)
+            y = F.batch_norm(xd, stats64, stats64 + 1, weight.double(), bias.double(), True)
+            if r is not None:
+                y = y + r.double()
+            return torch.autograd.grad(torch.relu(y), xd, grad.double())[0]
 
         e = x.element_size()
         m = n * c * h * w
