@@ -16,8 +16,9 @@
 // thread count. Memory: the slices' M (alpha^2 x K x C each) plus per thread one chunk of V
 // and U; NCHW operands are transposed once to NHWC.
 //
-// Accuracy (fp32, unit normals, vs an fp64 reference; asserted in
-// tests/test_conv2d_winograd.py): see the accuracy test there.
+// Accuracy (fp32, unit normals, C = K = 64, 2 x 24 x 24 outputs, vs an fp64 reference; asserted
+// in tests/test_conv2d_winograd.py): max |error| / (eps x rms(dW)) is 39 for the direct kernel,
+// 25 for F(2x2,3x3) and 170 for F(4x4,3x3).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

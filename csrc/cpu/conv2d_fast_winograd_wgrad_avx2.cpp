@@ -182,35 +182,35 @@ void gemm(const WGemm<typename S::T>& g) {
   for (int64_t t0 = 0; t0 < g.nt; t0 += kTileBlock) {
     const int64_t t1 = g.nt - t0 < kTileBlock ? g.nt : t0 + kTileBlock;
     const bool first = g.first && t0 == 0;
-  for (int64_t c0 = 0; c0 < g.ccols; c0 += 2 * W) {
-    for (int64_t k0 = 0; k0 < g.krows; k0 += kRows) {
-      T* acc_p = g.acc + k0 * g.ld_acc + c0;
-      V acc[kRows][2];
-      _Pragma("GCC unroll 8")
-      for (int r = 0; r < kRows; ++r) {
-        acc[r][0] = first ? S::zero() : S::load(acc_p + r * g.ld_acc);
-        acc[r][1] = first ? S::zero() : S::load(acc_p + r * g.ld_acc + W);
-      }
-      const T* u = g.u + t0 * g.ldu + k0;
-      const T* v = g.v + t0 * g.ldv + c0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const V v0 = S::load(v), v1 = S::load(v + W);
+    for (int64_t c0 = 0; c0 < g.ccols; c0 += 2 * W) {
+      for (int64_t k0 = 0; k0 < g.krows; k0 += kRows) {
+        T* acc_p = g.acc + k0 * g.ld_acc + c0;
+        V acc[kRows][2];
         _Pragma("GCC unroll 8")
         for (int r = 0; r < kRows; ++r) {
-          const V ur = S::bcast(u + r);
-          acc[r][0] = S::fma(ur, v0, acc[r][0]);
-          acc[r][1] = S::fma(ur, v1, acc[r][1]);
+          acc[r][0] = first ? S::zero() : S::load(acc_p + r * g.ld_acc);
+          acc[r][1] = first ? S::zero() : S::load(acc_p + r * g.ld_acc + W);
         }
-        u += g.ldu;
-        v += g.ldv;
-      }
-      _Pragma("GCC unroll 8")
-      for (int r = 0; r < kRows; ++r) {
-        S::store(acc_p + r * g.ld_acc, acc[r][0]);
-        S::store(acc_p + r * g.ld_acc + W, acc[r][1]);
+        const T* u = g.u + t0 * g.ldu + k0;
+        const T* v = g.v + t0 * g.ldv + c0;
+        for (int64_t t = t0; t < t1; ++t) {
+          const V v0 = S::load(v), v1 = S::load(v + W);
+          _Pragma("GCC unroll 8")
+          for (int r = 0; r < kRows; ++r) {
+            const V ur = S::bcast(u + r);
+            acc[r][0] = S::fma(ur, v0, acc[r][0]);
+            acc[r][1] = S::fma(ur, v1, acc[r][1]);
+          }
+          u += g.ldu;
+          v += g.ldv;
+        }
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < kRows; ++r) {
+          S::store(acc_p + r * g.ld_acc, acc[r][0]);
+          S::store(acc_p + r * g.ld_acc + W, acc[r][1]);
+        }
       }
     }
-  }
   }
 }
 
