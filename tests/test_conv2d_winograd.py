@@ -329,6 +329,14 @@ def test_wgrad_heuristic(monkeypatch):
     # A first layer (3 input channels) stays on the direct kernel.
     _wgrad(torch.randn(1, 16, 16, 16), torch.randn(1, 3, 16, 16), 16, 1)
     assert _wgrad_calls() == before + 1
+    # Few tiles (4 F(2x2) tiles): the direct kernel in fp32, Winograd in fp64 (the generic fp64
+    # kernel is slower).
+    x, grad_out = torch.randn(1, 32, 4, 4), torch.randn(1, 40, 4, 4)
+    _wgrad(grad_out, x, 40, 1)
+    assert _wgrad_calls() == before + 1
+    got = _wgrad(grad_out.double(), x.double(), 40, 1)
+    assert _wgrad_calls() == before + 2
+    _assert_wgrad_within_bound(got, x.double(), grad_out.double(), 1, 2, "fp64, few tiles")
 
 
 # Max |error| / (eps * rms(exact weight gradient)) on this problem (unit normals, C = K = 64,

@@ -123,9 +123,12 @@ struct Tr<S, 4> {
 };
 
 // One patch (size x size, size = alpha for the input, m for grad_output) through `Tr::in` or
-// `Tr::grad` on its columns and then its rows, W channels at a time.
-template <class S, int M, bool Input>
-void patch(const WPatch<typename S::T>& a) {
+// `Tr::grad` on its columns and then its rows, for the W channels at c (n of them exist, the
+// rest read as zero). Interior: all of the patch inside the image and n = W (no tests per
+// element).
+template <class S, int M, bool Input, bool Interior>
+inline __attribute__((always_inline)) void patch_vec(const WPatch<typename S::T>& a, int64_t c, int64_t n,
+                                                     int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   using V = typename S::V;
   using T = typename S::T;
   constexpr int A = M + 2, P = Input ? A : M;
@@ -136,34 +139,46 @@ void patch(const WPatch<typename S::T>& a) {
       Tr<S, M>::grad(d, s, r, t);
     }
   };
+  V tmp[A][P];
+  const T* base = a.img + (a.y0 * a.row + a.x0 * a.col + c);  // may point outside: read only inside
+  _Pragma("GCC unroll 8")
+  for (int j = 0; j < P; ++j) {
+    V d[P];
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < P; ++i) {
+      if (Interior) {
+        d[i] = S::load(base + (i * a.row + j * a.col));
+      } else if (n <= 0 || i < i0 || i >= i1 || j < j0 || j >= j1) {
+        d[i] = S::zero();
+      } else {
+        const T* p = base + (i * a.row + j * a.col);
+        d[i] = n == S::W ? S::load(p) : load_first<S>(p, n);
+      }
+    }
+    f(d, 1, &tmp[0][j], P);  // column j
+  }
+  T* q = a.dst + c;
+  _Pragma("GCC unroll 8")
+  for (int i = 0; i < A; ++i) {
+    V r[A];
+    f(tmp[i], 1, r, 1);  // row i
+    _Pragma("GCC unroll 8")
+    for (int j = 0; j < A; ++j) S::store(q + (i * A + j) * a.dst_xi, r[j]);
+  }
+}
+
+template <class S, int M, bool Input>
+void patch(const WPatch<typename S::T>& a) {
+  constexpr int P = Input ? M + 2 : M;
   // The patch's rows/columns inside the image: [i0, i1) x [j0, j1).
   const int64_t i0 = a.y0 < 0 ? -a.y0 : 0, j0 = a.x0 < 0 ? -a.x0 : 0;
   const int64_t i1 = a.h - a.y0 < P ? a.h - a.y0 : P, j1 = a.w - a.x0 < P ? a.w - a.x0 : P;
-  for (int64_t c = 0; c < a.nch_out; c += S::W) {
-    const int64_t n = a.nch - c < S::W ? a.nch - c : S::W;  // channels that exist (<= 0: none)
-    V tmp[A][P];
-    _Pragma("GCC unroll 8")
-    for (int j = 0; j < P; ++j) {
-      V d[P];
-      _Pragma("GCC unroll 8")
-      for (int i = 0; i < P; ++i) {
-        if (n <= 0 || i < i0 || i >= i1 || j < j0 || j >= j1) {
-          d[i] = S::zero();
-        } else {
-          const T* p = a.img + ((a.y0 + i) * a.row + (a.x0 + j) * a.col + c);
-          d[i] = n == S::W ? S::load(p) : load_first<S>(p, n);
-        }
-      }
-      f(d, 1, &tmp[0][j], P);  // column j
-    }
-    T* q = a.dst + c;
-    _Pragma("GCC unroll 8")
-    for (int i = 0; i < A; ++i) {
-      V r[A];
-      f(tmp[i], 1, r, 1);  // row i
-      _Pragma("GCC unroll 8")
-      for (int j = 0; j < A; ++j) S::store(q + (i * A + j) * a.dst_xi, r[j]);
-    }
+  int64_t c = 0;
+  if (i0 == 0 && j0 == 0 && i1 == P && j1 == P) {
+    for (; c + S::W <= a.nch; c += S::W) patch_vec<S, M, Input, true>(a, c, S::W, i0, i1, j0, j1);
+  }
+  for (; c < a.nch_out; c += S::W) {
+    patch_vec<S, M, Input, false>(a, c, a.nch - c < S::W ? a.nch - c : S::W, i0, i1, j0, j1);
   }
 }
 
@@ -182,35 +197,35 @@ void gemm(const WGemm<typename S::T>& g) {
   for (int64_t t0 = 0; t0 < g.nt; t0 += kTileBlock) {
     const int64_t t1 = g.nt - t0 < kTileBlock ? g.nt : t0 + kTileBlock;
     const bool first = g.first && t0 == 0;
-  for (int64_t c0 = 0; c0 < g.ccols; c0 += 2 * W) {
-    for (int64_t k0 = 0; k0 < g.krows; k0 += kRows) {
-      T* acc_p = g.acc + k0 * g.ld_acc + c0;
-      V acc[kRows][2];
-      _Pragma("GCC unroll 8")
-      for (int r = 0; r < kRows; ++r) {
-        acc[r][0] = first ? S::zero() : S::load(acc_p + r * g.ld_acc);
-        acc[r][1] = first ? S::zero() : S::load(acc_p + r * g.ld_acc + W);
-      }
-      const T* u = g.u + t0 * g.ldu + k0;
-      const T* v = g.v + t0 * g.ldv + c0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const V v0 = S::load(v), v1 = S::load(v + W);
+    for (int64_t c0 = 0; c0 < g.ccols; c0 += 2 * W) {
+      for (int64_t k0 = 0; k0 < g.krows; k0 += kRows) {
+        T* acc_p = g.acc + k0 * g.ld_acc + c0;
+        V acc[kRows][2];
         _Pragma("GCC unroll 8")
         for (int r = 0; r < kRows; ++r) {
-          const V ur = S::bcast(u + r);
-          acc[r][0] = S::fma(ur, v0, acc[r][0]);
-          acc[r][1] = S::fma(ur, v1, acc[r][1]);
+          acc[r][0] = first ? S::zero() : S::load(acc_p + r * g.ld_acc);
+          acc[r][1] = first ? S::zero() : S::load(acc_p + r * g.ld_acc + W);
         }
-        u += g.ldu;
-        v += g.ldv;
-      }
-      _Pragma("GCC unroll 8")
-      for (int r = 0; r < kRows; ++r) {
-        S::store(acc_p + r * g.ld_acc, acc[r][0]);
-        S::store(acc_p + r * g.ld_acc + W, acc[r][1]);
+        const T* u = g.u + t0 * g.ldu + k0;
+        const T* v = g.v + t0 * g.ldv + c0;
+        for (int64_t t = t0; t < t1; ++t) {
+          const V v0 = S::load(v), v1 = S::load(v + W);
+          _Pragma("GCC unroll 8")
+          for (int r = 0; r < kRows; ++r) {
+            const V ur = S::bcast(u + r);
+            acc[r][0] = S::fma(ur, v0, acc[r][0]);
+            acc[r][1] = S::fma(ur, v1, acc[r][1]);
+          }
+          u += g.ldu;
+          v += g.ldv;
+        }
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < kRows; ++r) {
+          S::store(acc_p + r * g.ld_acc, acc[r][0]);
+          S::store(acc_p + r * g.ld_acc + W, acc[r][1]);
+        }
       }
     }
-  }
   }
 }
 
