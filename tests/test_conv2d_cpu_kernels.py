@@ -39,6 +39,11 @@ CASES = [
     (1, 700, 10, 10, 8, 1, 1, 1, 0, 1, 1, "1x1 over many channels: pixel chunks, L1 blocks"),
     (1, 6, 4, 24, 10, 3, 3, 1, 1, 1, 1, "rows of 24 pixels: whole vectors, no mask"),
     (2, 5, 6, 16, 7, 1, 3, 1, (0, 1), 1, 1, "rows of 16 pixels"),
+    (1, 3, 5, 70, 8, 3, 3, 1, 1, 1, 1, "wgrad chunks of one row: kernel rows missing the first"),
+    (1, 128, 2, 130, 16, 3, 3, 1, 1, 1, 1, "wgrad packed chunks of one row, first misses a row"),
+    (1, 36, 7, 7, 20, 3, 3, 1, 1, 1, 1, "7x7 NCHW through the NHWC-staged kernels, K tail"),
+    (1, 20, 13, 14, 24, 3, 3, 1, 1, 1, 1, "14 wide: input-gradient tiles across rows, C tail"),
+    (1, 4, 5, 6, 8, 2, 3, 1, (2, 1), 1, 1, "row padding > kernel rows - 1: no tiles across"),
 ]
 IDS = [c[-1].replace(" ", "_") for c in CASES]
 
@@ -187,3 +192,33 @@ def test_noncontiguous_weight_gives_the_same_bits(channels_last, weight_layout):
         assert torch.equal(grad_in, grad_in_odd)
         want = torch.nn.grad.conv2d_input(x.shape, weight.double(), grad_out.double(), *args)
         _assert_close_to_fp64(grad_in_odd, want, 20 // groups * 9)
+
+
+@pytest.mark.parametrize("weight_layout", ["contiguous", "channels_last", "strided"])
+def test_weights_packed_per_thread_give_the_same_bits(weight_layout):
+    # With one image (or a small input) each thread packs the weight blocks it uses itself;
+    # with a larger batch the whole weight is packed first. Both must give the same kernel
+    # calls, so image 0 of a batch that is packed up front equals that image alone, bit for
+    # bit, for every weight layout the packing reads (NCHW, channels_last, other strides).
+    # (3x5 kernel: not a Winograd case; 56 input and 72 output channels: a tail block on
+    # both sides; 3 x 28 x 28 staged images are too large for per-thread packing.)
+    fmt = torch.channels_last
+    x = torch.randn(3, 56, 28, 28).contiguous(memory_format=fmt)
+    weight = torch.randn(72, 56, 3, 5)
+    if weight_layout == "channels_last":
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    elif weight_layout == "strided":
+        wide = torch.randn(72, 56, 3, 10)
+        wide[..., ::2] = weight
+        weight = wide[..., ::2]
+    args = ((1, 1), (1, 2), (1, 1), 1)
+    out = ops.conv2d(x, weight, None, *args)
+    one = ops.conv2d(x[:1], weight, None, *args)
+    assert torch.equal(out[:1], one)
+    _assert_close_to_fp64(out, F.conv2d(x.double(), weight.double(), None, *args), 56 * 15)
+    grad_out = torch.randn(out.shape).contiguous(memory_format=fmt)
+    grad_in = ops._conv2d_input_grad(grad_out, weight, list(x.shape), *args)
+    grad_in_one = ops._conv2d_input_grad(grad_out[:1], weight, [1, 56, 28, 28], *args)
+    assert torch.equal(grad_in[:1], grad_in_one)
+    want = torch.nn.grad.conv2d_input(x.shape, weight.double(), grad_out.double(), *args)
+    _assert_close_to_fp64(grad_in, want, 72 * 15)

@@ -8,6 +8,7 @@
 #include "cpu/conv2d_fast.h"
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
+#include "cpu/conv2d_fast_pack.h"
 #include "cpu/conv2d_fast_util.h"
 #include "cpu/conv2d_fast_winograd.h"
 
@@ -17,6 +18,18 @@ namespace {
 using namespace fastk;
 
 int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
+
+// n floats, n usually a tile width (6, 12) or a channel block (16, 32): fixed-size copies
+// compile to a few vector moves, where std::copy would call memmove for each pixel.
+inline void copy_floats(const float* s, int64_t n, float* d) {
+  switch (n) {
+    case 6: for (int i = 0; i < 6; ++i) d[i] = s[i]; return;
+    case 12: for (int i = 0; i < 12; ++i) d[i] = s[i]; return;
+    case 16: for (int i = 0; i < 16; ++i) d[i] = s[i]; return;
+    case 32: for (int i = 0; i < 32; ++i) d[i] = s[i]; return;
+    default: std::copy(s, s + n, d);
+  }
+}
 
 // The gather form of the input gradient: input pixel (ih, iw) receives grad_output pixel
 // (oh, ow) through tap (r, s) when ih + pad_h - r * dil_h = oh * stride_h, likewise for
@@ -48,40 +61,21 @@ struct GatherPlan {
   }
 };
 
-// Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels; with
-// `reverse_s` the kernel columns are stored last to first, so a unit-stride, unit-dilation
-// row of taps reads grad_output columns in ascending order (one run of S * Kg elements).
-// Every element is written, so no zero-fill. In parallel over (group, input-channel block,
-// chunk of 16 output channels kg): for each tap, the chunk's blocks of B floats are written
-// in order (the taps are often a power-of-two multiple of 4 KiB apart: writing all taps of
-// one kg at once would put every write in the same cache set), gathered from the chunk's
-// weight rows, whose part for the block (16 x B x R x S floats) stays in L1 across the taps.
-at::Tensor pack_gather_weights(const ConvGeometry& g, const at::Tensor& weight, int64_t B, bool reverse_s) {
+// Weights (K, Cg, R, S) packed for the gather as [G][CB][R][S][Kg][B] over input channels
+// (pack_block_gather per block, in parallel over blocks); with `reverse_s` the kernel columns
+// are stored last to first, so a unit-stride, unit-dilation row of taps reads grad_output
+// columns in ascending order (one run of S * Kg elements).
+at::Tensor pack_gather_weights(const Kernels& kk, const ConvGeometry& g, const WeightView& w, int64_t B,
+                               bool reverse_s) {
   const int64_t G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group(), CB = ceil_div(Cg, B);
-  // element (k, c, r, s) at k * sk + c * sc + r * sr + s * ss (NCHW or channels_last weights)
-  const int64_t sk = weight.stride(0), sc = weight.stride(1), sr = weight.stride(2), ss = weight.stride(3);
-  at::Tensor packed = at::empty({G, CB, g.r, g.s, Kg, B}, weight.options());
-  const float* w = weight.data_ptr<float>();
+  at::Tensor packed = at::empty({G, CB, g.r, g.s, Kg, B}, at::TensorOptions().dtype(at::kFloat));
   float* out = packed.data_ptr<float>();
-  constexpr int64_t KC = 16;
-  const int64_t chunks = ceil_div(Kg, KC);
-  at::parallel_for(0, G * CB * chunks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t block = g.r * g.s * Kg * B;
+  at::parallel_for(0, G * CB, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t k0 = (it % chunks) * KC, k1 = std::min(Kg, k0 + KC);
-      const int64_t gc = it / chunks, cb = gc % CB, gi = gc / CB;  // gc = gi * CB + cb
+      const int64_t gi = it / CB, cb = it % CB;
       const int nvalid = static_cast<int>(std::min(B, Cg - cb * B));
-      for (int64_t r = 0; r < g.r; ++r) {
-        for (int64_t sp = 0; sp < g.s; ++sp) {
-          const int64_t s = reverse_s ? g.s - 1 - sp : sp;
-          for (int64_t kg = k0; kg < k1; ++kg) {
-            float* dst = out + (((gc * g.r + r) * g.s + sp) * Kg + kg) * B;
-            // element (c, r, s) of output channel gi * Kg + kg, for c = cb * B + cc
-            const float* e = w + (gi * Kg + kg) * sk + cb * B * sc + r * sr + s * ss;
-            for (int cc = 0; cc < nvalid; ++cc) dst[cc] = e[cc * sc];
-            for (int64_t cc = nvalid; cc < B; ++cc) dst[cc] = 0.0f;
-          }
-        }
-      }
+      pack_block_gather(kk, w, gi * Kg, Kg, cb * B, nvalid, B, reverse_s, out + it * block);
     }
   });
   return packed;
@@ -103,22 +97,73 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
   const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;
   const GatherPlan plan(g);
-  const float* src = nhwc_with_column_padding(grad_output, plan.Lc, plan.Qp, 0);
-  // depthwise: weights as [R * S][C]; otherwise packed for the register tile.
-  const at::Tensor w_t = depthwise ? weight.reshape({C, -1}).t().contiguous()
-                                   : pack_gather_weights(g, weight, B, fold);
-  const float* w = w_t.data_ptr<float>();
+  // Narrow images at unit stride (7 x 7, 14 x 14), as in the forward pass: register tiles run
+  // across input rows over grad_output padded in rows too (top: R - 1 - pad_h zero rows, so
+  // input row ih reads padded row ih + R - 1 - r through kernel row r), so every tap of every
+  // pixel exists and a block's weights serve all pixels of the chunk per pass.
+  const bool across = fold && g.stride_h == 1 && g.dil_h == 1 && g.pad_h <= g.r - 1 && g.w < 4 * kk->max_m;
+  const int64_t top = across ? g.r - 1 - g.pad_h : 0;
+  const int64_t Hp = across ? std::max(top + g.p, g.h + g.r - 1) : g.p;
+  const int64_t hw = g.h * g.w;
+  const int64_t chunk = across ? ceil_div(ceil_div(hw, ceil_div(hw, 16 * kk->max_m)), kk->max_m) * kk->max_m : g.w;
+  const int64_t rows = across ? ceil_div(hw, chunk) : g.h;  // work items per (image, block)
+  std::vector<int64_t> pix_off(across ? hw : 0);  // source offset of input pixel y * w + x
+  for (int64_t i = 0; i < static_cast<int64_t>(pix_off.size()); ++i) {
+    pix_off[i] = ((i / g.w) * plan.Qp + i % g.w) * K;
+  }
+  const float* src = nhwc_padded(grad_output, top, Hp, plan.Lc, plan.Qp, 0);
+  // depthwise: weights as [R * S][C]; otherwise packed for the register tile, a block of
+  // R x S x Kg x B floats per destination channel block. As in the forward pass, where the
+  // staged grad_output fits in L2 each thread packs the blocks it uses into its own buffer
+  // (blocks outermost), so the packed weights never go through memory.
+  const bool fused = !depthwise && (g.n == 1 || g.n * Hp * plan.Qp * K * 4 <= (512 << 10));
+  const WeightView wv(weight);
+  const int64_t block = g.r * g.s * Kg * B;
+  at::Tensor w_t;
+  if (depthwise) {
+    w_t = weight.reshape({C, -1}).t().contiguous();
+  } else if (!fused) {
+    w_t = pack_gather_weights(*kk, g, wv, B, fold);
+  }
+  const float* w = w_t.defined() ? w_t.data_ptr<float>() : nullptr;
   const Dest out(grad_input);
   const int64_t l_block = l1_reduction_block(fold ? g.r : g.r * g.s, B);
   const int64_t DCB = depthwise ? ceil_div(C, B) : G * CB;  // channel blocks of the destination
 
-  at::parallel_for(0, g.n * DCB * g.h, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * DCB * rows, 1, [&](int64_t begin, int64_t end) {
     const int64_t max_taps = g.r * g.s;
     std::vector<const float*> a(max_taps), b(max_taps);
     std::vector<int64_t> rows_r, rows_oh;
+    int64_t have = -1;  // block now in the thread's buffer (fused)
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t ih = it % g.h, blk = (it / g.h) % DCB, n = it / (g.h * DCB);
+      // item order: (image, block, row), or (block, image, row) when fused
+      const int64_t ih = it % rows;  // input row, or chunk of pixels (across)
+      const int64_t blk = fused ? it / (rows * g.n) : (it / rows) % DCB;
+      const int64_t n = fused ? (it / rows) % g.n : it / (rows * DCB);
       const int64_t gi = depthwise ? 0 : blk / CB, cb = depthwise ? blk : blk % CB;
+      const float* wblk = w;  // this block's packed weights (depthwise: all of them)
+      if (fused) {
+        float* buf = workspace(2, block);
+        if (blk != have) {
+          pack_block_gather(*kk, wv, gi * Kg, Kg, cb * B, static_cast<int>(std::min(B, Cg - cb * B)), B, fold, buf);
+          have = blk;
+        }
+        wblk = buf;
+      } else if (!depthwise) {
+        wblk = w + blk * block;
+      }
+      if (across) {
+        const int64_t x0 = ih * chunk;
+        for (int64_t r = 0; r < g.r; ++r) {  // taps s = S-1 .. 0 folded, as below
+          a[r] = src + ((n * Hp + g.r - 1 - r) * plan.Qp + plan.Lc + g.pad_w - (g.s - 1)) * K;
+          b[r] = wblk + r * g.s * Kg * B;
+        }
+        const ConvRow row{static_cast<int>(g.r), a.data(), b.data(), g.s * Kg, K, std::min(chunk, hw - x0),
+                          nullptr, out.at(n, cb * B, 0, 0) + x0 * out.sx, out.sx, out.sc,
+                          static_cast<int>(std::min(B, Cg - cb * B)), l_block, pix_off.data() + x0};
+        kk->conv_row(row);
+        continue;
+      }
       rows_r.clear();
       rows_oh.clear();
       for (int64_t r = 0; r < g.r; ++r) {
@@ -139,7 +184,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
           const float* out_row = src + ((n * g.p + rows_oh[i]) * plan.Qp + plan.Lc) * K;
           if (fold) {  // taps s = S-1 .. 0 read columns phase + pad_w - (S-1) + j + s'
             a[nt] = out_row + (phase + g.pad_w - (g.s - 1)) * K;
-            b[nt] = w + (cb * g.r + r) * g.s * Kg * B;
+            b[nt] = wblk + r * g.s * Kg * B;
             ++nt;
             continue;
           }
@@ -151,7 +196,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
               b[nt] = w + (r * g.s + s) * C + c0;
             } else {
               a[nt] = out_row + ow0 * K + gi * Kg;
-              b[nt] = w + ((((gi * CB + cb) * g.r + r) * g.s + s) * Kg) * B;
+              b[nt] = wblk + (r * g.s + s) * Kg * B;
             }
             ++nt;
           }
@@ -183,6 +228,19 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
     grad_weight.zero_();
     return handled();
   }
+  if (g.r == 1 && g.s == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1) &&
+      input.is_contiguous()) {
+    // An NCHW 1x1 layer with stride reads only every stride-th pixel: gather those (a strided
+    // copy) and it is the stride-1 case, instead of staging the whole input as NHWC.
+    const at::Tensor sub = input.slice(2, 0, (g.p - 1) * g.stride_h + 1, g.stride_h)
+                               .slice(3, 0, (g.q - 1) * g.stride_w + 1, g.stride_w)
+                               .contiguous();
+    ConvGeometry g1 = g;
+    g1.h = g.p;
+    g1.w = g.q;
+    g1.stride_h = g1.stride_w = 1;
+    return conv2d_weight_grad_fast(g1, grad_output, sub, grad_weight);
+  }
   const int64_t B = kk->block, M = kk->max_m, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
   const int64_t KB = ceil_div(Kg, B), C = g.c, K = g.k;
   // Reduction-side elements, in runs contiguous in the padded input row: one run per kernel
@@ -195,8 +253,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
   // acc[G][KB][run][element][B]: per channel block, the B channels of every element in order
   // (a tile's accumulators are adjacent, and the unpacking below reads them sequentially).
-  at::Tensor acc_t = at::zeros({G, KB, nruns, runlen, B}, grad_output.options());
-  float* acc = acc_t.data_ptr<float>();
+  // Not zeroed: every tile of the first chunk starts from zero (also where no row hits).
+  float* acc = workspace(3, G * KB * nruns * runlen * B);
 
   // The pixels are swept in chunks of whole output rows (fixed by the geometry, never by the
   // thread count, so the summation order is too). Per chunk, a thread (with `pack`) packs what its tiles read into contiguous buffers: for each run, the input elements as
@@ -205,9 +263,11 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // bytes would otherwise map a tile's pixels to a few L1 sets; packed, a tile streams two
   // sequential arrays, and the block of grad_output stays in L1 across all tiles of the run.
   // Packing pays where the input's pixel stride is large (C * stride_w >= 128 floats: every
-  // pixel a different cache line, in few sets); with few input channels (first layers, C <= 64)
-  // the tiles read the NHWC data in place, in chunks of about 64 pixels (measured, AVX2).
-  const bool pack = C * g.stride_w >= 128;
+  // pixel a different cache line, in few sets) or grad_output's (K >= 128: 1x1 layers with
+  // few input channels, where the copies are ~1/4 of the time and the tiles run 1.6x faster);
+  // first layers (C <= 64, K <= 64) read the NHWC data in place, in chunks of about 64 pixels
+  // (measured, AVX2).
+  const bool pack = C * g.stride_w >= 128 || K >= 128;
   const int64_t chunk_rows = std::max<int64_t>(1, (pack ? 128 : 64) / g.q);
   const int64_t total_rows = g.n * g.p;
   const int64_t items = G * nruns * KB * tiles_per_run;  // (group, run, block, tile), tile fastest
@@ -237,11 +297,11 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
             arow[nrows] = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * Cg + e0;
             ++nrows;
           }
-          if (nrows == 0) continue;
+          if (nrows == 0 && row0 != 0) continue;
           const WgradTile t{nrows, grow.data(), arow.data(), g.q, K, g.stride_w * C,
                             static_cast<int>(std::min(M, runlen - e0)),
                             static_cast<int>(std::min(B, Kg - kb * B)),
-                            acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B};
+                            acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B, row0 == 0};
           kk->wgrad_tile(t);
           continue;
         }
@@ -261,24 +321,22 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
             for (int64_t q = 0; q < g.q; ++q) {
               const float* a_px = a_row + q * g.stride_w * C;
               float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * M;
-              for (int64_t t = 0; t < full_tiles; ++t) {
-                std::copy(a_px + t * M, a_px + (t + 1) * M, dst + t * npix * M);
-              }
-              if (tail > 0) std::copy(a_px + full_tiles * M, a_px + runlen, dst + full_tiles * npix * M);
+              for (int64_t t = 0; t < full_tiles; ++t) copy_floats(a_px + t * M, M, dst + t * npix * M);
+              if (tail > 0) copy_floats(a_px + full_tiles * M, tail, dst + full_tiles * npix * M);
             }
           }
           packed_a = gr;
           packed_g = -1;
         }
-        if (npix == 0) continue;
+        if (npix == 0 && row0 != 0) continue;
         if (gr * KB + kb != packed_g) {
           const int64_t nvalid = std::min(B, Kg - kb * B);
           for (size_t i = 0; i < rows.size(); ++i) {
             for (int64_t q = 0; q < g.q; ++q) {
               const float* g_px = gout + (rows[i] * g.q + q) * K + gi * Kg + kb * B;
               float* dst = gpack.data() + (static_cast<int64_t>(i) * g.q + q) * B;
-              std::copy(g_px, g_px + nvalid, dst);
-              std::fill(dst + nvalid, dst + B, 0.0f);
+              copy_floats(g_px, nvalid, dst);
+              for (int64_t j = nvalid; j < B; ++j) dst[j] = 0.0f;
             }
           }
           packed_g = gr * KB + kb;
@@ -287,7 +345,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
         const float* g_rows[1] = {gpack.data()};
         const float* a_rows[1] = {apack.data() + tile * npix * M};
         const WgradTile t{1, g_rows, a_rows, npix, B, M, static_cast<int>(std::min(M, runlen - e0)),
-                          static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B};
+                          static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B,
+                          row0 == 0};
         kk->wgrad_tile(t);
       }
     }

@@ -48,6 +48,7 @@ struct WgradTile {
   int nvalid;             // channels of the block that exist (1..block); only these are read
   float* acc;             // m rows of `block` floats, row stride acc_stride: accumulated into
   int64_t acc_stride;
+  bool zero_init;         // acc starts from zero (its contents on entry are not read)
 };
 
 // Depthwise (one input channel per group, multiplier 1), NHWC, one destination row segment x

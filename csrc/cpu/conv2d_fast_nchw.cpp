@@ -3,11 +3,11 @@
 // pixels, so these read the input and write the result in place, with no transpose to NHWC
 // and no strided stores. A register tile is max_m output channels x two vectors of pixels;
 // each reduction step loads two vectors of source pixels and broadcasts one packed weight per
-// channel.
+// channel. The `*_applies` functions send only 1x1 stride-1 convolutions over images at least
+// 24 pixels wide here (see `narrow` for the measurements); the code below is written for any
+// kernel with column stride 1 (taps, zero-padded staging), which those cases do not use.
 //  - forward (column stride 1): the input is staged with its zero padding columns, so the
-//    pixels of one output row read adjacent elements for every tap. (The staging can also
-//    split rows into stride phases, but at column stride > 1 this path measured slower than
-//    the NHWC-staged kernel, so nchw_forward_applies sends those cases there.) A 1x1 stride-1
+//    pixels of one output row read adjacent elements for every tap. A 1x1 stride-1
 //    convolution reads the input as it is, one long row of H * W pixels per channel (a GEMM).
 //  - input gradient (column stride 1): the gather form of cpu/conv2d_fast_grad.cpp over
 //    grad_output staged with zero padding columns; input pixels of one row read adjacent
@@ -115,13 +115,25 @@ bool pix_enabled() {
   return env == nullptr || env[0] != '0';
 }
 
+// Only 1x1 stride-1 convolutions over rows of at least four register tiles of the NHWC kernel
+// take these paths; everything else goes to the NHWC-staged kernels of cpu/conv2d_fast.cpp,
+// whose weights are packed per block with vector transposes and whose tiles run across rows
+// of narrow images. Measured (AVX2, 1 thread, this path / NHWC-staged): 3x3 and 5x5 kernels
+// over 7- to 112-pixel rows 1.0-1.5x slower here (only 5x5 input gradients over 56-pixel rows
+// were ~10% faster); 1x1 over 7 x 7 and 14 x 14 images 1.1-1.7x slower; 1x1 over 28 x 28 and
+// 56 x 56 images faster here (0.6-0.8x of the time).
+bool narrow(int64_t row_pixels) {
+  const Kernels* kk = pick_kernels();
+  return kk != nullptr && row_pixels < 4 * kk->max_m;
+}
+
 }  // namespace
 
 bool nchw_forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output) {
   // Column stride 1 only: with sw > 1 the phase-split staging plus R x S short reductions
   // measured slower than the NHWC-staged kernel (3x3 stride 2, 128 channels: ~0.6x of it).
   return input.is_contiguous() && output.is_contiguous() && !g.depthwise() && g.stride_w == 1 &&
-         pix_enabled();
+         g.pointwise() && !narrow(g.q) && pix_enabled();
 }
 
 bool nchw_forward(const Kernels& kk, const ConvGeometry& g, const at::Tensor& input,
@@ -205,7 +217,7 @@ bool nchw_forward(const Kernels& kk, const ConvGeometry& g, const at::Tensor& in
 bool nchw_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output,
                              const at::Tensor& grad_input) {
   return grad_output.is_contiguous() && grad_input.is_contiguous() && !g.depthwise() &&
-         g.stride_w == 1 && pix_enabled();
+         g.pointwise() && !narrow(g.w) && pix_enabled();
 }
 
 bool nchw_input_grad(const Kernels& kk, const ConvGeometry& g, const at::Tensor& grad_output,

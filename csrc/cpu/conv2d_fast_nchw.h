@@ -9,12 +9,13 @@
 
 namespace fastconv::cpu::fastk {
 
-// Input and output contiguous (NCHW), not depthwise, column stride 1.
+// Input and output contiguous (NCHW), 1x1 stride 1, not depthwise, rows of >= 4 NHWC tiles.
 bool nchw_forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output);
 bool nchw_forward(const Kernels& kk, const ConvGeometry& g, const at::Tensor& input,
                   const at::Tensor& weight, const at::Tensor& bias, at::Tensor& output);
 
-// grad_output and grad_input contiguous (NCHW), not depthwise, column stride 1.
+// grad_output and grad_input contiguous (NCHW), 1x1 stride 1, not depthwise, rows of >= 4
+// NHWC tiles.
 bool nchw_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output,
                              const at::Tensor& grad_input);
 bool nchw_input_grad(const Kernels& kk, const ConvGeometry& g, const at::Tensor& grad_output,

@@ -134,7 +134,7 @@ FC_UK_INLINE void conv_tail(const ConvRow& r, int64_t x0, int rem, int64_t l0, i
 // The reduction is cut into blocks of l_block steps so that the weights of one block (taps x
 // l_block x 2 vectors) stay in L1 while every tile of the row uses them.
 template <class V, int MaxM>
-void conv_row(const ConvRow& r) {
+FC_UK_INLINE void conv_row_passes(const ConvRow& r) {
   const BlockMask<V> mask(r.nvalid);
   const int64_t lb = (r.l_block > 0 && r.ntaps > 0) ? r.l_block : (r.L > 0 ? r.L : 1);
   for (int64_t l0 = 0; l0 < (r.ntaps > 0 ? r.L : 1); l0 += lb) {
@@ -142,6 +142,45 @@ void conv_row(const ConvRow& r) {
     int64_t x = 0;
     for (; x + MaxM <= r.npix; x += MaxM) conv_tile<V, MaxM>(r, x, l0, l1, mask);
     if (x < r.npix) conv_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), l0, l1, mask);
+  }
+}
+
+// A destination whose channels are not adjacent (NCHW) with the reduction in several passes:
+// the partial sums of up to kSeg pixels (a multiple of every MaxM, so the tiles are those of
+// the whole row) wait in an NHWC buffer instead of being scattered to and gathered from the
+// destination at every pass; the result is stored strided once. The same values are stored
+// and reloaded either way, so the bits do not change.
+constexpr int kSeg = 96;
+constexpr int kSegTaps = 256;
+
+template <class V, int MaxM>
+void conv_row(const ConvRow& r) {
+  constexpr int B = 2 * V::W;
+  const bool passes = r.ntaps > 0 && r.l_block > 0 && r.l_block < r.L;
+  if (r.d_chan == 1 || !passes || r.ntaps > kSegTaps || kSeg % MaxM != 0) {
+    conv_row_passes<V, MaxM>(r);
+    return;
+  }
+  alignas(64) float buf[kSeg * B];
+  const float* a[kSegTaps];
+  for (int64_t x0 = 0; x0 < r.npix; x0 += kSeg) {
+    ConvRow seg = r;
+    seg.npix = r.npix - x0 < kSeg ? r.npix - x0 : kSeg;
+    if (r.pix_off) {
+      seg.pix_off = r.pix_off + x0;
+    } else {
+      for (int t = 0; t < r.ntaps; ++t) a[t] = r.a[t] + x0 * r.a_pix;
+      seg.a = a;
+    }
+    seg.dst = buf;
+    seg.d_pix = B;
+    seg.d_chan = 1;
+    seg.nvalid = B;
+    conv_row_passes<V, MaxM>(seg);
+    float* d = r.dst + x0 * r.d_pix;
+    for (int c = 0; c < r.nvalid; ++c) {
+      for (int64_t x = 0; x < seg.npix; ++x) d[c * r.d_chan + x * r.d_pix] = buf[x * B + c];
+    }
   }
 }
 
@@ -153,8 +192,8 @@ FC_UK_INLINE void wgrad_tile_m(const WgradTile& t, const BlockMask<V>& mask) {
   reg acc[M][2];
   _Pragma("GCC unroll 16")
   for (int m = 0; m < M; ++m) {
-    acc[m][0] = V::load(t.acc + m * t.acc_stride);
-    acc[m][1] = V::load(t.acc + m * t.acc_stride + V::W);
+    acc[m][0] = t.zero_init ? V::zero() : V::load(t.acc + m * t.acc_stride);
+    acc[m][1] = t.zero_init ? V::zero() : V::load(t.acc + m * t.acc_stride + V::W);
   }
   const int64_t g_pix = t.g_pix, a_pix = t.a_pix;
   for (int i = 0; i < t.nrows; ++i) {

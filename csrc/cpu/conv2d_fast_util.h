@@ -63,10 +63,12 @@ inline void transpose_copy(const float* src, int64_t src_stride, float* dst, int
   }
 }
 
-// Scratch memory reused across calls (per calling thread, two slots: a pass stages at most two
-// tensors), so staging an NCHW tensor does not page-fault a fresh allocation on every call.
+// Scratch memory reused across calls (per thread, four slots: a pass stages at most two
+// tensors in slots 0 and 1 on the calling thread; slot 2 holds a worker's packed weights, slot
+// 3 the weight gradient's accumulators), so large buffers do not page-fault a fresh allocation
+// on every call.
 inline float* workspace(int slot, int64_t floats) {
-  thread_local std::vector<float> slots[2];
+  thread_local std::vector<float> slots[4];
   std::vector<float>& v = slots[slot];
   if (static_cast<int64_t>(v.size()) < floats) {
     v = std::vector<float>();  // free first: no old + new peak
