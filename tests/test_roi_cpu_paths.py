@@ -74,6 +74,33 @@ def test_roi_pool_backward_reads_any_grad_layout(memory_format):
         torch.testing.assert_close(g, g_ref, **TOLERANCES[torch.float32])
 
 
+# The backward adds a pass of cpu::l2_channels channels at a time (a multiple of 16: 16 on maps
+# of 4096 pixels or more), into a compact (pixels, pass) buffer for channels_last: 45 channels
+# on a 64x70 map take passes of 16, 16 and a 13-channel tail; 1 and 3 threads give different
+# channel blocks per unit (whole images, or halves and quarters of the channels).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("memory_format", FORMATS, ids=str)
+def test_roi_pool_backward_passes_with_tails_match_torchvision(dtype, memory_format):
+    x = torch.randn(2, 45, 64, 70).to(dtype).contiguous(memory_format=memory_format)
+    rois = torch.cat([edge_case_boxes(2, 64, 70, 0.5)] * 3).to(dtype)
+    grad = torch.randn(rois.shape[0], 45, 5, 4).to(dtype)
+    g_ref = grads(lambda t, r: torchvision.ops.roi_pool(t, r, (5, 4), 0.5), x.float(),
+                  rois.float(), grad.float())
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            results.append(grads(lambda t, r: roi_pool(t, r, (5, 4), 0.5), x, rois, grad))
+    finally:
+        torch.set_num_threads(previous)
+    g = results[0]
+    assert g.dtype == dtype and g.is_contiguous(memory_format=memory_format)
+    assert torch.equal(results[0], results[1])  # fixed order of additions, any thread count
+    # a few terms per pixel in box order, accumulated in float by both; bfloat16 rounds once
+    torch.testing.assert_close(g.float(), g_ref, **TOLERANCES[dtype])
+
+
 # ---- ROI Align ----------------------------------------------------------------------------------
 # (N, C, H, W, boxes, output_size, sampling_ratio, aligned). The NCHW path is chosen from an
 # estimate of the pixels the boxes' tiles hold (<= min(2 * bins * grid, box span + 2, map side)

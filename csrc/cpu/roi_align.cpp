@@ -327,8 +327,8 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     const bool tiles = !channels_last && use_tiles(r.const_data_ptr<scalar_t>(), a);
-    const at::Tensor x = input.contiguous(tiles ? at::MemoryFormat::Contiguous
-                                                : at::MemoryFormat::ChannelsLast);
+    const at::Tensor x =
+        tiles ? input.contiguous() : cpu::channels_last_map<scalar_t>(input);
     forward(x.const_data_ptr<scalar_t>(), tiles, r.const_data_ptr<scalar_t>(),
             out.mutable_data_ptr<scalar_t>(), channels_last, a);
   });
@@ -343,8 +343,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                            input_size, "_roi_align_backward");
   const AlignArgs a = align_args(g, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned);
   check_roi_values(rois, a.N, "_roi_align_backward");
-  at::Tensor gi = at::empty({a.N, a.C, a.H, a.W},
-                            grad_output.options().memory_format(roi_memory_format(channels_last)));
+  at::Tensor gi = cpu::empty_gradient(
+      {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();
   const at::Tensor r = rois.contiguous();

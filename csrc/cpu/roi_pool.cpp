@@ -76,9 +76,10 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
 }
 
 // go and am: (K, C, PH, PW) with strides gs and as; gi: (N, C, H, W). Each unit adds
-// grad_output at the argmax, a few channels at a time (cpu::l2_channels) in its layout's natural
-// order (channels_last: bin by bin; NCHW: channel by channel); either way every grad_input
-// element receives its terms in box order, then bin order.
+// grad_output at the argmax a pass of cpu::l2_channels channels at a time, into a gradient of
+// just those channels that stays in L2 (channels_last: a compact (HW, pass) buffer, see
+// UnitGrad), in its layout's natural order (channels_last: bin by bin; NCHW: channel by
+// channel); either way every grad_input element receives its terms in box order, then bin order.
 template <typename scalar_t>
 void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Strides4 as,
               const scalar_t* rois, scalar_t* gi, bool channels_last, const PoolArgs& a) {
@@ -91,33 +92,34 @@ void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Stri
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
       const int64_t width = std::min(blocks.width, a.C - c0);
-      if (width <= 0) continue;
-      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW, channels_last,
-                                             channels_last);
       const int64_t pass = cpu::l2_channels(HW, width);
-      for (int64_t s0 = 0; s0 < width; s0 += pass) {
-        const int64_t s1 = std::min(width, s0 + pass);
+      for (int64_t s0 = c0; s0 < c0 + width; s0 += pass) {
+        const int64_t w = std::min(pass, c0 + width - s0);
+        const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, s0, w, a.C, HW, channels_last,
+                                               channels_last, /*strided_in_place=*/false);
         for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
           const int64_t k = boxes.order[j];
+          const int32_t* amk = am + k * as.k + s0 * as.c;
+          const scalar_t* gok = go + k * gs.k + s0 * gs.c;
           const auto add = [&](int64_t c, int64_t ph, int64_t pw) {
-            const int32_t i = am[k * as.k + (c0 + c) * as.c + ph * as.h + pw * as.w];
+            const int32_t i = amk[c * as.c + ph * as.h + pw * as.w];
             if (i < 0) return;  // empty bin: no gradient
             if (C10_UNLIKELY(i >= HW)) fail_index_out_of_range("_roi_pool_backward", i, HW);
             t.data[i * t.pixel_stride + c * t.channel_stride] +=
-                static_cast<acc_t>(go[k * gs.k + (c0 + c) * gs.c + ph * gs.h + pw * gs.w]);
+                static_cast<acc_t>(gok[c * gs.c + ph * gs.h + pw * gs.w]);
           };
           if (channels_last) {
             for (int64_t ph = 0; ph < a.PH; ++ph)
               for (int64_t pw = 0; pw < a.PW; ++pw)
-                for (int64_t c = s0; c < s1; ++c) add(c, ph, pw);
+                for (int64_t c = 0; c < w; ++c) add(c, ph, pw);
           } else {
-            for (int64_t c = s0; c < s1; ++c)
+            for (int64_t c = 0; c < w; ++c)
               for (int64_t ph = 0; ph < a.PH; ++ph)
                 for (int64_t pw = 0; pw < a.PW; ++pw) add(c, ph, pw);
           }
         }
+        t.finish();
       }
-      t.finish();
     }
   });
 }
@@ -141,9 +143,9 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
   at::Tensor out = at::empty({a.K, a.C, a.PH, a.PW}, options);
   at::Tensor argmax = at::empty({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
   if (out.numel() == 0) return {out, argmax};
-  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "roi_pool", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool", [&] {
+    const at::Tensor x = cpu::channels_last_map<scalar_t>(input);
     forward(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
             out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int32_t>(), channels_last,
             a);
@@ -161,8 +163,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   check_roi_argmax(argmax, grad_output, op);
   const PoolArgs a = pool_args(g, spatial_scale, pooled_h, pooled_w);
   check_roi_values(rois, a.N, op);
-  at::Tensor gi = at::empty({a.N, a.C, a.H, a.W},
-                            grad_output.options().memory_format(roi_memory_format(channels_last)));
+  at::Tensor gi = cpu::empty_gradient(
+      {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();
   const at::Tensor r = rois.contiguous();

@@ -8,8 +8,12 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -48,10 +52,59 @@ inline ChannelBlocks channel_blocks(int64_t N, int64_t C) {
 }
 
 // Channels of a unit taken per pass over its boxes: few enough that their gradient over the
-// whole map (HW pixels) stays in L2 (~256 KB) while bins add to it at random pixels, and at
-// least 16 (a 64-byte line of channels_last data).
+// whole map (HW pixels) stays in L2 (~256 KB) while bins add to it at random pixels, and a
+// multiple of 16 (whole 64-byte lines of channels_last float data), at least 16.
 inline int64_t l2_channels(int64_t HW, int64_t width) {
-  return std::min(width, std::max<int64_t>(16, 65536 / std::max<int64_t>(HW, 1)));
+  return std::min(width, std::max<int64_t>(16, 65536 / std::max<int64_t>(HW, 1) / 16 * 16));
+}
+
+// An uninitialized gradient that the kernel then writes completely. A large one is fresh memory
+// from mmap, which would fault in 4 KB pages as it is first written: a 62 MB map (a P2 level)
+// took longer to fault in than the whole backward (torch.zeros of it: 150 ms; 40 ms after
+// madvise; 20 ms to zero it again once faulted). Asking for transparent huge pages before
+// anything touches it takes 2 MB per fault instead. A hint only: where the kernel has THP off or
+// the memory is already mapped, nothing changes.
+inline at::Tensor empty_gradient(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#ifdef __linux__
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (p + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (p + t.nbytes()) & ~(kHugePage - 1);
+  if (end >= begin + 2 * kHugePage)
+    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+  return t;
+}
+
+// A (N, C, H, W) map in channels_last, as the forward passes read it. A contiguous NCHW map is
+// transposed here in tiles of 64 pixels x 16 channels (reads along 64 pixels of 16 planes,
+// writes whole 64-byte runs of channels; all in L1), both cores sharing the pixel tiles: torch's
+// copy for this permutation took ~3x as long on a 2x512x38x50 map. Other layouts go through it.
+template <typename scalar_t>
+at::Tensor channels_last_map(const at::Tensor& x) {
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) || !x.is_contiguous())
+    return x.contiguous(at::MemoryFormat::ChannelsLast);
+  constexpr int64_t kPixels = 64, kChannels = 16;
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  const scalar_t* src = x.const_data_ptr<scalar_t>();
+  scalar_t* dst = y.mutable_data_ptr<scalar_t>();
+  const int64_t tiles = (HW + kPixels - 1) / kPixels;
+  at::parallel_for(0, N * tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / tiles, p0 = (t % tiles) * kPixels;
+      const int64_t np = std::min(kPixels, HW - p0);
+      const scalar_t* planes = src + n * C * HW + p0;
+      scalar_t* pixels = dst + (n * HW + p0) * C;
+      for (int64_t c0 = 0; c0 < C; c0 += kChannels) {
+        const int64_t nc = std::min(kChannels, C - c0);
+        for (int64_t p = 0; p < np; ++p)
+          for (int64_t c = 0; c < nc; ++c) pixels[p * C + c0 + c] = planes[(c0 + c) * HW + p];
+      }
+    }
+  });
+  return y;
 }
 
 // Element (k, c, ph, pw) of a (K, C, PH, PW) tensor with any strides (grad_output and argmax
@@ -69,14 +122,19 @@ inline Strides4 strides4(const at::Tensor& t) {
 // a layout (pixel_major: a pixel's channels adjacent, else one plane per channel). Where
 // grad_input holds acc_t (float, double) in that layout, the unit adds into grad_input itself
 // after zeroing its part (no second pass over the map); otherwise (half, bfloat16, or the
-// other layout) into a zeroed private buffer, which finish() writes into grad_input.
+// other layout) into a zeroed private buffer, which finish() writes into grad_input. A caller
+// whose adds land at random pixels passes strided_in_place = false: then a channels_last unit
+// of fewer than C channels gets a compact private buffer too, since its part of grad_input
+// (width channels every C) maps onto a fraction of the cache sets (C = 512 floats: 2 KB apart,
+// 1/32 of L2's sets) and misses the cache on nearly every add.
 template <typename scalar_t, typename acc_t>
 class UnitGrad {
  public:
   UnitGrad(scalar_t* gi, std::vector<acc_t>& buf, int64_t n, int64_t c0, int64_t width, int64_t C,
-           int64_t HW, bool gi_channels_last, bool pixel_major)
+           int64_t HW, bool gi_channels_last, bool pixel_major, bool strided_in_place = true)
       : gi_(gi), n_(n), c0_(c0), width_(width), C_(C), HW_(HW), gi_channels_last_(gi_channels_last) {
-    direct_ = std::is_same_v<scalar_t, acc_t> && pixel_major == gi_channels_last;
+    direct_ = std::is_same_v<scalar_t, acc_t> && pixel_major == gi_channels_last &&
+              (strided_in_place || !gi_channels_last || width == C);
     if (direct_) {
       acc_t* g = reinterpret_cast<acc_t*>(gi);
       if (gi_channels_last) {
