@@ -120,8 +120,9 @@ bool pix_enabled() {
 // whose weights are packed per block with vector transposes and whose tiles run across rows
 // of narrow images. Measured (AVX2, 1 thread, this path / NHWC-staged): 3x3 and 5x5 kernels
 // over 7- to 112-pixel rows 1.0-1.5x slower here (only 5x5 input gradients over 56-pixel rows
-// were ~10% faster); 1x1 over 7 x 7 and 14 x 14 images 1.1-1.7x slower; 1x1 over 28 x 28 and
-// 56 x 56 images faster here (0.6-0.8x of the time).
+// were ~10% faster); 1x1 over 7 x 7 and 14 x 14 images 1.1-1.7x slower; 1x1 over 56 x 56
+// images faster here (0.6-0.8x of the time); over 28 x 28 the forward pass faster (0.7x) and
+// the input gradient slower (1.4x), one measurement on a loaded machine: kept here for now.
 bool narrow(int64_t row_pixels) {
   const Kernels* kk = pick_kernels();
   return kk != nullptr && row_pixels < 4 * kk->max_m;
