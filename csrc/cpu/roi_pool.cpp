@@ -150,9 +150,9 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
   at::Tensor out = at::empty({a.K, a.C, a.PH, a.PW}, options);
   at::Tensor argmax = at::empty({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
   if (out.numel() == 0) return {out, argmax};
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor r = rois.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool", [&] {
-    const at::Tensor x = cpu::channels_last_map<scalar_t>(input);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "roi_pool", [&] {
     forward(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
             out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int32_t>(), channels_last,
             a);

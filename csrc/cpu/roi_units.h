@@ -77,36 +77,6 @@ inline at::Tensor empty_gradient(at::IntArrayRef sizes, const at::TensorOptions&
   return t;
 }
 
-// A (N, C, H, W) map in channels_last, as the forward passes read it. A contiguous NCHW map is
-// transposed here in tiles of 64 pixels x 16 channels (reads along 64 pixels of 16 planes,
-// writes whole 64-byte runs of channels; all in L1), both cores sharing the pixel tiles: torch's
-// copy for this permutation took ~3x as long on a 2x512x38x50 map. Other layouts go through it.
-template <typename scalar_t>
-at::Tensor channels_last_map(const at::Tensor& x) {
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) || !x.is_contiguous())
-    return x.contiguous(at::MemoryFormat::ChannelsLast);
-  constexpr int64_t kPixels = 64, kChannels = 16;
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
-  const scalar_t* src = x.const_data_ptr<scalar_t>();
-  scalar_t* dst = y.mutable_data_ptr<scalar_t>();
-  const int64_t tiles = (HW + kPixels - 1) / kPixels;
-  at::parallel_for(0, N * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / tiles, p0 = (t % tiles) * kPixels;
-      const int64_t np = std::min(kPixels, HW - p0);
-      const scalar_t* planes = src + n * C * HW + p0;
-      scalar_t* pixels = dst + (n * HW + p0) * C;
-      for (int64_t c0 = 0; c0 < C; c0 += kChannels) {
-        const int64_t nc = std::min(kChannels, C - c0);
-        for (int64_t p = 0; p < np; ++p)
-          for (int64_t c = 0; c < nc; ++c) pixels[p * C + c0 + c] = planes[(c0 + c) * HW + p];
-      }
-    }
-  });
-  return y;
-}
-
 // Element (k, c, ph, pw) of a (K, C, PH, PW) tensor with any strides (grad_output and argmax
 // are read in place, whatever their layout, even expanded) is at k*k + c*c + ph*h + pw*w.
 struct Strides4 {
