@@ -327,8 +327,8 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     const bool tiles = !channels_last && use_tiles(r.const_data_ptr<scalar_t>(), a);
-    const at::Tensor x =
-        tiles ? input.contiguous() : cpu::channels_last_map<scalar_t>(input);
+    const at::Tensor x = input.contiguous(tiles ? at::MemoryFormat::Contiguous
+                                                : at::MemoryFormat::ChannelsLast);
     forward(x.const_data_ptr<scalar_t>(), tiles, r.const_data_ptr<scalar_t>(),
             out.mutable_data_ptr<scalar_t>(), channels_last, a);
   });

@@ -77,36 +77,6 @@ inline at::Tensor empty_gradient(at::IntArrayRef sizes, const at::TensorOptions&
   return t;
 }
 
-// A (N, C, H, W) map in channels_last, as the forward passes read it. A contiguous NCHW map is
-// transposed here in tiles of 64 pixels x 16 channels (reads along 64 pixels of 16 planes,
-// writes whole 64-byte runs of channels; all in L1), both cores sharing the pixel tiles: torch's
-// copy for this permutation took ~3x as long on a 2x512x38x50 map. Other layouts go through it.
-template <typename scalar_t>
-at::Tensor channels_last_map(const at::Tensor& x) {
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) || !x.is_contiguous())
-    return x.contiguous(at::MemoryFormat::ChannelsLast);
-  constexpr int64_t kPixels = 64, kChannels = 16;
-  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
-  const scalar_t* src = x.const_data_ptr<scalar_t>();
-  scalar_t* dst = y.mutable_data_ptr<scalar_t>();
-  const int64_t tiles = (HW + kPixels - 1) / kPixels;
-  at::parallel_for(0, N * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / tiles, p0 = (t % tiles) * kPixels;
-      const int64_t np = std::min(kPixels, HW - p0);
-      const scalar_t* planes = src + n * C * HW + p0;
-      scalar_t* pixels = dst + (n * HW + p0) * C;
-      for (int64_t c0 = 0; c0 < C; c0 += kChannels) {
-        const int64_t nc = std::min(kChannels, C - c0);
-        for (int64_t p = 0; p < np; ++p)
-          for (int64_t c = 0; c < nc; ++c) pixels[p * C + c0 + c] = planes[(c0 + c) * HW + p];
-      }
-    }
-  });
-  return y;
-}
-
 // Element (k, c, ph, pw) of a (K, C, PH, PW) tensor with any strides (grad_output and argmax
 // are read in place, whatever their layout, even expanded) is at k*k + c*c + ph*h + pw*w.
 struct Strides4 {
@@ -117,24 +87,44 @@ inline Strides4 strides4(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
+// Software prefetch of the (w channels) x (PH x PW bins) block at p of a (K, C, PH, PW) tensor
+// with strides s, in `parts` pieces (call with part = 0 .. parts - 1 while working on something
+// else). The backward passes read such a block of grad_output and argmax per box; in channels_last
+// it is PH * PW runs of w values a whole pixel (2 KB for C = 512) apart, a pattern the hardware
+// prefetchers follow poorly. Blocks that are neither channel runs nor one contiguous range (an
+// expanded gradient) are not prefetched.
+template <typename T>
+inline void prefetch_block_part(const T* p, Strides4 s, int64_t w, int64_t PH, int64_t PW,
+                                int64_t part, int64_t parts) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  const int64_t bins = PH * PW;
+  if (s.c == 1 && w > 1) {  // one run of w channels per bin
+    for (int64_t b = bins * part / parts; b < bins * (part + 1) / parts; ++b) {
+      const T* run = p + (b / PW) * s.h + (b % PW) * s.w;
+      for (int64_t c = 0; c < w; c += kLine) __builtin_prefetch(run + c);
+      __builtin_prefetch(run + w - 1);
+    }
+  } else if (s.w == 1 && s.h == PW && s.c == bins) {  // w * bins contiguous values
+    const int64_t lo = w * bins * part / parts, hi = w * bins * (part + 1) / parts;
+    if (hi <= lo) return;
+    for (int64_t e = lo; e < hi; e += kLine) __builtin_prefetch(p + e);
+    __builtin_prefetch(p + hi - 1);
+  }
+}
+
 // The gradient of one unit, channels [c0, c0 + width) of image n, accumulated in acc_t: element
 // (pixel i, channel c0 + c) at data[i * pixel_stride + c * channel_stride]. The caller asks for
 // a layout (pixel_major: a pixel's channels adjacent, else one plane per channel). Where
 // grad_input holds acc_t (float, double) in that layout, the unit adds into grad_input itself
 // after zeroing its part (no second pass over the map); otherwise (half, bfloat16, or the
-// other layout) into a zeroed private buffer, which finish() writes into grad_input. A caller
-// whose adds land at random pixels passes strided_in_place = false: then a channels_last unit
-// of fewer than C channels gets a compact private buffer too, since its part of grad_input
-// (width channels every C) maps onto a fraction of the cache sets (C = 512 floats: 2 KB apart,
-// 1/32 of L2's sets) and misses the cache on nearly every add.
+// other layout) into a zeroed private buffer, which finish() writes into grad_input.
 template <typename scalar_t, typename acc_t>
 class UnitGrad {
  public:
   UnitGrad(scalar_t* gi, std::vector<acc_t>& buf, int64_t n, int64_t c0, int64_t width, int64_t C,
-           int64_t HW, bool gi_channels_last, bool pixel_major, bool strided_in_place = true)
+           int64_t HW, bool gi_channels_last, bool pixel_major)
       : gi_(gi), n_(n), c0_(c0), width_(width), C_(C), HW_(HW), gi_channels_last_(gi_channels_last) {
-    direct_ = std::is_same_v<scalar_t, acc_t> && pixel_major == gi_channels_last &&
-              (strided_in_place || !gi_channels_last || width == C);
+    direct_ = std::is_same_v<scalar_t, acc_t> && pixel_major == gi_channels_last;
     if (direct_) {
       acc_t* g = reinterpret_cast<acc_t*>(gi);
       if (gi_channels_last) {
