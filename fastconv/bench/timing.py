@@ -113,4 +113,8 @@ class ForeignLoad:
             return None
         busy, own, wall = (e - s for e, s in zip(end, self.start))
         cores = os.cpu_count() or 1
-        return max(0.0, (busy - own) / (wall * cores)) if wall > 0 else None
+        if wall <= 0:
+            return None
+        # /proc/stat counts in clock ticks (10 ms), so over a short interval one tick of
+        # anyone's work can exceed wall * cores: clamp to the fraction's range
+        return min(1.0, max(0.0, (busy - own) / (wall * cores)))
