@@ -343,7 +343,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                            input_size, "_roi_align_backward");
   const AlignArgs a = align_args(g, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned);
   check_roi_values(rois, a.N, "_roi_align_backward");
-  at::Tensor gi = cpu::empty_gradient(
+  at::Tensor gi = cpu::empty_huge_pages(
       {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();

@@ -170,7 +170,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   check_roi_argmax(argmax, grad_output, op);
   const PoolArgs a = pool_args(g, spatial_scale, pooled_h, pooled_w);
   check_roi_values(rois, a.N, op);
-  at::Tensor gi = cpu::empty_gradient(
+  at::Tensor gi = cpu::empty_huge_pages(
       {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();

@@ -8,9 +8,8 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
+
+#include "cpu/huge_pages.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -56,25 +55,6 @@ inline ChannelBlocks channel_blocks(int64_t N, int64_t C) {
 // multiple of 16 (whole 64-byte lines of channels_last float data), at least 16.
 inline int64_t l2_channels(int64_t HW, int64_t width) {
   return std::min(width, std::max<int64_t>(16, 65536 / std::max<int64_t>(HW, 1) / 16 * 16));
-}
-
-// An uninitialized gradient that the kernel then writes completely. A large one is fresh memory
-// from mmap, which would fault in 4 KB pages as it is first written: a 62 MB map (a P2 level)
-// took longer to fault in than the whole backward (torch.zeros of it: 150 ms; 40 ms after
-// madvise; 20 ms to zero it again once faulted). Asking for transparent huge pages before
-// anything touches it takes 2 MB per fault instead. A hint only: where the kernel has THP off or
-// the memory is already mapped, nothing changes.
-inline at::Tensor empty_gradient(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-#ifdef __linux__
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const uintptr_t p = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t begin = (p + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t end = (p + t.nbytes()) & ~(kHugePage - 1);
-  if (end >= begin + 2 * kHugePage)
-    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-  return t;
 }
 
 // Element (k, c, ph, pw) of a (K, C, PH, PW) tensor with any strides (grad_output and argmax
