@@ -1,12 +1,16 @@
 // The hand-written fp32 CPU convolution (contract in cpu/conv2d_fast.h): dispatch, layout,
 // weight packing and threading around the SIMD micro-kernels of cpu/conv2d_fast_kernels.h.
 //
-// Everything runs on NHWC data (except NCHW 1x1 stride-1 layers over images at least 24
-// pixels wide: cpu/conv2d_fast_nchw.cpp). channels_last tensors are used in place; an NCHW
-// input is transposed once into an NHWC buffer (that copy also writes the zero columns of the
-// padding, so the kernels never test column bounds), and an NCHW result is stored from the
-// register tiles through a small buffer (runs of pixels per channel). Rows of padding are not
-// stored (taps whose row falls outside the image are skipped) except for narrow images.
+// 1x1 convolutions without groups or padding (any stride, both layouts, all three passes) are
+// a packed GEMM instead: cpu/conv2d_fast_gemm.{h,cpp}, hooked in at the top of each entry.
+//
+// Everything else runs on NHWC data (except NCHW 1x1 layers the GEMM does not take, stride 1
+// over images at least 24 pixels wide: cpu/conv2d_fast_nchw.cpp). channels_last tensors are
+// used in place; an NCHW input is transposed once into an NHWC buffer (that copy also writes
+// the zero columns of the padding, so the kernels never test column bounds), and an NCHW
+// result is stored from the register tiles through a small buffer (runs of pixels per
+// channel). Rows of padding are not stored (taps whose row falls outside the image are
+// skipped) except for narrow images.
 //
 // Weights are packed one register block at a time (cpu/conv2d_fast_pack.h). Where the staged
 // source fits in L2 (always at batch 1), each thread packs the blocks it works on into its own
@@ -19,9 +23,9 @@
 //    Without groups and with unit column dilation, the kernel columns and the input channels
 //    of one kernel row are one contiguous run of the padded input row (the S x C "fold"), so
 //    each kernel row is a single reduction of length S*C: C = 3 first layers vectorize too.
-//    1x1 stride-1 convolutions are a packed GEMM over the flattened image; narrow images
-//    (7x7, 14x14) use register tiles that run across output rows (per-pixel source offsets)
-//    over a source padded in rows too.
+//    1x1 stride-1 convolutions (grouped ones; the others take the GEMM) are a packed GEMM
+//    over the flattened image; narrow images (7x7, 14x14) use register tiles that run
+//    across output rows (per-pixel source offsets) over a source padded in rows too.
 //    The reduction is cut into blocks whose weights stay in L1 while a whole row uses them.
 //  - input gradient: the same kernel in gather form. Input pixels of one stride phase
 //    (iw = phase + j * stride) read consecutive grad_output pixels for every tap, so a phase
@@ -49,6 +53,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/conv2d_fast_gemm.h"
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_pack.h"
@@ -127,6 +132,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   if (output.numel() == 0) return handled();
   if (winograd_applies(g, input)) return conv2d_forward_winograd(g, input, weight, bias, output);
   if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
+  if (gemm::forward_applies(g, input)) return gemm::conv2d_forward_gemm(g, input, weight, bias, output);
 
   ForwardPlan p;
   p.B = kk->block;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/conv2d_fast.h"
+#include "cpu/conv2d_fast_gemm.h"
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_pack.h"
@@ -90,6 +91,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   if (kk == nullptr || g.c_per_group() == 0 || g.k_per_group() == 0) return false;
   if (grad_input.numel() == 0) return handled();
   if (winograd_input_grad_applies(g, grad_output)) return conv2d_input_grad_winograd(g, grad_output, weight, grad_input);
+  if (gemm::input_grad_applies(g, grad_output)) return gemm::conv2d_input_grad_gemm(g, grad_output, weight, grad_input);
 
   const bool depthwise = g.depthwise() && g.k == g.c;
   if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);
@@ -228,6 +230,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
     grad_weight.zero_();
     return handled();
   }
+  if (gemm::weight_grad_applies(g, grad_output)) return gemm::conv2d_weight_grad_gemm(g, grad_output, input, grad_weight);
   if (g.r == 1 && g.s == 1 && g.pad_h == 0 && g.pad_w == 0 && (g.stride_h > 1 || g.stride_w > 1) &&
       input.is_contiguous()) {
     // An NCHW 1x1 layer with stride reads only every stride-th pixel: gather those (a strided

@@ -1,0 +1,340 @@
+// The packed fp32 GEMM behind 1x1 convolutions (interface and the three GEMM forms in
+// cpu/conv2d_fast_gemm.h), BLIS-style:
+//  - the reduction (K, and the batch where it is summed over) is one concatenated index, cut
+//    into nk equal blocks of at most KC steps (a KC x NR micro-panel of B, 16 KiB, stays in L1
+//    while a whole MC-row block of A streams past it); blocks and batches are summed in order,
+//    so the result depends on the shape alone;
+//  - C is cut into thread tiles (one work item each, split over at::parallel_for) of at most
+//    kTileFloats elements (a tile that the K blocks revisit stays in L2); within an item, per
+//    K block, the item's thread packs its columns of B (KC x tile width, in L2/L3), then per
+//    MC rows of A (MC x KC, in L2) packs them and runs the MR x NR micro-kernel over them;
+//  - packing reads any strides: the unit-stride side is copied or transposed in registers.
+// The thread tiles only decide which thread computes an element, never how, so the bits are
+// the same at any thread count.
+#include "cpu/conv2d_fast_gemm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ops/from_blob.h>
+
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <tuple>
+#include <vector>
+
+#include "cpu/conv2d_fast_util.h"
+
+namespace fastconv::cpu::gemm {
+namespace {
+
+using fastk::ceil_div;
+
+constexpr int64_t KC = 256;  // reduction steps per block: KC x NR x 4 B = 16 KiB (half of L1)
+constexpr int64_t MC = 120;  // rows of A per packed block: MC x KC x 4 B = 120 KiB (L2: 512 KiB)
+constexpr int64_t kTileFloats = 64 << 10;  // C elements per thread tile (256 KiB)
+
+// Calls f(batch, first step, steps, offset) for the pieces of the concatenated reduction range
+// [k0, k0 + kc) (offset: steps before the piece within the range).
+template <class F>
+void for_pieces(const Problem& p, int64_t b_out, int64_t k0, int64_t kc, F&& f) {
+  if (!p.reduce_batch) {
+    f(b_out, k0, kc, int64_t{0});
+    return;
+  }
+  for (int64_t done = 0; done < kc;) {
+    const int64_t k = k0 + done, b = k / p.K, kb = k % p.K;
+    const int64_t len = std::min(p.K - kb, kc - done);
+    f(b, kb, len, done);
+    done += len;
+  }
+}
+
+// Per-thread packing buffers, reused across calls: slots 0 and
+// 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B.
+float* buffer(int slot, int64_t floats) {
+  thread_local std::vector<float> bufs[4];
+  std::vector<float>& v = bufs[slot];
+  if (static_cast<int64_t>(v.size()) < floats) {
+    v = std::vector<float>();  // free first: no old + new peak
+    v.resize(floats);
+  }
+  return v.data();
+}
+
+}  // namespace
+
+void run(const Problem& p) {
+  const Kernels& kk = avx2_kernels();
+  const int64_t MR = kk.mr, NR = kk.nr;
+  const int64_t nout = p.reduce_batch ? 1 : p.batch;
+  if (p.M <= 0 || p.N <= 0 || nout <= 0) return;
+  const int64_t Ktot = p.reduce_batch ? p.batch * p.K : p.K;
+  if (Ktot == 0) {  // an empty sum: the bias, or zero
+    for (int64_t b = 0; b < nout; ++b) {
+      for (int64_t i = 0; i < p.M; ++i) {
+        for (int64_t j = 0; j < p.N; ++j) {
+          p.c[b * p.c_batch + i * p.c_rs + j * p.c_cs] = p.bias ? p.bias[p.bias_per_row ? i : j] : 0.0f;
+        }
+      }
+    }
+    return;
+  }
+  const int64_t nk = ceil_div(Ktot, KC), kc_len = ceil_div(Ktot, nk);
+
+  // Thread tiles: pm x pn per output matrix, split (the longer side first) until a tile holds
+  // at most kTileFloats elements and the items divide evenly among the threads (or are many).
+  const int64_t mt = ceil_div(p.M, MR), nt = ceil_div(p.N, NR);
+  int64_t pm = 1, pn = 1;
+  auto rows = [&] { return ceil_div(mt, pm) * MR; };
+  auto cols = [&] { return ceil_div(nt, pn) * NR; };
+  auto split = [&] {
+    if ((rows() >= cols() && pm < mt) || pn >= nt) {
+      if (pm >= mt) return false;
+      ++pm;
+    } else {
+      ++pn;
+    }
+    return true;
+  };
+  while (rows() * cols() > kTileFloats && split()) {
+  }
+  const int64_t T = at::get_num_threads();
+  while ((nout * pm * pn) % T != 0 && nout * pm * pn < 8 * T && split()) {
+  }
+  const int64_t tile_m = rows(), tile_n = cols();
+
+  // An operand that does not change with the batch (the weights) and that several items read
+  // is packed once for all of them, in parallel, before the items run: panel (kb, i) of A at
+  // kb * kc_len * Mpad + i * kc * MR, likewise B. Otherwise each item packs what it reads.
+  const int64_t Mpad = mt * MR, Npad = nt * NR;
+  const bool shared_a = p.a_batch == 0 && !p.reduce_batch && pn * nout > 1;
+  const bool shared_b = p.b_batch == 0 && !p.reduce_batch && pm * nout > 1;
+  float* apre = shared_a ? buffer(2, Mpad * Ktot) : nullptr;
+  float* bpre = shared_b ? buffer(3, Npad * Ktot) : nullptr;
+  const int64_t npre = nk * ((shared_a ? mt : 0) + (shared_b ? nt : 0));
+  if (npre > 0) {
+    at::parallel_for(0, npre, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t kb = it % nk, panel = it / nk;
+        const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+        if (shared_a && panel < mt) {
+          const int64_t i = panel * MR;
+          kk.pack_a(p.a + i * p.a_rs + k0 * p.a_cs, p.a_rs, p.a_cs, static_cast<int>(std::min(MR, p.M - i)), kc,
+                    apre + k0 * Mpad + i * kc);
+        } else {
+          const int64_t j = (panel - (shared_a ? mt : 0)) * NR;
+          kk.pack_b(p.b + k0 * p.b_rs + j * p.b_cs, p.b_rs, p.b_cs, static_cast<int>(std::min(NR, p.N - j)), kc,
+                    bpre + k0 * Npad + j * kc);
+        }
+      }
+    });
+  }
+
+  at::parallel_for(0, nout * pm * pn, 1, [&](int64_t begin, int64_t end) {
+    float* bpack = shared_b ? nullptr : buffer(0, tile_n * kc_len);
+    float* apack = shared_a ? nullptr : buffer(1, MC * kc_len);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t in = it % pn, im = (it / pn) % pm, bo = it / (pn * pm);
+      const int64_t m0 = im * tile_m, m1 = std::min(p.M, m0 + tile_m);
+      const int64_t n0 = in * tile_n, n1 = std::min(p.N, n0 + tile_n);
+      if (m0 >= m1 || n0 >= n1) continue;
+      float* c = p.c + (p.reduce_batch ? 0 : bo * p.c_batch);
+      for (int64_t kb = 0; kb < nk; ++kb) {
+        const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+        // B's panels for columns [n0, n1): bk + (j - n0) * kc
+        const float* bk = shared_b ? bpre + k0 * Npad + n0 * kc : bpack;
+        for (int64_t j = n0; j < n1 && !shared_b; j += NR) {
+          float* dst = bpack + (j - n0) * kc;
+          const int n = static_cast<int>(std::min(NR, n1 - j));
+          for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
+            kk.pack_b(p.b + b * p.b_batch + k * p.b_rs + j * p.b_cs, p.b_rs, p.b_cs, n, len, dst + off * NR);
+          });
+        }
+        for (int64_t ic = m0; ic < m1; ic += MC) {
+          const int64_t mc = std::min(MC, m1 - ic);
+          const float* ak = shared_a ? apre + k0 * Mpad + ic * kc : apack;  // A's panels: ak + i * kc
+          for (int64_t i = 0; i < mc && !shared_a; i += MR) {
+            float* dst = apack + i * kc;
+            const int m = static_cast<int>(std::min(MR, mc - i));
+            for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
+              kk.pack_a(p.a + b * p.a_batch + (ic + i) * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs, m, len,
+                        dst + off * MR);
+            });
+          }
+          for (int64_t j = n0; j < n1; j += NR) {
+            const int n = static_cast<int>(std::min(NR, n1 - j));
+            const float* bp = bk + (j - n0) * kc;
+            for (int64_t i = 0; i < mc; i += MR) {
+              const int m = static_cast<int>(std::min(MR, mc - i));
+              const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
+              kk.micro(kc, ak + i * kc, bp, c + (ic + i) * p.c_rs + j * p.c_cs, p.c_rs, p.c_cs, m, n, kb > 0,
+                       bias, p.bias_per_row);
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The 1x1 convolution drivers.
+
+namespace {
+
+// FASTCONV_CPU_GEMM=0 turns the GEMM path off (1x1 layers then take the direct kernels of
+// cpu/conv2d_fast*.cpp), for measuring one against the other.
+std::atomic<int64_t> calls[3];  // forward, input gradient, weight gradient
+
+bool gemm_enabled() {
+  const char* env = std::getenv("FASTCONV_CPU_GEMM");
+  return env == nullptr || env[0] != '0';
+}
+
+bool applies(const ConvGeometry& g, const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat && g.groups == 1 && g.r == 1 && g.s == 1 && g.pad_h == 0 &&
+         g.pad_w == 0 && fastk::pick_kernels() != nullptr && gemm_enabled();
+}
+
+bool channels_last(const at::Tensor& t) { return !t.is_contiguous(); }
+
+// An (n, c, h, w) tensor over per-thread scratch memory (slot of cpu/conv2d_fast_util.h's
+// workspace, on the calling thread) in the given layout: no page faults of fresh memory.
+at::Tensor scratch(int64_t n, int64_t c, int64_t h, int64_t w, bool cl, int slot) {
+  float* data = fastk::workspace(slot, n * c * h * w);
+  const std::vector<int64_t> strides = cl ? std::vector<int64_t>{c * h * w, 1, w * c, c}
+                                          : std::vector<int64_t>{c * h * w, h * w, w, 1};
+  return at::from_blob(data, {n, c, h, w}, strides, at::TensorOptions().dtype(at::kFloat));
+}
+
+// The input pixels a strided 1x1 convolution reads (rows oh * stride_h, columns ow *
+// stride_w), gathered into scratch memory in the input's layout; the input itself at stride 1.
+at::Tensor strided_pixels(const ConvGeometry& g, const at::Tensor& x) {
+  if (g.stride_h == 1 && g.stride_w == 1) return x;
+  at::Tensor sub = scratch(g.n, g.c, g.p, g.q, channels_last(x), 0);
+  sub.copy_(x.slice(2, 0, (g.p - 1) * g.stride_h + 1, g.stride_h).slice(3, 0, (g.q - 1) * g.stride_w + 1, g.stride_w));
+  return sub;
+}
+
+// Whether the pixels of all images of t form one index n * P + pixel (t.stride(0) = P *
+// pixel stride, as in channels_last), so a GEMM can run over the whole batch at once.
+bool batch_folds(const at::Tensor& t, int64_t P) { return t.size(0) <= 1 || t.stride(0) == P * t.stride(3); }
+
+// The GEMM's batch: images one by one, or folded into the M dimension (pixels as rows).
+void fold_batch_into_rows(Problem& pr, const ConvGeometry& g, const at::Tensor& a, const at::Tensor& c) {
+  const int64_t P = g.p * g.q;
+  if (batch_folds(a, P) && batch_folds(c, P)) {
+    pr.M = g.n * P;
+    pr.batch = 1;
+  }
+}
+
+}  // namespace
+
+bool forward_applies(const ConvGeometry& g, const at::Tensor& input) { return applies(g, input); }
+bool input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
+bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
+
+// Y[n, k, p] = sum_c W[k, c] X[n, c, p] + bias[k].
+bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& bias, at::Tensor& output) {
+  const at::Tensor x = strided_pixels(g, input);
+  const int64_t P = g.p * g.q;
+  Problem pr;
+  pr.K = g.c;
+  pr.batch = g.n;
+  pr.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  const float* w = weight.data_ptr<float>();
+  if (channels_last(output)) {  // Y[p, k] = X[p, c] W^T[c, k], all images at once where they fold
+    pr.M = P;
+    pr.N = g.k;
+    pr.a = x.data_ptr<float>(), pr.a_rs = x.stride(3), pr.a_cs = x.stride(1), pr.a_batch = x.stride(0);
+    pr.b = w, pr.b_rs = weight.stride(1), pr.b_cs = weight.stride(0);
+    pr.c = output.data_ptr<float>(), pr.c_rs = output.stride(3), pr.c_cs = output.stride(1);
+    pr.c_batch = output.stride(0);
+    fold_batch_into_rows(pr, g, x, output);
+  } else {  // Y_n[k, p] = W[k, c] X_n[c, p]
+    pr.M = g.k;
+    pr.N = P;
+    pr.bias_per_row = true;
+    pr.a = w, pr.a_rs = weight.stride(0), pr.a_cs = weight.stride(1);
+    pr.b = x.data_ptr<float>(), pr.b_rs = x.stride(1), pr.b_cs = x.stride(3), pr.b_batch = x.stride(0);
+    pr.c = output.data_ptr<float>(), pr.c_rs = output.stride(1), pr.c_cs = output.stride(3);
+    pr.c_batch = output.stride(0);
+  }
+  run(pr);
+  calls[0].fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+// dX[n, c, p] = sum_k W[k, c] dY[n, k, p]; with stride, computed for the strided pixels into
+// scratch memory and scattered into a zeroed grad_input.
+bool conv2d_input_grad_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
+                            const at::Tensor& weight, at::Tensor& grad_input) {
+  const bool strided = g.stride_h > 1 || g.stride_w > 1;
+  at::Tensor dx = strided ? scratch(g.n, g.c, g.p, g.q, channels_last(grad_input), 1) : grad_input;
+  const int64_t P = g.p * g.q;
+  Problem pr;
+  pr.K = g.k;
+  pr.batch = g.n;
+  const float* w = weight.data_ptr<float>();
+  const float* gy = grad_output.data_ptr<float>();
+  if (channels_last(dx)) {  // dX[p, c] = dY[p, k] W[k, c]
+    pr.M = P;
+    pr.N = g.c;
+    pr.a = gy, pr.a_rs = grad_output.stride(3), pr.a_cs = grad_output.stride(1);
+    pr.a_batch = grad_output.stride(0);
+    pr.b = w, pr.b_rs = weight.stride(0), pr.b_cs = weight.stride(1);
+    pr.c = dx.data_ptr<float>(), pr.c_rs = dx.stride(3), pr.c_cs = dx.stride(1), pr.c_batch = dx.stride(0);
+    fold_batch_into_rows(pr, g, grad_output, dx);
+  } else {  // dX_n[c, p] = W^T[c, k] dY_n[k, p]
+    pr.M = g.c;
+    pr.N = P;
+    pr.a = w, pr.a_rs = weight.stride(1), pr.a_cs = weight.stride(0);
+    pr.b = gy, pr.b_rs = grad_output.stride(1), pr.b_cs = grad_output.stride(3);
+    pr.b_batch = grad_output.stride(0);
+    pr.c = dx.data_ptr<float>(), pr.c_rs = dx.stride(1), pr.c_cs = dx.stride(3), pr.c_batch = dx.stride(0);
+  }
+  run(pr);
+  if (strided) {
+    grad_input.zero_();
+    grad_input.slice(2, 0, (g.p - 1) * g.stride_h + 1, g.stride_h)
+        .slice(3, 0, (g.q - 1) * g.stride_w + 1, g.stride_w)
+        .copy_(dx);
+  }
+  calls[1].fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+// dW[k, c] = sum over n, p of dY[n, k, p] X[n, c, p]: the images are part of the reduction.
+bool conv2d_weight_grad_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
+                             const at::Tensor& input, at::Tensor& grad_weight) {
+  const at::Tensor x = strided_pixels(g, input);
+  Problem pr;
+  pr.M = g.k;
+  pr.N = g.c;
+  pr.K = g.p * g.q;
+  pr.batch = g.n;
+  pr.reduce_batch = true;
+  pr.a = grad_output.data_ptr<float>(), pr.a_rs = grad_output.stride(1), pr.a_cs = grad_output.stride(3);
+  pr.a_batch = grad_output.stride(0);
+  pr.b = x.data_ptr<float>(), pr.b_rs = x.stride(3), pr.b_cs = x.stride(1), pr.b_batch = x.stride(0);
+  pr.c = grad_weight.data_ptr<float>(), pr.c_rs = grad_weight.stride(0), pr.c_cs = grad_weight.stride(1);
+  run(pr);
+  calls[2].fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+namespace {
+std::tuple<int64_t, int64_t, int64_t> gemm_info() { return {calls[0].load(), calls[1].load(), calls[2].load()}; }
+}  // namespace
+
+}  // namespace fastconv::cpu::gemm
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  // _conv2d_cpu_gemm_info() -> (forward, input_grad, weight_grad): how many passes of each kind
+  // the 1x1 GEMM path has computed in this process. For tests and the benchmark report.
+  m.def("_conv2d_cpu_gemm_info() -> (int, int, int)", &fastconv::cpu::gemm::gemm_info);
+}

@@ -1,0 +1,71 @@
+// 1x1 convolutions as one packed fp32 GEMM (BLIS-style), all three passes, NCHW and
+// channels_last (cpu/conv2d_fast_gemm.cpp: blocking, packing, threading, the conv drivers;
+// cpu/conv2d_fast_gemm_avx2.cpp: the AVX2 + FMA micro-kernel and packing routines).
+//
+// A 1x1 convolution is a GEMM in every pass (P = output pixels of one image):
+//   forward  Y_n[K, P] = W[K, C] X_n[C, P]        (channels_last: Y[N*P, K] = X[N*P, C] W^T)
+//   dgrad    dX_n[C, P] = W^T dY_n[K, P]          (channels_last: dX[N*P, C] = dY[N*P, K] W)
+//   wgrad    dW[K, C] = sum_n dY_n[K, P] X_n[C, P]^T
+// With stride > 1 the strided pixels are gathered first (forward, wgrad) or the result is
+// scattered into a zeroed dX (dgrad). Matrices are described by their element strides, so
+// both layouts (and any weight strides) are the same code.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "common/conv.h"
+
+namespace fastconv::cpu::gemm {
+
+// C[M, N] = sum over batch b (or per b) of A_b[M, K] B_b[K, N] (+ bias), fp32. Element (i, k)
+// of A_b is a[b * a_batch + i * a_rs + k * a_cs], likewise B and C. With reduce_batch the
+// batch is part of the reduction (C = sum_b A_b B_b, one C); otherwise C_b = A_b B_b at
+// c + b * c_batch. C's contents on entry are not read. The bias (optional) is added to every
+// element: bias[i] (bias_per_row) or bias[j]. The summation order (K cut into fixed blocks,
+// then batches in order) depends on the shape alone, never on the thread count.
+struct Problem {
+  int64_t M = 0, N = 0, K = 0;
+  const float* a = nullptr;
+  int64_t a_rs = 0, a_cs = 0, a_batch = 0;
+  const float* b = nullptr;
+  int64_t b_rs = 0, b_cs = 0, b_batch = 0;
+  float* c = nullptr;
+  int64_t c_rs = 0, c_cs = 0, c_batch = 0;
+  int64_t batch = 1;
+  bool reduce_batch = false;
+  const float* bias = nullptr;
+  bool bias_per_row = false;
+};
+
+// Runs p with at::parallel_for over tiles of C. Needs AVX2 + FMA.
+void run(const Problem& p);
+
+// The ISA-specific pieces (cpu/conv2d_fast_gemm_avx2.cpp). Register tile MR x NR.
+struct Kernels {
+  int mr, nr;
+  // c[i * rs + j * cs] (i < m, j < n) = (accumulate ? c : 0) + sum_k a[k * mr + i] * b[k * nr + j],
+  // the accumulators starting from the bias when it is set (bias[i] or bias[j]; only when
+  // not accumulating). a, b: packed micro-panels of kc steps.
+  void (*micro)(int64_t kc, const float* a, const float* b, float* c, int64_t rs, int64_t cs, int m,
+                int n, bool accumulate, const float* bias, bool bias_per_row);
+  // dst[k * mr + i] = src[i * rs + k * cs] for i < m (zero for m <= i < mr), k < kc.
+  void (*pack_a)(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* dst);
+  // dst[k * nr + j] = src[k * rs + j * cs] for j < n (zero for n <= j < nr), k < kc.
+  void (*pack_b)(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* dst);
+};
+const Kernels& avx2_kernels();
+
+// The 1x1 conv drivers: fp32, groups 1, 1x1 kernel, no padding, any stride; tensors as in
+// cpu/conv2d_fast.h's contract. `*_applies` says whether the GEMM path takes the case.
+bool forward_applies(const ConvGeometry& g, const at::Tensor& input);
+bool input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output);
+bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output);
+bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& bias, at::Tensor& output);
+bool conv2d_input_grad_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
+                            const at::Tensor& weight, at::Tensor& grad_input);
+bool conv2d_weight_grad_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
+                             const at::Tensor& input, at::Tensor& grad_weight);
+
+}  // namespace fastconv::cpu::gemm

@@ -1,0 +1,163 @@
+"""The 1x1-convolution GEMM of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_gemm*.cpp): the
+three passes, NCHW and channels_last, against PyTorch in fp64 within the rounding bound, over
+shapes of every class: ResNet-50's 1x1 layers (batch 1-2, images shrunk where needed), tails of
+M, N and K that are not multiples of the 6 x 16 register tile, reductions shorter and longer
+than one K block (256 steps) and weight-gradient blocks that span images, stride 2 (gathered
+forward and weight gradient, scattered input gradient), 1x1 images, C tiles split among
+threads, non-contiguous inputs and weights with any strides; that the GEMM path ran (a
+per-process counter) and FASTCONV_CPU_GEMM=0 turns it off; and bit-identical results at 1, 2
+and 3 threads.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv  # noqa: F401  (registers the ops)
+from conv_helpers import assert_within_rounding, reference
+
+ops = torch.ops.fastconv
+
+pytestmark = pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
+                                reason="no AVX2: the GEMM needs the SIMD kernels")
+
+# (n, c, h, w, k, stride, what it reaches)
+CASES = [
+    (2, 64, 14, 14, 256, 1, "res2a_branch1 shrunk: 64 -> 256"),
+    (1, 256, 12, 12, 64, 1, "res2b_branch2a shrunk: 256 -> 64, one K block"),
+    (2, 128, 10, 10, 512, 1, "res3a_branch2c shrunk: 128 -> 512"),
+    (1, 512, 14, 14, 1024, 2, "res4a_branch1: stride 2, two K blocks"),
+    (2, 256, 14, 14, 512, 2, "res3a_branch1 shrunk: stride 2"),
+    (2, 1024, 7, 7, 256, 1, "res4b_branch2a at 7x7: K blocks of 256, 49-pixel rows"),
+    (1, 2048, 7, 7, 512, 1, "res5b_branch2a: 8 K blocks"),
+    (2, 13, 5, 7, 19, 1, "M, N, K tails everywhere"),
+    (1, 300, 3, 5, 23, 1, "K = 300: two blocks of 150"),
+    (2, 600, 9, 9, 40, 1, "K = 600: three blocks of 200"),
+    (3, 7, 1, 1, 5, 1, "1x1 images"),
+    (1, 1, 4, 4, 1, 1, "one channel in and out"),
+    (2, 20, 9, 11, 30, (2, 3), "stride (2, 3), odd image"),
+    (3, 16, 20, 20, 24, 1, "weight gradient: K blocks span images (3 x 400 = 1200 steps)"),
+    (1, 64, 40, 40, 96, 1, "C split into several thread tiles"),
+]
+IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "") for c in CASES]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _passes(x, weight, bias, grad_out, stride):
+    """The three passes through the fastconv ops."""
+    args = (stride, (0, 0), (1, 1), 1)
+    out = ops.conv2d(x, weight, bias, *args)
+    grad_in = ops._conv2d_input_grad(grad_out, weight, list(x.shape), *args)
+    grad_w = ops._conv2d_weight_grad(grad_out, x, list(weight.shape), *args)
+    return out, grad_in, grad_w
+
+
+def _inputs(case, fmt, seed=0):
+    n, c, h, w, k, stride, _ = case
+    stride = _pair(stride)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen).contiguous(memory_format=fmt)
+    weight = torch.randn(k, c, 1, 1, generator=gen)
+    bias = torch.randn(k, generator=gen)
+    p, q = (h - 1) // stride[0] + 1, (w - 1) // stride[1] + 1
+    grad_out = torch.randn(n, k, p, q, generator=gen).contiguous(memory_format=fmt)
+    return x, weight, bias, grad_out, stride
+
+
+def _check(x, weight, bias, grad_out, stride, fmt):
+    n, c = x.shape[:2]
+    k = weight.shape[0]
+    before = ops._conv2d_cpu_gemm_info()
+    out, grad_in, grad_w = _passes(x, weight, bias, grad_out, stride)
+    after = ops._conv2d_cpu_gemm_info()
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 1], "the GEMM path did not run"
+    assert out.is_contiguous(memory_format=fmt) and grad_in.is_contiguous(memory_format=fmt)
+    args = (stride, 0, 1, 1)
+    exact, mag = reference(lambda x_, w_, b_: F.conv2d(x_, w_, b_, *args), x, weight, bias)
+    assert_within_rounding(out, exact, mag, c + 1, "forward")
+    exact, mag = reference(lambda w_, g_: torch.nn.grad.conv2d_input(x.shape, w_, g_, *args), weight, grad_out)
+    assert_within_rounding(grad_in, exact, mag, k, "input gradient")
+    exact, mag = reference(lambda x_, g_: torch.nn.grad.conv2d_weight(x_, weight.shape, g_, *args), x, grad_out)
+    assert_within_rounding(grad_w, exact, mag, n * grad_out.shape[2] * grad_out.shape[3], "weight gradient")
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gemm_matches_torch(case, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    _check(*_inputs(case, fmt), fmt)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bias_free_and_empty_batch(channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, weight, _, grad_out, stride = _inputs((2, 20, 6, 5, 36, 1, ""), fmt)
+    _check(x, weight, None, grad_out, stride, fmt)
+    out, grad_in, grad_w = _passes(x[:0], weight, None, grad_out[:0], stride)
+    assert out.shape == (0, 36, 6, 5) and grad_in.shape == (0, 20, 6, 5)
+    assert torch.equal(grad_w, torch.zeros(36, 20, 1, 1))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_weights_with_any_strides(channels_last):
+    # The packing reads the weight through its strides: a transposed weight (unit stride
+    # along K) and every other element of a wider one must give the contiguous weight's bits.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, weight, bias, grad_out, stride = _inputs((2, 40, 8, 9, 52, 1, ""), fmt)
+    transposed = weight.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)
+    wide = torch.zeros(52, 80, 1, 1)
+    wide[:, ::2] = weight
+    strided = wide[:, ::2]
+    want = _passes(x, weight, bias, grad_out, stride)
+    for odd in (transposed, strided):
+        assert not odd.is_contiguous() and torch.equal(odd, weight)
+        got = _passes(x, odd, bias, grad_out, stride)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+    _check(x, strided, bias, grad_out, stride, fmt)
+
+
+def test_noncontiguous_inputs():
+    # Neither NCHW nor channels_last: every other column of wider tensors.
+    x_wide = torch.randn(2, 24, 7, 18)
+    g_wide = torch.randn(2, 40, 7, 18)
+    x, grad_out = x_wide[..., ::2], g_wide[..., ::2]
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(40, 24, 1, 1), torch.randn(40)
+    got = _passes(x, weight, bias, grad_out, (1, 1))
+    want = _passes(x.contiguous(), weight, bias, grad_out.contiguous(), (1, 1))
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    _check(x.contiguous(), weight, bias, grad_out.contiguous(), (1, 1), torch.contiguous_format)
+
+
+def test_gemm_off_switch(monkeypatch):
+    x, weight, bias, grad_out, stride = _inputs((1, 16, 6, 6, 24, 1, ""), torch.contiguous_format)
+    monkeypatch.setenv("FASTCONV_CPU_GEMM", "0")
+    before = ops._conv2d_cpu_gemm_info()
+    out, grad_in, grad_w = _passes(x, weight, bias, grad_out, stride)
+    assert ops._conv2d_cpu_gemm_info() == before
+    # the direct kernels give the same values within rounding
+    torch.testing.assert_close(out, F.conv2d(x, weight, bias), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[8], CASES[13], CASES[14]],
+                         ids=[IDS[0], IDS[3], IDS[8], IDS[13], IDS[14]])
+def test_results_do_not_depend_on_thread_count(case, channels_last):
+    # The thread tiles change with the thread count; the summation order must not.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    inputs = _inputs(case, fmt)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            results.append(_passes(*inputs))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
