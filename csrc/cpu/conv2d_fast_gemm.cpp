@@ -141,6 +141,9 @@ void run(const Problem& p) {
       const int64_t n0 = in * tile_n, n1 = std::min(p.N, n0 + tile_n);
       if (m0 >= m1 || n0 >= n1) continue;
       float* c = p.c + (p.reduce_batch ? 0 : bo * p.c_batch);
+      // Row blocks of equal size (<= MC): a short last block would stream all of B's panels
+      // from L2/L3 for a few rows (128 rows: 66 + 62, not 120 + 8).
+      const int64_t mc_step = ceil_div(ceil_div(m1 - m0, ceil_div(m1 - m0, MC)), MR) * MR;
       for (int64_t kb = 0; kb < nk; ++kb) {
         const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
         // B's panels for columns [n0, n1): bk + (j - n0) * kc
@@ -152,8 +155,8 @@ void run(const Problem& p) {
             kk.pack_b(p.b + b * p.b_batch + k * p.b_rs + j * p.b_cs, p.b_rs, p.b_cs, n, len, dst + off * NR);
           });
         }
-        for (int64_t ic = m0; ic < m1; ic += MC) {
-          const int64_t mc = std::min(MC, m1 - ic);
+        for (int64_t ic = m0; ic < m1; ic += mc_step) {
+          const int64_t mc = std::min(mc_step, m1 - ic);
           const float* ak = shared_a ? apre + k0 * Mpad + ic * kc : apack;  // A's panels: ak + i * kc
           for (int64_t i = 0; i < mc && !shared_a; i += MR) {
             float* dst = apack + i * kc;
