@@ -144,39 +144,51 @@ void run(const Problem& p) {
       // Row blocks of equal size (<= MC): a short last block would stream all of B's panels
       // from L2/L3 for a few rows (128 rows: 66 + 62, not 120 + 8).
       const int64_t mc_step = ceil_div(ceil_div(m1 - m0, ceil_div(m1 - m0, MC)), MR) * MR;
-      for (int64_t kb = 0; kb < nk; ++kb) {
+      // Rows [ic, ic + mc) x the item's columns for K block kb, B's panels at bk + (j - n0) * kc.
+      auto row_block = [&](int64_t kb, int64_t ic, const float* bk) {
         const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
-        // B's panels for columns [n0, n1): bk + (j - n0) * kc
-        const float* bk = shared_b ? bpre + k0 * Npad + n0 * kc : bpack;
-        for (int64_t j = n0; j < n1 && !shared_b; j += NR) {
+        const int64_t mc = std::min(mc_step, m1 - ic);
+        const float* ak = shared_a ? apre + k0 * Mpad + ic * kc : apack;  // A's panels: ak + i * kc
+        for (int64_t i = 0; i < mc && !shared_a; i += MR) {
+          float* dst = apack + i * kc;
+          const int m = static_cast<int>(std::min(MR, mc - i));
+          for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
+            kk.pack_a(p.a + b * p.a_batch + (ic + i) * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs, m, len,
+                      dst + off * MR);
+          });
+        }
+        for (int64_t j = n0; j < n1; j += NR) {
+          const int n = static_cast<int>(std::min(NR, n1 - j));
+          const float* bp = bk + (j - n0) * kc;
+          for (int64_t i = 0; i < mc; i += MR) {
+            const int m = static_cast<int>(std::min(MR, mc - i));
+            const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
+            kk.micro(kc, ak + i * kc, bp, c + (ic + i) * p.c_rs + j * p.c_cs, p.c_rs, p.c_cs, m, n, kb > 0,
+                     bias, p.bias_per_row);
+          }
+        }
+      };
+      if (shared_b) {
+        // All of B is packed: K blocks innermost, so a row block of C stays in L1/L2 while
+        // all K blocks add to it (same order of the sums as below).
+        for (int64_t ic = m0; ic < m1; ic += mc_step) {
+          for (int64_t kb = 0; kb < nk; ++kb) {
+            const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+            row_block(kb, ic, bpre + k0 * Npad + n0 * kc);
+          }
+        }
+        continue;
+      }
+      for (int64_t kb = 0; kb < nk; ++kb) {  // B's panels for this K block, then the row blocks
+        const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+        for (int64_t j = n0; j < n1; j += NR) {
           float* dst = bpack + (j - n0) * kc;
           const int n = static_cast<int>(std::min(NR, n1 - j));
           for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
             kk.pack_b(p.b + b * p.b_batch + k * p.b_rs + j * p.b_cs, p.b_rs, p.b_cs, n, len, dst + off * NR);
           });
         }
-        for (int64_t ic = m0; ic < m1; ic += mc_step) {
-          const int64_t mc = std::min(mc_step, m1 - ic);
-          const float* ak = shared_a ? apre + k0 * Mpad + ic * kc : apack;  // A's panels: ak + i * kc
-          for (int64_t i = 0; i < mc && !shared_a; i += MR) {
-            float* dst = apack + i * kc;
-            const int m = static_cast<int>(std::min(MR, mc - i));
-            for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
-              kk.pack_a(p.a + b * p.a_batch + (ic + i) * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs, m, len,
-                        dst + off * MR);
-            });
-          }
-          for (int64_t j = n0; j < n1; j += NR) {
-            const int n = static_cast<int>(std::min(NR, n1 - j));
-            const float* bp = bk + (j - n0) * kc;
-            for (int64_t i = 0; i < mc; i += MR) {
-              const int m = static_cast<int>(std::min(MR, mc - i));
-              const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
-              kk.micro(kc, ak + i * kc, bp, c + (ic + i) * p.c_rs + j * p.c_cs, p.c_rs, p.c_cs, m, n, kb > 0,
-                       bias, p.bias_per_row);
-            }
-          }
-        }
+        for (int64_t ic = m0; ic < m1; ic += mc_step) row_block(kb, ic, bpack);
       }
     }
   });
