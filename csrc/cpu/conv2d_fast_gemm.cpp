@@ -8,6 +8,9 @@
 //    kTileFloats elements (a tile that the K blocks revisit stays in L2); within an item, per
 //    K block, the item's thread packs its columns of B (KC x tile width, in L2/L3), then per
 //    MC rows of A (MC x KC, in L2) packs them and runs the MR x NR micro-kernel over them;
+//  - an operand that does not depend on the image (the weights) and that several items read
+//    is packed once, in parallel, before the items run; with all of B packed that way the
+//    K blocks become the innermost loop (a row block of C stays in cache across them);
 //  - packing reads any strides: the unit-stride side is copied or transposed in registers.
 // The thread tiles only decide which thread computes an element, never how, so the bits are
 // the same at any thread count.
@@ -199,10 +202,10 @@ void run(const Problem& p) {
 
 namespace {
 
-// FASTCONV_CPU_GEMM=0 turns the GEMM path off (1x1 layers then take the direct kernels of
-// cpu/conv2d_fast*.cpp), for measuring one against the other.
 std::atomic<int64_t> calls[3];  // forward, input gradient, weight gradient
 
+// FASTCONV_CPU_GEMM=0 turns the GEMM path off (1x1 layers then take the direct kernels of
+// cpu/conv2d_fast*.cpp), for measuring one against the other.
 bool gemm_enabled() {
   const char* env = std::getenv("FASTCONV_CPU_GEMM");
   return env == nullptr || env[0] != '0';
