@@ -133,6 +133,20 @@ def test_noncontiguous_inputs():
     _check(x.contiguous(), weight, bias, grad_out.contiguous(), (1, 1), torch.contiguous_format)
 
 
+def test_large_channels_last_forward_keeps_the_direct_kernel():
+    # measured faster there (csrc/cpu/conv2d_fast_gemm.cpp, forward_applies); the gradients
+    # and NCHW still take the GEMM
+    x = torch.randn(1, 8, 56, 56).contiguous(memory_format=torch.channels_last)
+    weight, grad_out = torch.randn(16, 8, 1, 1), torch.randn(1, 16, 56, 56)
+    before = ops._conv2d_cpu_gemm_info()
+    out, _, _ = _passes(x, weight, None, grad_out.contiguous(memory_format=torch.channels_last), (1, 1))
+    _passes(x.contiguous(), weight, None, grad_out, (1, 1))
+    after = ops._conv2d_cpu_gemm_info()
+    assert [a - b for a, b in zip(after, before)] == [1, 2, 2]
+    exact, mag = reference(lambda x_, w_: F.conv2d(x_, w_), x, weight)
+    assert_within_rounding(out, exact, mag, 8, "forward")
+
+
 def test_gemm_off_switch(monkeypatch):
     x, weight, bias, grad_out, stride = _inputs((1, 16, 6, 6, 24, 1, ""), torch.contiguous_format)
     monkeypatch.setenv("FASTCONV_CPU_GEMM", "0")
