@@ -2,7 +2,9 @@
 // weight packing and threading around the SIMD micro-kernels of cpu/conv2d_fast_kernels.h.
 //
 // 1x1 convolutions without groups or padding (any stride, both layouts, all three passes) are
-// a packed GEMM instead: cpu/conv2d_fast_gemm.{h,cpp}, hooked in at the top of each entry.
+// a packed GEMM instead: cpu/conv2d_fast_gemm.{h,cpp}, hooked in at the top of each entry
+// (except channels_last forward passes over images of 56 x 56 pixels or more, where the
+// direct kernel below measured faster: gemm::forward_applies).
 //
 // Everything else runs on NHWC data (except NCHW 1x1 layers the GEMM does not take, stride 1
 // over images at least 24 pixels wide: cpu/conv2d_fast_nchw.cpp). channels_last tensors are
@@ -23,8 +25,8 @@
 //    Without groups and with unit column dilation, the kernel columns and the input channels
 //    of one kernel row are one contiguous run of the padded input row (the S x C "fold"), so
 //    each kernel row is a single reduction of length S*C: C = 3 first layers vectorize too.
-//    1x1 stride-1 convolutions (grouped ones; the others take the GEMM) are a packed GEMM
-//    over the flattened image; narrow images (7x7, 14x14) use register tiles that run
+//    1x1 stride-1 convolutions (grouped ones, large channels_last images; the others take
+//    the GEMM) are a packed GEMM over the flattened image; narrow images (7x7, 14x14) use register tiles that run
 //    across output rows (per-pixel source offsets) over a source padded in rows too.
 //    The reduction is cut into blocks whose weights stay in L1 while a whole row uses them.
 //  - input gradient: the same kernel in gather form. Input pixels of one stride phase
