@@ -61,6 +61,16 @@ struct TapClasses {
   }
 };
 
+// n floats, n usually a channel block (16, 32): fixed-size copies compile to a few vector
+// moves, where std::copy would call memmove for each pixel.
+inline void copy_floats(const float* s, int64_t n, float* d) {
+  switch (n) {
+    case 16: for (int i = 0; i < 16; ++i) d[i] = s[i]; return;
+    case 32: for (int i = 0; i < 32; ++i) d[i] = s[i]; return;
+    default: std::copy(s, s + n, d);
+  }
+}
+
 // One chunk of work: `npix` pixels from pixel `x0` of the sub-image of class (rho, phi).
 struct Chunk {
   int64_t rho, phi, x0, npix;
@@ -127,6 +137,12 @@ bool conv2d_input_grad_strided(const Kernels& kk, const ConvGeometry& g, const a
       for (int64_t x0 = 0; x0 < npx; x0 += size) chunks.push_back({rho, phi, x0, std::min(size, npx - x0)});
     }
   }
+  // Chunks of all classes that start in the same input rows run one after another, so an NCHW
+  // destination row, written every stride_w-th element by each column class, is completed while
+  // its cache lines are still in L1 (the order of the chunks does not change any sum).
+  const auto first_row = [&](const Chunk& c) { return c.rho + (c.x0 / sub_w(c.phi)) * g.stride_h; };
+  std::stable_sort(chunks.begin(), chunks.end(),
+                   [&](const Chunk& u, const Chunk& v) { return first_row(u) < first_row(v); });
   const int64_t T = static_cast<int64_t>(chunks.size()), max_chunk = 16 * kk.max_m;
 
   // Packed weights: per thread and block where the staged grad_output fits in L2 (blocks
@@ -150,6 +166,7 @@ bool conv2d_input_grad_strided(const Kernels& kk, const ConvGeometry& g, const a
   at::parallel_for(0, g.n * CB * T, 1, [&](int64_t begin, int64_t end) {
     std::vector<const float*> a(g.r), b(g.r);
     std::vector<float> buf(max_chunk * B);
+    std::vector<int64_t> dst_off(max_chunk);  // of the chunk's pixels, channel cb * B
     int64_t have = -1;  // block now in the thread's buffer (fused)
     for (int64_t it = begin; it < end; ++it) {
       // item order: (image, block, chunk), or (block, image, chunk) when fused
@@ -185,20 +202,23 @@ bool conv2d_input_grad_strided(const Kernels& kk, const ConvGeometry& g, const a
       const ConvRow job{nt, a.data(), b.data(), ncol * K, K, ch.npix, nullptr, buf.data(), B, 1,
                         static_cast<int>(B), l_block, pix_off[ch.phi].data() + ch.x0};
       kk.conv_row(job);
-      // Copy the chunk to its input pixels.
+      // Copy the chunk to its input pixels (destination offsets stepped pixel by pixel: a
+      // division per element cost as much as the arithmetic).
       const int64_t ws = sub_w(ch.phi);
-      if (out.sc == 1) {
-        for (int64_t i = 0; i < ch.npix; ++i) {
-          const int64_t y = (ch.x0 + i) / ws, x = (ch.x0 + i) % ws;
-          std::copy(buf.data() + i * B, buf.data() + i * B + nvalid,
-                    out.at(n, cb * B, ch.rho + y * g.stride_h, ch.phi + x * g.stride_w));
+      int64_t y = ch.x0 / ws, x = ch.x0 % ws;
+      for (int64_t i = 0; i < ch.npix; ++i) {
+        dst_off[i] = out.at(n, cb * B, ch.rho + y * g.stride_h, ch.phi + x * g.stride_w) - out.data;
+        if (++x == ws) {
+          x = 0;
+          ++y;
         }
+      }
+      if (out.sc == 1) {
+        for (int64_t i = 0; i < ch.npix; ++i) copy_floats(buf.data() + i * B, nvalid, out.data + dst_off[i]);
       } else {
         for (int c = 0; c < nvalid; ++c) {
-          for (int64_t i = 0; i < ch.npix; ++i) {
-            const int64_t y = (ch.x0 + i) / ws, x = (ch.x0 + i) % ws;
-            *out.at(n, cb * B + c, ch.rho + y * g.stride_h, ch.phi + x * g.stride_w) = buf[i * B + c];
-          }
+          float* d = out.data + c * out.sc;
+          for (int64_t i = 0; i < ch.npix; ++i) d[dst_off[i]] = buf[i * B + c];
         }
       }
     }
