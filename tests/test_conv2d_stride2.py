@@ -1,5 +1,6 @@
 """Strided 3x3 (and other) convolutions on the hand-written fp32 CPU kernels: the input
-gradient as a sum of stride-1 sub-convolutions over phase classes (csrc/cpu/conv2d_fast_stride2.cpp)
+gradient as a sum of stride-1 sub-convolutions over phase classes (csrc/cpu/conv2d_fast_stride2.cpp,
+taken for rows of fewer than 4 register tiles per phase, as all cases here but the wide one)
 and the forward and weight-gradient passes of the same layers, against PyTorch in fp64, in NCHW
 and channels_last. Covers padding 1 and 0, odd and even image sizes, channel tails, batch 1
 (weights packed per thread) and larger batches (packed up front), several chunks per class,
@@ -97,6 +98,18 @@ def test_gather_path_agrees(case, channels_last, monkeypatch):
     old, want = _passes(case, channels_last)
     _assert_close_to_fp64(old[1], want[1], case[4] * case[5] * case[6])
     _assert_close_to_fp64(new, want[1], case[4] * case[5] * case[6])
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_wide_rows_on_both_paths(channels_last, monkeypatch):
+    # 25 input pixels per column phase (>= 4 AVX2 tiles): the per-row gather path by default,
+    # the class path with FASTCONV_CPU_STRIDED=1; both within fp32 rounding of fp64.
+    case = (1, 8, 7, 50, 20, 3, 3, 2, 1, "")
+    default, want = _passes(case, channels_last)
+    _assert_close_to_fp64(default[1], want[1], 20 * 9)
+    monkeypatch.setenv("FASTCONV_CPU_STRIDED", "1")
+    forced, _ = _passes(case, channels_last)
+    _assert_close_to_fp64(forced[1], want[1], 20 * 9)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

@@ -94,7 +94,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
 
   const bool depthwise = g.depthwise() && g.k == g.c;
   if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);
-  if (stride2_input_grad_applies(g)) return conv2d_input_grad_strided(*kk, g, grad_output, weight, grad_input);
+  if (stride2_input_grad_applies(g, kk->max_m)) return conv2d_input_grad_strided(*kk, g, grad_output, weight, grad_input);
   const int64_t B = kk->block, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
   const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
   const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;

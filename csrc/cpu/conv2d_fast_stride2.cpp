@@ -19,6 +19,7 @@
 // (per-pixel source offsets into grad_output padded in rows and columns, as the forward pass
 // does for narrow images), chunks of up to 16 tiles per call, computed into a small NHWC
 // buffer and then copied to the input pixels of the class (every other pixel at stride 2).
+// Taken for narrow rows only (cpu/conv2d_fast_stride2.h says why).
 // The summation order depends on the geometry alone, so results do not depend on the number
 // of threads.
 #include "cpu/conv2d_fast_stride2.h"
