@@ -17,8 +17,9 @@
 // a reduction blocked for all R x S taps rather than the 1-4 of a class, and weights reloaded
 // into L1 for every row. Here the register tiles run across the rows of a class's sub-image
 // (per-pixel source offsets into grad_output padded in rows and columns, as the forward pass
-// does for narrow images), chunks of up to 16 tiles per call, computed into a small NHWC
-// buffer and then copied to the input pixels of the class (every other pixel at stride 2).
+// does for narrow images), chunks of up to 16 tiles per call that may span images, computed
+// into a small NHWC buffer and then copied to the input pixels of the class (every other
+// pixel at stride 2).
 // Taken for narrow rows only (cpu/conv2d_fast_stride2.h says why).
 // The summation order depends on the geometry alone, so results do not depend on the number
 // of threads.
@@ -78,18 +79,11 @@ struct Chunk {
 };
 
 // Weights packed for the input-channel block [c0, c0 + nvalid) as
-// dst[((r * S + cols.position(s)) * K + k) * B + j] = weight(k, c0 + j, r, s), zero past nvalid:
-// pack_block_gather's [r][s][K][B] block (into workspace 3), columns reordered by class.
+// dst[((r * S + s_pos[s]) * K + k) * B + j] = weight(k, c0 + j, r, s), zero past nvalid, with
+// s_pos[s] = cols.position(s): the kernel columns grouped by class.
 void pack_block_classes(const Kernels& kk, const WeightView& w, int64_t K, int64_t c0, int nvalid, int64_t B,
-                        const TapClasses& cols, float* dst) {
-  const int64_t R = w.R, S = w.S, run = K * B;
-  float* tmp = workspace(3, R * S * run);
-  pack_block_gather(kk, w, 0, K, c0, nvalid, B, /*reverse_s=*/false, tmp);
-  for (int64_t r = 0; r < R; ++r) {
-    for (int64_t s = 0; s < S; ++s) {
-      std::copy(tmp + (r * S + s) * run, tmp + (r * S + s + 1) * run, dst + (r * S + cols.position(s)) * run);
-    }
-  }
+                        const std::vector<int64_t>& s_pos, float* dst) {
+  pack_block_gather(kk, w, 0, K, c0, nvalid, B, /*reverse_s=*/false, dst, s_pos.data());
 }
 
 }  // namespace
@@ -122,18 +116,27 @@ bool conv2d_input_grad_strided(const Kernels& kk, const ConvGeometry& g, const a
   const int64_t Hp = top + bottom, Wp = left + right;
   const float* src = nhwc_padded(grad_output, top, Hp, left, Wp, 0);
 
-  // Source offset of sub-image pixel i (row i / width, column i % width), per column class.
-  std::vector<std::vector<int64_t>> pix_off(n_phi);
-  for (int64_t phi = 0; phi < n_phi; ++phi) {
-    const int64_t ws = sub_w(phi), n = sub_h(0) * ws;  // class rho = 0 has the most rows
-    pix_off[phi].resize(n);
-    for (int64_t i = 0; i < n; ++i) pix_off[phi][i] = ((i / ws) * Wp + i % ws) * K;
+  // The pixels of a class, over all images (image, then sub-image row, then column), and the
+  // source offset of each (per class: (rho, phi) at rho * n_phi + phi). Tiles and chunks may
+  // span images: a pixel's sum is the same whichever tile computes it, so the batch size does
+  // not change any bit, and a 7 x 7 sub-image no longer ends in a 1-pixel tile.
+  const auto class_pixels = [&](int64_t rho, int64_t phi) { return g.n * sub_h(rho) * sub_w(phi); };
+  std::vector<std::vector<int64_t>> pix_off(n_rho * n_phi);
+  for (int64_t rho = 0; rho < n_rho; ++rho) {
+    for (int64_t phi = 0; phi < n_phi; ++phi) {
+      std::vector<int64_t>& off = pix_off[rho * n_phi + phi];
+      const int64_t hs = sub_h(rho), ws = sub_w(phi);
+      off.resize(class_pixels(rho, phi));
+      for (int64_t i = 0; i < static_cast<int64_t>(off.size()); ++i) {
+        off[i] = ((i / (hs * ws)) * Hp * Wp + ((i / ws) % hs) * Wp + i % ws) * K;
+      }
+    }
   }
-  // Chunks of each class: up to 16 tiles, evened out over the sub-image.
+  // Chunks of each class: up to 16 tiles, evened out over the class's pixels.
   std::vector<Chunk> chunks;
   for (int64_t rho = 0; rho < n_rho; ++rho) {
     for (int64_t phi = 0; phi < n_phi; ++phi) {
-      const int64_t npx = sub_h(rho) * sub_w(phi);
+      const int64_t npx = class_pixels(rho, phi);
       const int64_t size = ceil_div(ceil_div(npx, ceil_div(npx, 16 * kk.max_m)), kk.max_m) * kk.max_m;
       for (int64_t x0 = 0; x0 < npx; x0 += size) chunks.push_back({rho, phi, x0, std::min(size, npx - x0)});
     }
@@ -141,50 +144,36 @@ bool conv2d_input_grad_strided(const Kernels& kk, const ConvGeometry& g, const a
   // Chunks of all classes that start in the same input rows run one after another, so an NCHW
   // destination row, written every stride_w-th element by each column class, is completed while
   // its cache lines are still in L1 (the order of the chunks does not change any sum).
-  const auto first_row = [&](const Chunk& c) { return c.rho + (c.x0 / sub_w(c.phi)) * g.stride_h; };
+  const auto first_row = [&](const Chunk& c) {
+    const int64_t hs = sub_h(c.rho), ws = sub_w(c.phi), y = c.x0 / ws;
+    return (y / hs) * g.h + c.rho + (y % hs) * g.stride_h;
+  };
   std::stable_sort(chunks.begin(), chunks.end(),
                    [&](const Chunk& u, const Chunk& v) { return first_row(u) < first_row(v); });
   const int64_t T = static_cast<int64_t>(chunks.size()), max_chunk = 16 * kk.max_m;
 
-  // Packed weights: per thread and block where the staged grad_output fits in L2 (blocks
-  // outermost), else all blocks up front (cpu/conv2d_fast.cpp explains the choice).
+  // Work items (block, chunk), blocks outermost: each thread packs the weight blocks of its
+  // items into its own buffer right before using them (a block stays in L2 while it serves the
+  // whole batch; the staged grad_output, small on these narrow images, streams past it).
   const WeightView wv(weight);
   const int64_t block = g.r * g.s * K * B;
-  const bool fused = g.n == 1 || g.n * Hp * Wp * K * 4 <= (512 << 10);
-  at::Tensor packed_t;
-  if (!fused) {
-    packed_t = at::empty({CB, block}, at::TensorOptions().dtype(at::kFloat));
-    float* packed = packed_t.data_ptr<float>();
-    at::parallel_for(0, CB, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t cb = begin; cb < end; ++cb) {
-        pack_block_classes(kk, wv, K, cb * B, static_cast<int>(std::min(B, C - cb * B)), B, cols, packed + cb * block);
-      }
-    });
-  }
-  const float* packed = fused ? nullptr : packed_t.data_ptr<float>();
+  std::vector<int64_t> s_pos(g.s);
+  for (int64_t s = 0; s < g.s; ++s) s_pos[s] = cols.position(s);
   const Dest out(grad_input);
 
-  at::parallel_for(0, g.n * CB * T, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, CB * T, 1, [&](int64_t begin, int64_t end) {
     std::vector<const float*> a(g.r), b(g.r);
     std::vector<float> buf(max_chunk * B);
     std::vector<int64_t> dst_off(max_chunk);  // of the chunk's pixels, channel cb * B
-    int64_t have = -1;  // block now in the thread's buffer (fused)
+    int64_t have = -1;  // block now in the thread's buffer
     for (int64_t it = begin; it < end; ++it) {
-      // item order: (image, block, chunk), or (block, image, chunk) when fused
       const Chunk& ch = chunks[it % T];
-      const int64_t cb = fused ? it / (T * g.n) : (it / T) % CB;
-      const int64_t n = fused ? (it / T) % g.n : it / (T * CB);
+      const int64_t cb = it / T;
       const int nvalid = static_cast<int>(std::min(B, C - cb * B));
-      const float* wblk;
-      if (fused) {
-        float* wbuf = workspace(2, block);
-        if (cb != have) {
-          pack_block_classes(kk, wv, K, cb * B, nvalid, B, cols, wbuf);
-          have = cb;
-        }
-        wblk = wbuf;
-      } else {
-        wblk = packed + cb * block;
+      float* wblk = workspace(2, block);
+      if (cb != have) {
+        pack_block_classes(kk, wv, K, cb * B, nvalid, B, s_pos, wblk);
+        have = cb;
       }
       // Taps: one per kernel row of the row class, each folding the column taps of the class.
       const int64_t col_res = cols.residue(ch.phi), ncol = cols.count(col_res);
@@ -194,24 +183,27 @@ bool conv2d_input_grad_strided(const Kernels& kk, const ConvGeometry& g, const a
         const int64_t oh0 = rows_c.first_out(ch.rho), ow0 = cols.first_out(ch.phi);
         for (int64_t i = 0; i < nrow; ++i) {  // kernel row r reads grad_output row y + oh0 + i
           const int64_t r = row_res + (nrow - 1 - i) * g.stride_h;
-          a[nt] = src + ((n * Hp + top + oh0 + i) * Wp + left + ow0) * K;
+          a[nt] = src + ((top + oh0 + i) * Wp + left + ow0) * K;  // image 0: pix_off adds n
           b[nt] = wblk + (r * g.s + cols.start(col_res)) * K * B;
           ++nt;
         }
       }
       const int64_t l_block = l1_reduction_block(std::max(nt, 1), B);
       const ConvRow job{nt, a.data(), b.data(), ncol * K, K, ch.npix, nullptr, buf.data(), B, 1,
-                        static_cast<int>(B), l_block, pix_off[ch.phi].data() + ch.x0};
+                        static_cast<int>(B), l_block, pix_off[ch.rho * n_phi + ch.phi].data() + ch.x0};
       kk.conv_row(job);
       // Copy the chunk to its input pixels (destination offsets stepped pixel by pixel: a
       // division per element cost as much as the arithmetic).
-      const int64_t ws = sub_w(ch.phi);
-      int64_t y = ch.x0 / ws, x = ch.x0 % ws;
+      const int64_t hs = sub_h(ch.rho), ws = sub_w(ch.phi);
+      int64_t n = ch.x0 / (hs * ws), y = (ch.x0 / ws) % hs, x = ch.x0 % ws;
       for (int64_t i = 0; i < ch.npix; ++i) {
         dst_off[i] = out.at(n, cb * B, ch.rho + y * g.stride_h, ch.phi + x * g.stride_w) - out.data;
         if (++x == ws) {
           x = 0;
-          ++y;
+          if (++y == hs) {
+            y = 0;
+            ++n;
+          }
         }
       }
       if (out.sc == 1) {
