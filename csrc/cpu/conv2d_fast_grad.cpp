@@ -209,7 +209,9 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
           kk->depthwise_row(row);
         } else {
           const ConvRow row{nt, a.data(), b.data(), fold ? g.s * Kg : Kg, K, npix, nullptr,
-                            dst, g.stride_w * out.sx, out.sc, nvalid, l_block};
+                            dst, g.stride_w * out.sx, out.sc, nvalid,
+                            // blocked for this phase's taps (1-4 of 9 at stride 2): fewer passes
+                            l1_reduction_block(std::max(nt, 1), B)};
           kk->conv_row(row);
         }
       }
