@@ -10,6 +10,7 @@
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_pack.h"
+#include "cpu/conv2d_fast_stride2.h"
 #include "cpu/conv2d_fast_util.h"
 #include "cpu/conv2d_fast_winograd.h"
 
@@ -95,6 +96,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
 
   const bool depthwise = g.depthwise() && g.k == g.c;
   if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);
+  if (stride2_input_grad_applies(g, kk->max_m)) return conv2d_input_grad_strided(*kk, g, grad_output, weight, grad_input);
   const int64_t B = kk->block, G = g.groups, Cg = g.c_per_group(), Kg = g.k_per_group();
   const int64_t CB = ceil_div(Cg, B), C = g.c, K = g.k;
   const bool fold = !depthwise && G == 1 && g.stride_w == 1 && g.dil_w == 1;
@@ -209,7 +211,9 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
           kk->depthwise_row(row);
         } else {
           const ConvRow row{nt, a.data(), b.data(), fold ? g.s * Kg : Kg, K, npix, nullptr,
-                            dst, g.stride_w * out.sx, out.sc, nvalid, l_block};
+                            dst, g.stride_w * out.sx, out.sc, nvalid,
+                            // blocked for this phase's taps (1-4 of 9 at stride 2): fewer passes
+                            l1_reduction_block(std::max(nt, 1), B)};
           kk->conv_row(row);
         }
       }

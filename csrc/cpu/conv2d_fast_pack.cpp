@@ -66,11 +66,11 @@ void pack_block_forward(const Kernels& kk, const WeightView& w, int64_t k0, int 
 }
 
 void pack_block_gather(const Kernels& kk, const WeightView& w, int64_t k0, int64_t Kg, int64_t c0, int nvalid,
-                       int64_t B, bool reverse_s, float* dst) {
+                       int64_t B, bool reverse_s, float* dst, const int64_t* s_pos) {
   const int64_t S = w.S, RS = w.R * S;
   const auto row = [&](int64_t t, int64_t kg) {  // packed row of tap t, output channel kg
     const int64_t s = t % S;
-    return dst + (((t - s) + (reverse_s ? S - 1 - s : s)) * Kg + kg) * B;
+    return dst + (((t - s) + (s_pos ? s_pos[s] : reverse_s ? S - 1 - s : s)) * Kg + kg) * B;
   };
   if (nvalid < B) std::fill(dst, dst + RS * Kg * B, 0.0f);
   const float* src = w.data + k0 * w.sk + c0 * w.sc;

@@ -33,8 +33,9 @@ void pack_block_forward(const Kernels& kk, const WeightView& w, int64_t k0, int 
 
 // Input gradient: input channels [c0, c0 + nvalid) of group gi's output channels
 // [k0, k0 + Kg) as dst[((r * S + s') * Kg + kg) * B + j] = weight(k0 + kg, c0 + j, r, s) with
-// s' = S - 1 - s when `reverse_s`, else s; zero for j >= nvalid.
+// s' = S - 1 - s when `reverse_s`, else s (s' = s_pos[s] when s_pos is given: any order of
+// the kernel columns, cpu/conv2d_fast_stride2.cpp); zero for j >= nvalid.
 void pack_block_gather(const Kernels& kk, const WeightView& w, int64_t k0, int64_t Kg, int64_t c0, int nvalid,
-                       int64_t B, bool reverse_s, float* dst);
+                       int64_t B, bool reverse_s, float* dst, const int64_t* s_pos = nullptr);
 
 }  // namespace fastconv::cpu::fastk
