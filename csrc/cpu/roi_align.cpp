@@ -2,18 +2,19 @@
 //
 // The inner loops run over channels with a pixel's channels adjacent (cpu/roi_simd.h), on a
 // "grid" of pixels: the channels_last map itself, or, for an NCHW map, a per-box tile holding
-// only the rows and columns the box's bilinear taps read (BoxTaps::to_tile), gathered from the
-// channel planes 64 channels at a time. Which one an NCHW map uses depends on its size against
-// the boxes (use_tiles): many boxes on a small map read it many times over, so it is transposed
-// to channels_last once; few boxes on a large map (a P2 level at inference) read a fraction of
-// it, so transposing the whole map would cost more than the op. Both give identical numbers
-// (same samples, same order of operations); outputs are written straight into either layout.
+// only the rows and columns the box's bilinear taps read (BoxTaps::to_tile), transposed from
+// the channel planes up to 64 channels at a time (BoxTaps::gather). Which one an NCHW map uses
+// depends on its size against the boxes (use_tiles): many boxes on a small map read it many
+// times over, so it is transposed to channels_last once (cpu/layout_transpose.h); few boxes on
+// a large map (a P2 level at inference) read a fraction of it, so transposing the whole map
+// would cost more than the op. Both give identical numbers (same samples, same order of
+// operations); outputs are written straight into either layout.
 //
 // Forward: boxes are split over threads. Per box, the bilinear taps of every sample row and
 // column are computed once (the 2-D weights are their products), then every bin sums its
 // samples over a block of channels at once. Backward: race-free units of (image, channel
-// block), see cpu/roi_units.h; the same taps, scattered (into grad_input itself where it is
-// channels_last, or into a box's tile that is then added to the NCHW planes).
+// block, band of rows) (see backward() and cpu/roi_units.h); the same taps, scattered into a
+// band buffer that is then written into grad_input in either layout.
 // float/half/bfloat16 accumulate in float.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -26,6 +27,7 @@
 
 #include "checks/roi.h"
 #include "common/roi.h"
+#include "cpu/layout_transpose.h"
 #include "cpu/roi_simd.h"
 #include "cpu/roi_units.h"
 
@@ -41,8 +43,8 @@ struct AlignArgs {
 // Channels per pass over a box's bins: at most this many (the forward's NCHW output tile).
 constexpr int64_t kChannelBlock = 64;
 
-// Tiles gather channel c while prefetching channel c + kPrefetchPlanes.
-constexpr int64_t kPrefetchPlanes = 2;
+// Tiles gather map row r while prefetching row r + kPrefetchRows.
+constexpr int64_t kPrefetchRows = 2;
 
 // Channels per tile: a tile of up to (2 * PH * grid_h) x (2 * PW * grid_w) pixels stays within
 // ~64 KB (L2), with at least 8 channels so the channel loops still vectorize.
@@ -57,6 +59,7 @@ struct BoxTaps {
   RoiAlignBox<acc_t> box;
   std::vector<AxisTap<acc_t>> ys, xs;
   std::vector<int64_t> rows, cols;  // tile form: the map rows and columns the taps read
+  int64_t row_min = 0, row_max = -1;  // the map rows the taps read: [row_min, row_max]
 
   template <typename scalar_t>
   bool compute(const scalar_t* roi, const AlignArgs& a) {
@@ -73,7 +76,24 @@ struct BoxTaps {
       for (int64_t i = 0; i < box.grid_w; ++i)
         xs[p * box.grid_w + i] =
             roi_axis_tap(roi_align_sample(box.start_w, box.bin_w, p, i, box.grid_w), a.W);
+    row_min = a.H;
+    row_max = -1;
+    for (const AxisTap<acc_t>& t : ys) {
+      if (!in_range(t)) continue;
+      row_min = std::min(row_min, t.low);
+      row_max = std::max(row_max, t.high);
+    }
     return true;
+  }
+
+  // Whether a sample of bin row ph reads a map row in [r0, r1).
+  bool bin_row_reads(int64_t ph, int64_t r0, int64_t r1) const {
+    for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+      const AxisTap<acc_t>& t = ys[ph * box.grid_h + iy];
+      if (in_range(t) && ((t.low >= r0 && t.low < r1) || (t.high >= r0 && t.high < r1)))
+        return true;
+    }
+    return false;
   }
 
   // Renumbers the taps to index rows and cols (the distinct rows and columns read, ascending)
@@ -83,16 +103,40 @@ struct BoxTaps {
     renumber(xs, cols);
   }
 
-  // Prefetches the tile's rows of one channel plane (row stride W): the rows of a plane are
-  // scattered over the map, so without it every row is a cache miss waited for in turn.
+  // Gathers the tile of w channels whose planes (row stride W) start at planes, plane_stride
+  // apart, into tile: pixel (r, q) at tile[(r * cols.size() + q) * w], channels adjacent. Row
+  // by row: a row's segments in the w planes are transposed into the tile row (blocked, as
+  // whole segments when the columns read are contiguous, the usual case), while the segments
+  // of the row kPrefetchRows ahead are prefetched (the rows of a plane are scattered over the
+  // map: without it every segment is a cache miss waited for in turn). next_planes: the
+  // planes of the next tile of this box (its first rows are prefetched at the end), or null.
   template <typename T>
-  void prefetch(const T* plane, int64_t W) const {
-    if (cols.empty()) return;
-    for (int64_t r : rows) {
-      const T* row = plane + r * W;
-      for (const T* p = row + cols.front(); p <= row + cols.back(); p += 64 / sizeof(T))
-        __builtin_prefetch(p);
-      __builtin_prefetch(row + cols.back());
+  void gather(const T* planes, int64_t plane_stride, int64_t W, int64_t w, T* tile,
+              const T* next_planes, int64_t next_w) const {
+    const int64_t n_rows = rows.size(), n_cols = cols.size();
+    if (n_cols == 0) return;
+    const int64_t first = cols.front(), span = cols.back() - first + 1;
+    const auto prefetch_row = [&](const T* p, int64_t r, int64_t channels) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* seg = p + c * plane_stride + rows[r] * W + first;
+        for (int64_t e = 0; e < span; e += 64 / sizeof(T)) __builtin_prefetch(seg + e);
+        __builtin_prefetch(seg + span - 1);
+      }
+    };
+    for (int64_t r = 0; r < n_rows; ++r) {
+      if (r + kPrefetchRows < n_rows) {
+        prefetch_row(planes, r + kPrefetchRows, w);
+      } else if (next_planes != nullptr && r + kPrefetchRows - n_rows < n_rows) {
+        prefetch_row(next_planes, r + kPrefetchRows - n_rows, next_w);
+      }
+      const T* src = planes + rows[r] * W;
+      T* dst = tile + r * n_cols * w;
+      if (span == n_cols) {
+        cpu::transpose(src + first, plane_stride, dst, w, w, n_cols);
+      } else {
+        for (int64_t c = 0; c < w; ++c)
+          for (int64_t q = 0; q < n_cols; ++q) dst[q * w + c] = src[c * plane_stride + cols[q]];
+      }
     }
   }
 
@@ -160,22 +204,31 @@ void box_bins(const BoxTaps<acc_t>& taps, const scalar_t* grid, Grid g, int64_t 
   }
 }
 
-// A box's gradient scattered onto n channels of grid g (acc_t). gk: grad_output at (box,
-// first channel) with strides gs; g: n scratch values.
+// A box's gradient scattered onto n channels of grid g (acc_t), only into the map rows
+// [r0, r1), which the grid holds from its row 0 (all rows by default). gk: grad_output at (box,
+// first channel) with strides gs; g: n scratch values. Skipping the corners outside the band
+// leaves every element's additions in the same order as without bands.
 template <typename scalar_t, typename acc_t>
 void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 gs, int64_t n,
-                 acc_t* g, acc_t* grid, Grid gd, const AlignArgs& a) {
+                 acc_t* g, acc_t* grid, Grid gd, const AlignArgs& a, int64_t r0 = 0,
+                 int64_t r1 = INT64_MAX) {
+  const bool whole = r0 <= 0 && r1 >= a.H;
   for (int64_t ph = 0; ph < a.PH; ++ph) {
+    if (!whole && !taps.bin_row_reads(ph, r0, r1)) continue;
     for (int64_t pw = 0; pw < a.PW; ++pw) {
       const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
       for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
       taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
-        acc_t* low = grid + ty.low * gd.row;
-        acc_t* high = grid + ty.high * gd.row;
-        cpu::scatter(low + tx.low * gd.col, g, ty.w_low * tx.w_low, n);
-        cpu::scatter(low + tx.high * gd.col, g, ty.w_low * tx.w_high, n);
-        cpu::scatter(high + tx.low * gd.col, g, ty.w_high * tx.w_low, n);
-        cpu::scatter(high + tx.high * gd.col, g, ty.w_high * tx.w_high, n);
+        if (whole || (ty.low >= r0 && ty.low < r1)) {
+          acc_t* low = grid + (ty.low - r0) * gd.row;
+          cpu::scatter(low + tx.low * gd.col, g, ty.w_low * tx.w_low, n);
+          cpu::scatter(low + tx.high * gd.col, g, ty.w_low * tx.w_high, n);
+        }
+        if (whole || (ty.high >= r0 && ty.high < r1)) {
+          acc_t* high = grid + (ty.high - r0) * gd.row;
+          cpu::scatter(high + tx.low * gd.col, g, ty.w_high * tx.w_low, n);
+          cpu::scatter(high + tx.high * gd.col, g, ty.w_high * tx.w_high, n);
+        }
       });
     }
   }
@@ -240,69 +293,62 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
       tile.resize(rows * cols * width);
       for (int64_t c0 = 0; c0 < C; c0 += width) {
         const int64_t w = std::min(width, C - c0);
-        for (int64_t c = 0; c < w; ++c) {  // gather the tile from the channel planes
-          const scalar_t* plane = x + (n * C + c0 + c) * HW;
-          if (c0 + c + kPrefetchPlanes < C) taps.prefetch(plane + kPrefetchPlanes * HW, a.W);
-          for (int64_t r = 0; r < rows; ++r) {
-            const scalar_t* src = plane + taps.rows[r] * a.W;
-            scalar_t* dst = tile.data() + r * cols * w + c;
-            for (int64_t q = 0; q < cols; ++q) dst[q * w] = src[taps.cols[q]];
-          }
-        }
+        const scalar_t* planes = x + (n * C + c0) * HW;
+        const bool last = c0 + width >= C;
+        taps.gather(planes, HW, a.W, w, tile.data(), last ? nullptr : planes + width * HW,
+                    last ? 0 : std::min(width, C - c0 - width));
         bins_to_out(tile.data(), Grid{cols * w, w}, c0, w);
       }
     }
   });
 }
 
-// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W) in NCHW or channels_last.
+// Bytes of a band's gradient buffer: it stays in L2 (512 KB) while samples scatter into it.
+constexpr int64_t kBandBytes = 192 * 1024;
+
+// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W) in NCHW or channels_last. Units of
+// (image, channel block, band of rows): each scatters its image's boxes, in box order and only
+// the corners in its rows, into a zeroed buffer of the band's pixels with their channels
+// adjacent, then writes the buffer into grad_input (rows of channels for channels_last, a
+// transpose into the channel planes for NCHW). Every element of grad_input is written once, by
+// one unit, its additions in a fixed order: identical numbers in both layouts and for any
+// thread count. (Scattering into grad_input itself instead means zeroing it first and then
+// adding at scattered places all over a map larger than the caches.)
 template <typename scalar_t>
-void backward(const scalar_t* go, cpu::Strides4 gs, bool tiles, const scalar_t* rois,
-              scalar_t* gi, bool channels_last, const AlignArgs& a) {
+void backward(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, scalar_t* gi,
+              bool channels_last, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
-  tiles = tiles && !channels_last;
-  at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
+  const int64_t band = std::clamp<int64_t>(
+      kBandBytes / std::max<int64_t>(a.W * blocks.width * sizeof(acc_t), 1), 1, a.H);
+  const int64_t bands = (a.H + band - 1) / band;
+  at::parallel_for(0, a.N * blocks.count * bands, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
-    std::vector<acc_t> buf, g(blocks.width), tile;
+    std::vector<acc_t> buf, g(blocks.width);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
+      const int64_t n = u / (blocks.count * bands);
+      const int64_t c0 = (u / bands % blocks.count) * blocks.width;
+      const int64_t r0 = u % bands * band, r1 = std::min(a.H, r0 + band);
       const int64_t width = std::min(blocks.width, a.C - c0);
       if (width <= 0) continue;
-      // tiles add into NCHW planes; otherwise scatter into pixels (channels adjacent)
-      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW, channels_last,
-                                             !tiles);
+      buf.assign((r1 - r0) * a.W * width, acc_t(0));
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
-        if (!taps.compute(rois + 5 * k, a)) continue;
-        const scalar_t* gk = go + k * gs.k + c0 * gs.c;
-        if (!tiles) {
-          box_scatter(taps, gk, gs, width, g.data(), t.data,
-                      Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
-          continue;
-        }
-        taps.to_tile();
-        const int64_t rows = taps.rows.size(), cols = taps.cols.size();
-        const int64_t tw = tile_channels(rows * cols, width);
-        for (int64_t s0 = 0; s0 < width; s0 += tw) {
-          const int64_t w = std::min(tw, width - s0);
-          tile.assign(rows * cols * w, acc_t(0));
-          box_scatter(taps, gk + s0 * gs.c, gs, w, g.data(), tile.data(), Grid{cols * w, w}, a);
-          for (int64_t c = 0; c < w; ++c) {  // add the tile into the channel planes
-            acc_t* plane = t.data + (s0 + c) * t.channel_stride;
-            if (s0 + c + kPrefetchPlanes < width)
-              taps.prefetch(plane + kPrefetchPlanes * t.channel_stride, a.W);
-            for (int64_t r = 0; r < rows; ++r) {
-              acc_t* dst = plane + taps.rows[r] * a.W;
-              const acc_t* src = tile.data() + r * cols * w + c;
-              for (int64_t q = 0; q < cols; ++q) dst[taps.cols[q]] += src[q * w];
-            }
-          }
-        }
+        if (!taps.compute(rois + 5 * k, a) || taps.row_max < r0 || taps.row_min >= r1) continue;
+        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), buf.data(),
+                    Grid{a.W * width, width}, a, r0, r1);
       }
-      t.finish();
+      const int64_t pixels = (r1 - r0) * a.W;
+      if (channels_last) {
+        scalar_t* dst = gi + (n * HW + r0 * a.W) * a.C + c0;
+        for (int64_t i = 0; i < pixels; ++i)
+          for (int64_t c = 0; c < width; ++c)
+            dst[i * a.C + c] = static_cast<scalar_t>(buf[i * width + c]);
+      } else {
+        cpu::transpose(buf.data(), width, gi + (n * a.C + c0) * HW + r0 * a.W, HW, pixels, width);
+      }
     }
   });
 }
@@ -326,9 +372,9 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   if (out.numel() == 0) return out;
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
-    const bool tiles = !channels_last && use_tiles(r.const_data_ptr<scalar_t>(), a);
-    const at::Tensor x = input.contiguous(tiles ? at::MemoryFormat::Contiguous
-                                                : at::MemoryFormat::ChannelsLast);
+    static const int fmode = getenv("ROI_FWD") ? atoi(getenv("ROI_FWD")) : 0;
+    const bool tiles = !channels_last && (fmode == 1 ? true : fmode == 2 ? false : use_tiles(r.const_data_ptr<scalar_t>(), a));
+    const at::Tensor x = tiles ? input.contiguous() : cpu::to_channels_last(input);
     forward(x.const_data_ptr<scalar_t>(), tiles, r.const_data_ptr<scalar_t>(),
             out.mutable_data_ptr<scalar_t>(), channels_last, a);
   });
@@ -351,9 +397,9 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "_roi_align_backward", [&] {
     const scalar_t* boxes = r.const_data_ptr<scalar_t>();
-    backward(grad_output.const_data_ptr<scalar_t>(), cpu::strides4(grad_output),
-             !channels_last && use_tiles(boxes, a), boxes, gi.mutable_data_ptr<scalar_t>(),
-             channels_last, a);
+    const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* out = gi.mutable_data_ptr<scalar_t>();
+    backward(go, cpu::strides4(grad_output), boxes, out, channels_last, a);
   });
   return gi;
 }
