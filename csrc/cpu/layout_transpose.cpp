@@ -45,18 +45,23 @@ __attribute__((always_inline)) inline void transpose8x8(const float* src, int64_
 
 __attribute__((target_clones("avx2", "default"))) void transpose_f32(
     const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
-  const int64_t rows8 = rows / 8 * 8;
-  for (int64_t j0 = 0; j0 < cols; j0 += kTransposeColumns) {
-    const int64_t j1 = std::min(cols, j0 + kTransposeColumns);
-    const int64_t j8 = j0 + (j1 - j0) / 8 * 8;
-    for (int64_t i = 0; i < rows8; i += 8) {
-      for (int64_t j = j0; j < j8; j += 8)
-        transpose8x8(src + i * src_ld + j, src_ld, dst + j * dst_ld + i, dst_ld);
-      for (int64_t ii = i; ii < i + 8; ++ii)  // columns past the last whole block
-        for (int64_t j = j8; j < j1; ++j) dst[j * dst_ld + ii] = src[ii * src_ld + j];
+  for (int64_t J = 0; J < cols; J += kTransposePanelColumns) {
+    for (int64_t I = 0; I < rows; I += kTransposePanelRows) {
+      const int64_t i1 = std::min(rows, I + kTransposePanelRows);
+      const int64_t i8 = I + (i1 - I) / 8 * 8;
+      for (int64_t j0 = J; j0 < std::min(cols, J + kTransposePanelColumns); j0 += kTransposeColumns) {
+        const int64_t j1 = std::min(cols, j0 + kTransposeColumns);
+        const int64_t j8 = j0 + (j1 - j0) / 8 * 8;
+        for (int64_t i = I; i < i8; i += 8) {
+          for (int64_t j = j0; j < j8; j += 8)
+            transpose8x8(src + i * src_ld + j, src_ld, dst + j * dst_ld + i, dst_ld);
+          for (int64_t ii = i; ii < i + 8; ++ii)  // columns past the last whole block
+            for (int64_t j = j8; j < j1; ++j) dst[j * dst_ld + ii] = src[ii * src_ld + j];
+        }
+        for (int64_t i = i8; i < i1; ++i)  // rows past the last whole block
+          for (int64_t j = j0; j < j1; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+      }
     }
-    for (int64_t i = rows8; i < rows; ++i)  // rows past the last whole block
-      for (int64_t j = j0; j < j1; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
   }
 }
 

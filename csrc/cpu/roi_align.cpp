@@ -13,8 +13,9 @@
 // Forward: boxes are split over threads. Per box, the bilinear taps of every sample row and
 // column are computed once (the 2-D weights are their products), then every bin sums its
 // samples over a block of channels at once. Backward: race-free units of (image, channel
-// block, band of rows) (see backward() and cpu/roi_units.h); the same taps, scattered into a
-// band buffer that is then written into grad_input in either layout.
+// block), see cpu/roi_units.h, and for NCHW of (image, channel block, band of rows); the same
+// taps, scattered into grad_input itself where it is channels_last, or into a band buffer that
+// is then transposed into the NCHW planes.
 // float/half/bfloat16 accumulate in float.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -60,6 +61,7 @@ struct BoxTaps {
   std::vector<AxisTap<acc_t>> ys, xs;
   std::vector<int64_t> rows, cols;  // tile form: the map rows and columns the taps read
   int64_t row_min = 0, row_max = -1;  // the map rows the taps read: [row_min, row_max]
+  int64_t col_min = 0, col_max = -1;  // and columns
 
   template <typename scalar_t>
   bool compute(const scalar_t* roi, const AlignArgs& a) {
@@ -83,7 +85,23 @@ struct BoxTaps {
       row_min = std::min(row_min, t.low);
       row_max = std::max(row_max, t.high);
     }
+    col_min = a.W;
+    col_max = -1;
+    for (const AxisTap<acc_t>& t : xs) {
+      if (!in_range(t)) continue;
+      col_min = std::min(col_min, t.low);
+      col_max = std::max(col_max, t.high);
+    }
     return true;
+  }
+
+  // Whether a sample of bin row ph has its low row tap in [r0, r1).
+  bool bin_row_low_in(int64_t ph, int64_t r0, int64_t r1) const {
+    for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+      const AxisTap<acc_t>& t = ys[ph * box.grid_h + iy];
+      if (in_range(t) && t.low >= r0 && t.low < r1) return true;
+    }
+    return false;
   }
 
   // Whether a sample of bin row ph reads a map row in [r0, r1).
@@ -303,52 +321,172 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
   });
 }
 
-// Bytes of a band's gradient buffer: it stays in L2 (512 KB) while samples scatter into it.
-constexpr int64_t kBandBytes = 192 * 1024;
+// Bytes of a band buffer (the forward's transposed rows, the backward's gradient): it stays in
+// L2 (512 KB) while samples read or scatter into it.
+constexpr int64_t kBandBytes = 256 * 1024;
+// Rows a band should hold at least: a bin whose samples span rows of two bands is visited once
+// per band, so bands of few rows visit it several times over.
+constexpr int64_t kBandRows = 8;
 
-// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W) in NCHW or channels_last. Units of
-// (image, channel block, band of rows): each scatters its image's boxes, in box order and only
-// the corners in its rows, into a zeroed buffer of the band's pixels with their channels
-// adjacent, then writes the buffer into grad_input (rows of channels for channels_last, a
-// transpose into the channel planes for NCHW). Every element of grad_input is written once, by
-// one unit, its additions in a fixed order: identical numbers in both layouts and for any
-// thread count. (Scattering into grad_input itself instead means zeroing it first and then
-// adding at scattered places all over a map larger than the caches.)
+// x: (N, C, H, W), NCHW; out: (K, C, PH, PW) in NCHW or channels_last. Units of (image, channel
+// block), each sweeping its map rows in bands: a band's rows (and one more, the samples' high
+// taps), only the columns its boxes read, are transposed into a buffer with a pixel's
+// channels adjacent, and every box adds its samples whose low tap row lies in the band to its
+// bins' sums (kept for the whole sweep). A bin thus adds its samples in torchvision's order
+// (rows of samples in turn) as long as the sample rows go down the map; those of inverted
+// boxes (aligned, negative height) go up, so they are swept a second time bottom up. Each
+// map element is read from memory about once, and rows no box reads not at all. Identical
+// numbers to the channels_last forward.
 template <typename scalar_t>
-void backward(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, scalar_t* gi,
-              bool channels_last, const AlignArgs& a) {
+void forward_nchw(const scalar_t* x, const scalar_t* rois, scalar_t* out, bool channels_last,
+                  const AlignArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
+  const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
+  const int64_t row_bytes = a.W * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t fit = kBandBytes / ((kBandRows + 1) * row_bytes) / 8 * 8;
+  const int64_t width = std::min(cpu::channel_blocks(a.N, C).width, std::max<int64_t>(8, fit));
+  const int64_t count = (C + width - 1) / width;
+  const int64_t band = std::clamp<int64_t>(kBandBytes / (row_bytes * width) - 1, 1, a.H);
+  const int64_t bands = (a.H + band - 1) / band;
+  at::parallel_for(0, a.N * count, 1, [&](int64_t begin, int64_t end) {
+    std::vector<BoxTaps<acc_t>> taps;
+    std::vector<char> valid;
+    std::vector<acc_t> acc;
+    std::vector<scalar_t> buf;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = u / count, c0 = u % count * width, w = std::min(width, C - c0);
+      const int64_t first = boxes.begin[n], nb = boxes.begin[n + 1] - first;
+      taps.resize(nb);
+      valid.resize(nb);
+      for (int64_t j = 0; j < nb; ++j) valid[j] = taps[j].compute(rois + 5 * boxes.order[first + j], a);
+      acc.assign(nb * bins * w, acc_t(0));
+      const scalar_t* planes = x + (n * C + c0) * HW;
+      for (const bool upward : {false, true}) {
+        for (int64_t i = 0; i < bands; ++i) {
+          const int64_t r0 = (upward ? bands - 1 - i : i) * band, r1 = std::min(a.H, r0 + band);
+          const auto reads = [&](int64_t j) {
+            return valid[j] && (taps[j].box.bin_h < 0) == upward && taps[j].row_max >= r0 &&
+                   taps[j].row_min < r1;
+          };
+          int64_t lo = a.W, hi = -1;  // the columns read
+          for (int64_t j = 0; j < nb; ++j) {
+            if (!reads(j)) continue;
+            lo = std::min(lo, taps[j].col_min);
+            hi = std::max(hi, taps[j].col_max);
+          }
+          if (hi < lo) continue;
+          const int64_t span = hi - lo + 1, r_end = std::min(a.H, r1 + 1);
+          buf.resize((r_end - r0) * span * w);
+          for (int64_t r = r0; r < r_end; ++r)
+            cpu::transpose(planes + r * a.W + lo, HW, buf.data() + (r - r0) * span * w, w, w, span);
+          const scalar_t* grid = buf.data() - (r0 * span + lo) * w;  // pixel (r, q) at (r * span + q) * w
+          for (int64_t j = 0; j < nb; ++j) {
+            if (!reads(j)) continue;
+            const BoxTaps<acc_t>& t = taps[j];
+            for (int64_t ph = 0; ph < a.PH; ++ph) {
+              if (!t.bin_row_low_in(ph, r0, r1)) continue;
+              for (int64_t pw = 0; pw < a.PW; ++pw) {
+                acc_t* sum = acc.data() + (j * bins + ph * a.PW + pw) * w;
+                t.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
+                  if (ty.low < r0 || ty.low >= r1) return;
+                  const scalar_t* low = grid + ty.low * span * w;
+                  const scalar_t* high = grid + ty.high * span * w;
+                  cpu::bilinear_accumulate(sum, low + tx.low * w, low + tx.high * w,
+                                           high + tx.low * w, high + tx.high * w,
+                                           ty.w_low * tx.w_low, ty.w_low * tx.w_high,
+                                           ty.w_high * tx.w_low, ty.w_high * tx.w_high, w);
+                });
+              }
+            }
+          }
+        }
+      }
+      for (int64_t j = 0; j < nb; ++j) {  // bins' means into the output, zeros for no samples
+        const int64_t k = boxes.order[first + j];
+        const acc_t* sum = acc.data() + j * bins * w;
+        const auto mean = [&](int64_t b, int64_t c) {
+          return valid[j] ? static_cast<scalar_t>(sum[b * w + c] / taps[j].box.count) : scalar_t(0);
+        };
+        if (channels_last) {
+          for (int64_t b = 0; b < bins; ++b)
+            for (int64_t c = 0; c < w; ++c) out[(k * bins + b) * C + c0 + c] = mean(b, c);
+        } else {
+          for (int64_t c = 0; c < w; ++c)
+            for (int64_t b = 0; b < bins; ++b) out[(k * C + c0 + c) * bins + b] = mean(b, c);
+        }
+      }
+    }
+  });
+}
+
+// go: (K, C, PH, PW) with strides gs; gi: (N, H, W, C), channels_last. Units of (image,
+// channel block) scatter their image's boxes in box order straight into grad_input (through a
+// private buffer for half and bfloat16, see cpu/roi_units.h).
+template <typename scalar_t>
+void backward_channels_last(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois,
+                            scalar_t* gi, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
-  const int64_t band = std::clamp<int64_t>(
-      kBandBytes / std::max<int64_t>(a.W * blocks.width * sizeof(acc_t), 1), 1, a.H);
-  const int64_t bands = (a.H + band - 1) / band;
-  at::parallel_for(0, a.N * blocks.count * bands, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> buf, g(blocks.width);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = u / (blocks.count * bands);
-      const int64_t c0 = (u / bands % blocks.count) * blocks.width;
-      const int64_t r0 = u % bands * band, r1 = std::min(a.H, r0 + band);
+      const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
       const int64_t width = std::min(blocks.width, a.C - c0);
       if (width <= 0) continue;
-      buf.assign((r1 - r0) * a.W * width, acc_t(0));
+      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW,
+                                             /*gi_channels_last=*/true, /*pixel_major=*/true);
+      for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
+        const int64_t k = boxes.order[j];
+        if (!taps.compute(rois + 5 * k, a)) continue;
+        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), t.data,
+                    Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
+      }
+      t.finish();
+    }
+  });
+}
+
+// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W), NCHW. Units of (image, channel block,
+// band of rows): each scatters its image's boxes, in box order and only the corners in its
+// rows, into a zeroed buffer of the band's pixels with their channels adjacent (as the
+// channels_last backward does), then transposes the buffer into the channel planes. Every
+// element of grad_input is written once, by one unit, its additions in the same order as in
+// the channels_last backward: identical numbers in both layouts, for any thread count.
+// (Adding into the planes themselves instead means zeroing them first and then adding at
+// scattered places all over a map larger than the caches, channel by channel.) Channel blocks
+// are narrowed until a band holds kBandRows rows (down to 16 channels).
+template <typename scalar_t>
+void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, scalar_t* gi,
+                   const AlignArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = a.H * a.W;
+  const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
+  const int64_t row_bytes = a.W * static_cast<int64_t>(sizeof(acc_t));
+  const int64_t fit = kBandBytes / (kBandRows * row_bytes) / 16 * 16;
+  const cpu::ChannelBlocks base = cpu::channel_blocks(a.N, a.C);
+  const int64_t width = std::min(base.width, std::max<int64_t>(16, fit));
+  const int64_t count = (a.C + width - 1) / width;
+  const int64_t band = std::clamp<int64_t>(kBandBytes / (row_bytes * width), 1, a.H);
+  const int64_t bands = (a.H + band - 1) / band;
+  at::parallel_for(0, a.N * count * bands, 1, [&](int64_t begin, int64_t end) {
+    BoxTaps<acc_t> taps;
+    std::vector<acc_t> buf, g(width);
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = u / (count * bands), c0 = (u / bands % count) * width;
+      const int64_t r0 = u % bands * band, r1 = std::min(a.H, r0 + band);
+      const int64_t w = std::min(width, a.C - c0);
+      buf.assign((r1 - r0) * a.W * w, acc_t(0));
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!taps.compute(rois + 5 * k, a) || taps.row_max < r0 || taps.row_min >= r1) continue;
-        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), buf.data(),
-                    Grid{a.W * width, width}, a, r0, r1);
+        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, w, g.data(), buf.data(),
+                    Grid{a.W * w, w}, a, r0, r1);
       }
-      const int64_t pixels = (r1 - r0) * a.W;
-      if (channels_last) {
-        scalar_t* dst = gi + (n * HW + r0 * a.W) * a.C + c0;
-        for (int64_t i = 0; i < pixels; ++i)
-          for (int64_t c = 0; c < width; ++c)
-            dst[i * a.C + c] = static_cast<scalar_t>(buf[i * width + c]);
-      } else {
-        cpu::transpose(buf.data(), width, gi + (n * a.C + c0) * HW + r0 * a.W, HW, pixels, width);
-      }
+      cpu::transpose(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW, (r1 - r0) * a.W, w);
     }
   });
 }
@@ -373,6 +511,12 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     static const int fmode = getenv("ROI_FWD") ? atoi(getenv("ROI_FWD")) : 0;
+    if (!channels_last && fmode == 0) {
+      const at::Tensor x = input.contiguous();
+      forward_nchw(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
+                   out.mutable_data_ptr<scalar_t>(), channels_last, a);
+      return;
+    }
     const bool tiles = !channels_last && (fmode == 1 ? true : fmode == 2 ? false : use_tiles(r.const_data_ptr<scalar_t>(), a));
     const at::Tensor x = tiles ? input.contiguous() : cpu::to_channels_last(input);
     forward(x.const_data_ptr<scalar_t>(), tiles, r.const_data_ptr<scalar_t>(),
@@ -399,7 +543,11 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
     const scalar_t* boxes = r.const_data_ptr<scalar_t>();
     const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
     scalar_t* out = gi.mutable_data_ptr<scalar_t>();
-    backward(go, cpu::strides4(grad_output), boxes, out, channels_last, a);
+    if (channels_last) {
+      backward_channels_last(go, cpu::strides4(grad_output), boxes, out, a);
+    } else {
+      backward_nchw(go, cpu::strides4(grad_output), boxes, out, a);
+    }
   });
   return gi;
 }
