@@ -1,11 +1,13 @@
-"""The CPU ROI kernels' layout changes (csrc/cpu/layout_transpose.h): an NCHW map transposed to
-channels_last for ROI Pool and for ROI Align's transposed path, and the backward's private
-per-unit buffers transposed into grad_input of the other layout (ROI Pool's channel planes into
-a channels_last gradient, ROI Align's pixel-major buffers into an NCHW one). Shapes are chosen
-for the transpose's edges: channel and pixel counts that are not multiples of its 8x8 blocks or
-of its 32-column blocks, a block or less of either, batches of several images; and a map that
-is not contiguous in either layout (torch's own copy). ROI Pool is exact against torchvision,
-so a misplaced element shows as a wrong maximum or argmax."""
+"""The CPU ROI kernels' layout changes: an NCHW map transposed to channels_last for ROI Pool
+(csrc/cpu/layout_transpose.h) and ROI Pool's backward buffers of channel planes transposed into
+a channels_last gradient; ROI Align's NCHW forward and backward, which sweep the map in bands
+of rows transposed to or from buffers with a pixel's channels adjacent. Shapes are chosen for
+the transpose's edges: channel and pixel counts that are not multiples of its 8x8 blocks or of
+its 32-column blocks, a block or less of either, batches of several images; and for several
+bands per map (a tall map), with boxes whose sample rows run upwards (inverted, aligned); and a
+map that is not contiguous in either layout (torch's own copy). ROI Pool is exact against
+torchvision, so a misplaced element shows as a wrong maximum or argmax; ROI Align's NCHW
+results must equal its channels_last ones bit for bit (same samples, same order)."""
 import pytest
 import torch
 import torchvision
@@ -59,11 +61,10 @@ def test_roi_pool_layouts_match_torchvision_exactly(shape, memory_format):
     torch.testing.assert_close(results[0], g_ref, **TOLERANCES[torch.float32])
 
 
-# Many boxes with 7x7 bins and adaptive sampling (whole-map boxes alone read every pixel):
-# the NCHW map is transposed whole rather than read through per-box tiles.
+# Many boxes with 7x7 bins and adaptive sampling (whole-map boxes alone read every pixel).
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_roi_align_transposed_nchw_matches_channels_last_and_torchvision(shape, dtype):
+def test_roi_align_nchw_matches_channels_last_and_torchvision(shape, dtype):
     n, c, h, w = shape
     x = torch.randn(shape, dtype=torch.float64).to(dtype)
     xl = x.contiguous(memory_format=torch.channels_last)
@@ -83,7 +84,7 @@ def test_roi_align_transposed_nchw_matches_channels_last_and_torchvision(shape, 
                   grad.float())
     assert results[0].is_contiguous() and g_last.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
-    # the NCHW gradient is the channels_last one's buffers transposed: the same sums
+    # the NCHW gradient's band buffers hold the channels_last sums, transposed
     assert torch.equal(results[0], g_last.contiguous())
     if dtype == torch.float32:
         # sums of many bin contributions in different orders (torchvision multiplies by the
@@ -108,3 +109,25 @@ def test_non_contiguous_map_matches_its_contiguous_copy(op):
     assert torch.equal(out, fn(x.contiguous(), rois))
     grad = torch.randn(out.shape)
     assert torch.equal(grads(fn, x, rois, grad), grads(fn, x.contiguous(), rois, grad))
+
+
+# A tall map: the NCHW forward's and backward's bands (24 and 25 rows for 64 channels of 40
+# columns in a 256 KB buffer) split it thirteen ways; bins of the taller boxes span two bands.
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_nchw_bands_match_channels_last(aligned, sampling_ratio):
+    x = torch.randn(2, 64, 300, 40)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    rois = boxes(2, 300, 40, 0.5)
+    args = ((5, 3), 0.5, sampling_ratio, aligned)
+    out = roi_align(x, rois, *args)
+    assert torch.equal(out, roi_align(xl, rois, *args).contiguous())
+    torch.testing.assert_close(out, torchvision.ops.roi_align(x, rois, *args),
+                               **TOLERANCES[torch.float32])
+    grad = torch.randn(out.shape)
+    g = [with_threads(t, lambda: grads(lambda a, r: roi_align(a, r, *args), x, rois, grad))
+         for t in (1, 3)]
+    assert torch.equal(g[0], g[1])
+    assert torch.equal(g[0], grads(lambda a, r: roi_align(a, r, *args), xl, rois, grad).contiguous())
+    g_ref = grads(lambda a, r: torchvision.ops.roi_align(a, r, *args), x, rois, grad)
+    torch.testing.assert_close(g[0], g_ref, rtol=1e-5, atol=2.5e-5)  # as above
