@@ -128,6 +128,7 @@ def test_roi_align_nchw_bands_match_channels_last(aligned, sampling_ratio):
     g = [with_threads(t, lambda: grads(lambda a, r: roi_align(a, r, *args), x, rois, grad))
          for t in (1, 3)]
     assert torch.equal(g[0], g[1])
-    assert torch.equal(g[0], grads(lambda a, r: roi_align(a, r, *args), xl, rois, grad).contiguous())
+    g_last = grads(lambda a, r: roi_align(a, r, *args), xl, rois, grad)
+    assert torch.equal(g[0], g_last.contiguous())
     g_ref = grads(lambda a, r: torchvision.ops.roi_align(a, r, *args), x, rois, grad)
     torch.testing.assert_close(g[0], g_ref, rtol=1e-5, atol=2.5e-5)  # as above

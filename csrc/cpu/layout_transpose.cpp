@@ -49,7 +49,8 @@ __attribute__((target_clones("avx2", "default"))) void transpose_f32(
     for (int64_t I = 0; I < rows; I += kTransposePanelRows) {
       const int64_t i1 = std::min(rows, I + kTransposePanelRows);
       const int64_t i8 = I + (i1 - I) / 8 * 8;
-      for (int64_t j0 = J; j0 < std::min(cols, J + kTransposePanelColumns); j0 += kTransposeColumns) {
+      const int64_t J1 = std::min(cols, J + kTransposePanelColumns);
+      for (int64_t j0 = J; j0 < J1; j0 += kTransposeColumns) {
         const int64_t j1 = std::min(cols, j0 + kTransposeColumns);
         const int64_t j8 = j0 + (j1 - j0) / 8 * 8;
         for (int64_t i = I; i < i8; i += 8) {

@@ -78,8 +78,9 @@ inline at::Tensor to_channels_last(const at::Tensor& x) {
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
   if (x.dim() != 4 || !x.is_contiguous()) return x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  at::Tensor y = empty_huge_pages(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "to_channels_last", [&] {
+  at::Tensor y =
+      empty_huge_pages(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channels_last", [&] {
     transpose_batch(x.const_data_ptr<scalar_t>(), C * HW, y.mutable_data_ptr<scalar_t>(), C * HW,
                     N, C, HW);
   });

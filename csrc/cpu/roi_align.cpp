@@ -267,7 +267,6 @@ void forward_nchw(const scalar_t* x, const scalar_t* rois, scalar_t* out, const 
           buf.resize((r_end - r0) * span * w);
           for (int64_t r = r0; r < r_end; ++r)
             cpu::transpose(planes + r * a.W + lo, HW, buf.data() + (r - r0) * span * w, w, w, span);
-          const scalar_t* grid = buf.data() - (r0 * span + lo) * w;  // pixel (r, q) at (r * span + q) * w
           for (int64_t j = 0; j < nb; ++j) {
             if (!reads(j)) continue;
             const BoxTaps<acc_t>& t = box(j);
@@ -277,10 +276,11 @@ void forward_nchw(const scalar_t* x, const scalar_t* rois, scalar_t* out, const 
                 acc_t* sum = acc.data() + (j * bins + ph * a.PW + pw) * w;
                 t.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
                   if (ty.low < r0 || ty.low >= r1) return;
-                  const scalar_t* low = grid + ty.low * span * w;
-                  const scalar_t* high = grid + ty.high * span * w;
-                  cpu::bilinear_accumulate(sum, low + tx.low * w, low + tx.high * w,
-                                           high + tx.low * w, high + tx.high * w,
+                  // map pixel (r, q) is at buf[((r - r0) * span + q - lo) * w]
+                  const int64_t y0 = (ty.low - r0) * span - lo, y1 = (ty.high - r0) * span - lo;
+                  const scalar_t* b = buf.data();
+                  cpu::bilinear_accumulate(sum, b + (y0 + tx.low) * w, b + (y0 + tx.high) * w,
+                                           b + (y1 + tx.low) * w, b + (y1 + tx.high) * w,
                                            ty.w_low * tx.w_low, ty.w_low * tx.w_high,
                                            ty.w_high * tx.w_low, ty.w_high * tx.w_high, w);
                 });
@@ -395,8 +395,9 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     if (channels_last) {
-      forward_channels_last(input.contiguous(at::MemoryFormat::ChannelsLast).const_data_ptr<scalar_t>(),
-                            r.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), a);
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+      forward_channels_last(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
+                            out.mutable_data_ptr<scalar_t>(), a);
     } else {
       forward_nchw(input.contiguous().const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
                    out.mutable_data_ptr<scalar_t>(), a);

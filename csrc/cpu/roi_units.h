@@ -138,7 +138,8 @@ class UnitGrad {
         return;
       }
       for (int64_t i = 0; i < HW_; ++i)
-        for (int64_t c = 0; c < width_; ++c) dst[i * C_ + c] = static_cast<scalar_t>(data[i * width_ + c]);
+        for (int64_t c = 0; c < width_; ++c)
+          dst[i * C_ + c] = static_cast<scalar_t>(data[i * width_ + c]);
     } else {
       scalar_t* dst = gi_ + (n_ * C_ + c0_) * HW_;
       if (pixel_stride != 1) {  // pixels -> planes
