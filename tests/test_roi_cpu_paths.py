@@ -1,8 +1,7 @@
 """The CPU ROI kernels' internal paths, each against torchvision: ROI Pool's register-blocked
 channel loops (blocks of 32 and 8 channels and a scalar tail) and its backward reading
-grad_output and argmax in place in any layout; ROI Align's two ways of reading an NCHW map
-(per-box tiles of the rows and columns the taps read, for few boxes on a large map; one
-transpose to channels_last, for many boxes) with tile channel blocks that end in a tail.
+grad_output and argmax in place in any layout; ROI Align's NCHW map (read in bands of rows,
+tests/test_roi_layout.py has more) with few boxes on it and with many, against channels_last.
 The small shapes of test_roi_align.py / test_roi_pool.py have fewer than 8 channels and so
 never reach the blocked loops."""
 import pytest
@@ -102,17 +101,13 @@ def test_roi_pool_backward_passes_with_tails_match_torchvision(dtype, memory_for
 
 
 # ---- ROI Align ----------------------------------------------------------------------------------
-# (N, C, H, W, boxes, output_size, sampling_ratio, aligned). The NCHW path is chosen from an
-# estimate of the pixels the boxes' tiles hold (<= min(2 * bins * grid, box span + 2, map side)
-# per axis and box) against the map's N*H*W = 3840 pixels:
-# - "tiles": 20 edge-case boxes, 3x2 bins, grid <= 2: at most 12 x 8 = 96 pixels a box, 1920
-#   in all; tiles of 70 channels go 64 + 6 in the forward;
-# - "transposed": the same boxes three times, 7x7 bins, adaptive sampling (whole-map boxes
-#   alone read 40 x 48 pixels each): far more than the map.
+# (N, C, H, W, boxes, output_size, sampling_ratio, aligned): 20 edge-case boxes with 3x2 bins
+# and at most 2x2 samples (few samples on the map), and the same boxes three times with 7x7
+# bins and adaptive sampling (whole-map boxes alone read every pixel).
 ALIGN_CASES = {
-    "tiles": (2, 70, 40, 48, 1, (3, 2), 2, False),
-    "tiles_aligned_sr1": (2, 45, 40, 48, 1, (3, 2), 1, True),
-    "transposed": (2, 45, 40, 48, 3, (7, 7), 0, True),
+    "few_samples": (2, 70, 40, 48, 1, (3, 2), 2, False),
+    "few_samples_aligned_sr1": (2, 45, 40, 48, 1, (3, 2), 1, True),
+    "many_samples": (2, 45, 40, 48, 3, (7, 7), 0, True),
 }
 
 
@@ -138,14 +133,14 @@ def test_roi_align_nchw_paths_match_channels_last_and_torchvision(name):
     g_last = grads(lambda t, r: roi_align(t, r, *args), xl, rois, grad)
     g_ref = grads(lambda t, r: torchvision.ops.roi_align(t, r, *args), x, rois, grad)
     assert g.is_contiguous() and g_last.is_contiguous(memory_format=torch.channels_last)
-    # sums of many bin contributions in different orders (tiles add a box's sum at once;
-    # torchvision multiplies by the weight before dividing by the count): a few fp32 ulps of
-    # sums of magnitude ~10, as in test_roi_align.py
+    assert torch.equal(g, g_last.contiguous())  # the same sums in the same order
+    # sums of many bin contributions in different orders (torchvision multiplies by the weight
+    # before dividing by the count): a few fp32 ulps of sums of magnitude ~10, as in
+    # test_roi_align.py
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=2.5e-5)
-    torch.testing.assert_close(g_last, g_ref, rtol=1e-5, atol=2.5e-5)
 
 
-@pytest.mark.parametrize("name", ["tiles", "transposed"])
+@pytest.mark.parametrize("name", ["few_samples", "many_samples"])
 @pytest.mark.parametrize("memory_format", FORMATS, ids=str)
 def test_roi_align_backward_is_bitwise_independent_of_threads(name, memory_format):
     x, rois, args = align_inputs(ALIGN_CASES[name])
@@ -163,8 +158,8 @@ def test_roi_align_backward_is_bitwise_independent_of_threads(name, memory_forma
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_roi_align_tiles_low_precision(dtype):
-    x, rois, args = align_inputs(ALIGN_CASES["tiles"], dtype)
+def test_roi_align_nchw_low_precision(dtype):
+    x, rois, args = align_inputs(ALIGN_CASES["few_samples"], dtype)
     out = roi_align(x, rois, *args)
     assert out.dtype == dtype
     assert torch.equal(out, roi_align(x.contiguous(memory_format=torch.channels_last), rois,
@@ -179,8 +174,8 @@ def test_roi_align_tiles_low_precision(dtype):
     torch.testing.assert_close(g.float(), g_ref, **TOLERANCES[dtype])
 
 
-def test_roi_align_tiles_gradcheck():
-    # two small boxes on a 1x9x12x14 map: tiles of at most 4 x 6 pixels; samples off the grid
+def test_roi_align_nchw_gradcheck():
+    # two small boxes on a 1x9x12x14 NCHW map; samples off the pixel grid
     x = torch.randn(1, 9, 12, 14, dtype=torch.float64, requires_grad=True)
     rois = torch.tensor([[0, 3.3, 2.6, 6.1, 5.7], [0, 8.2, 1.1, 12.9, 4.4]], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (2, 3), 1.0, 2, False), (x,))

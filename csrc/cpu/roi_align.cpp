@@ -1,19 +1,17 @@
 // CPU kernels of roi_align and its backward (rules: common/roi.h, contracts: schemas/roi.cpp).
 //
 // The inner loops run over channels with a pixel's channels adjacent (cpu/roi_simd.h), on a
-// "grid" of pixels: the channels_last map itself, or, for an NCHW map, a per-box tile holding
-// only the rows and columns the box's bilinear taps read (BoxTaps::to_tile), gathered from the
-// channel planes 64 channels at a time. Which one an NCHW map uses depends on its size against
-// the boxes (use_tiles): many boxes on a small map read it many times over, so it is transposed
-// to channels_last once; few boxes on a large map (a P2 level at inference) read a fraction of
-// it, so transposing the whole map would cost more than the op. Both give identical numbers
-// (same samples, same order of operations); outputs are written straight into either layout.
+// "grid" of pixels: the channels_last map itself, or, for an NCHW map, a band of its rows
+// transposed into a buffer in L2 (cpu/layout_transpose.h), a block of channels at a time. Both
+// give identical numbers (same samples, same order of operations), in the input's layout.
 //
-// Forward: boxes are split over threads. Per box, the bilinear taps of every sample row and
-// column are computed once (the 2-D weights are their products), then every bin sums its
-// samples over a block of channels at once. Backward: race-free units of (image, channel
-// block), see cpu/roi_units.h; the same taps, scattered (into grad_input itself where it is
-// channels_last, or into a box's tile that is then added to the NCHW planes).
+// Forward: per box, the bilinear taps of every sample row and column are computed once (the
+// 2-D weights are their products); every bin sums its samples over a block of channels at
+// once. channels_last: boxes split over threads (forward_channels_last); NCHW: (image, channel
+// block) units sweep the map in bands of rows (forward_nchw). Backward: race-free units of
+// (image, channel block), see cpu/roi_units.h, for NCHW also of a band of rows; the same taps,
+// scattered into grad_input itself where it is channels_last, or into a band buffer that is
+// then transposed into the NCHW planes (backward_nchw).
 // float/half/bfloat16 accumulate in float.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -26,6 +24,7 @@
 
 #include "checks/roi.h"
 #include "common/roi.h"
+#include "cpu/layout_transpose.h"
 #include "cpu/roi_simd.h"
 #include "cpu/roi_units.h"
 
@@ -38,25 +37,13 @@ struct AlignArgs {
   bool aligned;
 };
 
-// Channels per pass over a box's bins: at most this many (the forward's NCHW output tile).
-constexpr int64_t kChannelBlock = 64;
-
-// Tiles gather channel c while prefetching channel c + kPrefetchPlanes.
-constexpr int64_t kPrefetchPlanes = 2;
-
-// Channels per tile: a tile of up to (2 * PH * grid_h) x (2 * PW * grid_w) pixels stays within
-// ~64 KB (L2), with at least 8 channels so the channel loops still vectorize.
-inline int64_t tile_channels(int64_t pixels, int64_t C) {
-  const int64_t fit = 16384 / std::max<int64_t>(pixels, 1) / 8 * 8;
-  return std::min(C, std::max<int64_t>(8, std::min(kChannelBlock, fit)));
-}
-
 // The per-axis taps of one box: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
 template <typename acc_t>
 struct BoxTaps {
   RoiAlignBox<acc_t> box;
   std::vector<AxisTap<acc_t>> ys, xs;
-  std::vector<int64_t> rows, cols;  // tile form: the map rows and columns the taps read
+  int64_t row_min = 0, row_max = -1;  // the map rows the taps read: [row_min, row_max]
+  int64_t col_min = 0, col_max = -1;  // and columns
 
   template <typename scalar_t>
   bool compute(const scalar_t* roi, const AlignArgs& a) {
@@ -73,27 +60,40 @@ struct BoxTaps {
       for (int64_t i = 0; i < box.grid_w; ++i)
         xs[p * box.grid_w + i] =
             roi_axis_tap(roi_align_sample(box.start_w, box.bin_w, p, i, box.grid_w), a.W);
+    row_min = a.H;
+    row_max = -1;
+    for (const AxisTap<acc_t>& t : ys) {
+      if (!in_range(t)) continue;
+      row_min = std::min(row_min, t.low);
+      row_max = std::max(row_max, t.high);
+    }
+    col_min = a.W;
+    col_max = -1;
+    for (const AxisTap<acc_t>& t : xs) {
+      if (!in_range(t)) continue;
+      col_min = std::min(col_min, t.low);
+      col_max = std::max(col_max, t.high);
+    }
     return true;
   }
 
-  // Renumbers the taps to index rows and cols (the distinct rows and columns read, ascending)
-  // instead of the map, so the box reads a tile of rows.size() x cols.size() pixels.
-  void to_tile() {
-    renumber(ys, rows);
-    renumber(xs, cols);
+  // Whether a sample of bin row ph has its low row tap in [r0, r1).
+  bool bin_row_low_in(int64_t ph, int64_t r0, int64_t r1) const {
+    for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+      const AxisTap<acc_t>& t = ys[ph * box.grid_h + iy];
+      if (in_range(t) && t.low >= r0 && t.low < r1) return true;
+    }
+    return false;
   }
 
-  // Prefetches the tile's rows of one channel plane (row stride W): the rows of a plane are
-  // scattered over the map, so without it every row is a cache miss waited for in turn.
-  template <typename T>
-  void prefetch(const T* plane, int64_t W) const {
-    if (cols.empty()) return;
-    for (int64_t r : rows) {
-      const T* row = plane + r * W;
-      for (const T* p = row + cols.front(); p <= row + cols.back(); p += 64 / sizeof(T))
-        __builtin_prefetch(p);
-      __builtin_prefetch(row + cols.back());
+  // Whether a sample of bin row ph reads a map row in [r0, r1).
+  bool bin_row_reads(int64_t ph, int64_t r0, int64_t r1) const {
+    for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+      const AxisTap<acc_t>& t = ys[ph * box.grid_h + iy];
+      if (in_range(t) && ((t.low >= r0 && t.low < r1) || (t.high >= r0 && t.high < r1)))
+        return true;
     }
+    return false;
   }
 
   // Calls f(y_tap, x_tap) for every in-range sample of bin (ph, pw), in torchvision's order.
@@ -112,25 +112,6 @@ struct BoxTaps {
 
  private:
   static bool in_range(const AxisTap<acc_t>& t) { return t.w_low != acc_t(0) || t.w_high != acc_t(0); }
-
-  static void renumber(std::vector<AxisTap<acc_t>>& taps, std::vector<int64_t>& used) {
-    used.clear();
-    for (const AxisTap<acc_t>& t : taps) {
-      if (!in_range(t)) continue;
-      used.push_back(t.low);
-      used.push_back(t.high);
-    }
-    std::sort(used.begin(), used.end());
-    used.erase(std::unique(used.begin(), used.end()), used.end());
-    const auto index = [&](int64_t v) {
-      return std::lower_bound(used.begin(), used.end(), v) - used.begin();
-    };
-    for (AxisTap<acc_t>& t : taps) {
-      if (!in_range(t)) continue;  // never read: keeps low = high = 0
-      t.low = index(t.low);
-      t.high = index(t.high);
-    }
-  }
 };
 
 // Pixel (row r, column q) of a grid is at r * row + q * col; a pixel's channels are adjacent.
@@ -160,57 +141,46 @@ void box_bins(const BoxTaps<acc_t>& taps, const scalar_t* grid, Grid g, int64_t 
   }
 }
 
-// A box's gradient scattered onto n channels of grid g (acc_t). gk: grad_output at (box,
-// first channel) with strides gs; g: n scratch values.
+// A box's gradient scattered onto n channels of grid g (acc_t), only into the map rows
+// [r0, r1), which the grid holds from its row 0 (all rows by default). gk: grad_output at (box,
+// first channel) with strides gs; g: n scratch values. Skipping the corners outside the band
+// leaves every element's additions in the same order as without bands.
 template <typename scalar_t, typename acc_t>
 void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 gs, int64_t n,
-                 acc_t* g, acc_t* grid, Grid gd, const AlignArgs& a) {
+                 acc_t* g, acc_t* grid, Grid gd, const AlignArgs& a, int64_t r0 = 0,
+                 int64_t r1 = INT64_MAX) {
+  const bool whole = r0 <= 0 && r1 >= a.H;
   for (int64_t ph = 0; ph < a.PH; ++ph) {
+    if (!whole && !taps.bin_row_reads(ph, r0, r1)) continue;
     for (int64_t pw = 0; pw < a.PW; ++pw) {
       const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
       for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
       taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
-        acc_t* low = grid + ty.low * gd.row;
-        acc_t* high = grid + ty.high * gd.row;
-        cpu::scatter(low + tx.low * gd.col, g, ty.w_low * tx.w_low, n);
-        cpu::scatter(low + tx.high * gd.col, g, ty.w_low * tx.w_high, n);
-        cpu::scatter(high + tx.low * gd.col, g, ty.w_high * tx.w_low, n);
-        cpu::scatter(high + tx.high * gd.col, g, ty.w_high * tx.w_high, n);
+        if (whole || (ty.low >= r0 && ty.low < r1)) {
+          acc_t* low = grid + (ty.low - r0) * gd.row;
+          cpu::scatter(low + tx.low * gd.col, g, ty.w_low * tx.w_low, n);
+          cpu::scatter(low + tx.high * gd.col, g, ty.w_low * tx.w_high, n);
+        }
+        if (whole || (ty.high >= r0 && ty.high < r1)) {
+          acc_t* high = grid + (ty.high - r0) * gd.row;
+          cpu::scatter(high + tx.low * gd.col, g, ty.w_high * tx.w_low, n);
+          cpu::scatter(high + tx.high * gd.col, g, ty.w_high * tx.w_high, n);
+        }
       });
     }
   }
 }
 
-// Whether an NCHW map is read through per-box tiles rather than transposed whole: when the
-// boxes' tiles (estimated from their extents) hold fewer pixels than the map.
+// x: (N, H, W, C) and out: (K, PH, PW, C), channels_last. Boxes are split over threads; every
+// bin of a box sums its samples over all C channels at once, straight into the output.
 template <typename scalar_t>
-bool use_tiles(const scalar_t* rois, const AlignArgs& a) {
-  using acc_t = at::opmath_type<scalar_t>;
-  int64_t pixels = 0;
-  const auto axis = [](acc_t bin, int64_t pooled, int64_t grid, int64_t size) {
-    const int64_t span = roi_to_int(roi_ceil(std::abs(bin) * static_cast<acc_t>(pooled))) + 2;
-    return std::min({2 * pooled * std::max<int64_t>(grid, 0), span, size});
-  };
-  for (int64_t k = 0; k < a.K && pixels <= a.N * a.H * a.W; ++k) {
-    const RoiAlignBox<acc_t> b = roi_align_box<acc_t>(
-        rois + 5 * k, static_cast<acc_t>(a.spatial_scale), a.PH, a.PW, a.sampling_ratio, a.aligned);
-    pixels += axis(b.bin_h, a.PH, b.grid_h, a.H) * axis(b.bin_w, a.PW, b.grid_w, a.W);
-  }
-  return pixels <= a.N * a.H * a.W;
-}
-
-// x: (N, C, H, W) as NCHW planes (tiles) or channels_last; out: (K, C, PH, PW) in NCHW or
-// channels_last.
-template <typename scalar_t>
-void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
-             bool channels_last, const AlignArgs& a) {
+void forward_channels_last(const scalar_t* x, const scalar_t* rois, scalar_t* out,
+                           const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
-    // (the transposed path below writes all C channels of a box through it at once)
-    std::vector<scalar_t> tile, out_tile(channels_last ? 0 : std::max(C, kChannelBlock) * bins);
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
       scalar_t* box_out = out + k * bins * C;
@@ -218,91 +188,189 @@ void forward(const scalar_t* x, bool tiles, const scalar_t* rois, scalar_t* out,
         std::fill_n(box_out, bins * C, scalar_t(0));
         continue;
       }
-      const int64_t n = static_cast<int64_t>(roi[0]);
-      // n_ch channels whose pixels are at grid + c0 go to the output: straight in channels_last;
-      // in NCHW through a (channels, bins) tile in L1, copied out as whole rows (strided stores
-      // straight into the output would miss L1 every time)
-      const auto bins_to_out = [&](const scalar_t* grid, Grid g, int64_t c0, int64_t n_ch) {
-        if (channels_last) {
-          box_bins(taps, grid, g, n_ch, acc.data(), box_out + c0, C, 1, a);
-        } else {
-          box_bins(taps, grid, g, n_ch, acc.data(), out_tile.data(), 1, bins, a);
-          std::copy_n(out_tile.data(), n_ch * bins, box_out + c0 * bins);
-        }
+      const scalar_t* image = x + static_cast<int64_t>(roi[0]) * HW * C;
+      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), box_out, C, 1, a);
+    }
+  });
+}
+
+// The taps of every box (valid[k]: whether box k has samples), computed once for all the
+// units that visit the box.
+template <typename scalar_t, typename acc_t>
+void all_box_taps(const scalar_t* rois, const AlignArgs& a, std::vector<BoxTaps<acc_t>>& taps,
+                  std::vector<char>& valid) {
+  taps.resize(a.K);
+  valid.resize(a.K);
+  at::parallel_for(0, a.K, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) valid[k] = taps[k].compute(rois + 5 * k, a);
+  });
+}
+
+// Bytes of a band buffer (the forward's transposed rows, the backward's gradient): it stays in
+// L2 (512 KB) while samples read or scatter into it.
+constexpr int64_t kBandBytes = 256 * 1024;
+// Rows a band should hold at least: a bin whose samples span rows of two bands is visited once
+// per band, so bands of few rows visit it several times over.
+constexpr int64_t kBandRows = 8;
+
+// x: (N, C, H, W) and out: (K, C, PH, PW), NCHW. Units of (image, channel
+// block), each sweeping its map rows in bands: a band's rows (and one more, the samples' high
+// taps), only the columns its boxes read, are transposed into a buffer with a pixel's
+// channels adjacent, and every box adds its samples whose low tap row lies in the band to its
+// bins' sums (kept for the whole sweep). A bin thus adds its samples in torchvision's order
+// (rows of samples in turn) as long as the sample rows go down the map; those of inverted
+// boxes (aligned, negative height) go up, so they are swept a second time bottom up. Each
+// map element is read from memory about once, and rows no box reads not at all. Identical
+// numbers to the channels_last forward.
+template <typename scalar_t>
+void forward_nchw(const scalar_t* x, const scalar_t* rois, scalar_t* out, const AlignArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
+  const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
+  const int64_t row_bytes = a.W * static_cast<int64_t>(sizeof(scalar_t));
+  const int64_t fit = kBandBytes / ((kBandRows + 1) * row_bytes) / 8 * 8;
+  const int64_t width = std::min(cpu::channel_blocks(a.N, C).width, std::max<int64_t>(8, fit));
+  const int64_t count = (C + width - 1) / width;
+  const int64_t band = std::clamp<int64_t>(kBandBytes / (row_bytes * width) - 1, 1, a.H);
+  const int64_t bands = (a.H + band - 1) / band;
+  std::vector<BoxTaps<acc_t>> all_taps;
+  std::vector<char> all_valid;
+  all_box_taps(rois, a, all_taps, all_valid);
+  at::parallel_for(0, a.N * count, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc;
+    std::vector<scalar_t> buf;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = u / count, c0 = u % count * width, w = std::min(width, C - c0);
+      const int64_t first = boxes.begin[n], nb = boxes.begin[n + 1] - first;
+      // box j of the image: k = boxes.order[first + j]
+      const auto box = [&](int64_t j) -> const BoxTaps<acc_t>& {
+        return all_taps[boxes.order[first + j]];
       };
-      if (!tiles) {
-        bins_to_out(x + n * HW * C, Grid{a.W * C, C}, 0, C);  // the map was transposed to NHWC
-        continue;
-      }
-      taps.to_tile();
-      const int64_t rows = taps.rows.size(), cols = taps.cols.size();
-      const int64_t width = tile_channels(rows * cols, C);
-      tile.resize(rows * cols * width);
-      for (int64_t c0 = 0; c0 < C; c0 += width) {
-        const int64_t w = std::min(width, C - c0);
-        for (int64_t c = 0; c < w; ++c) {  // gather the tile from the channel planes
-          const scalar_t* plane = x + (n * C + c0 + c) * HW;
-          if (c0 + c + kPrefetchPlanes < C) taps.prefetch(plane + kPrefetchPlanes * HW, a.W);
-          for (int64_t r = 0; r < rows; ++r) {
-            const scalar_t* src = plane + taps.rows[r] * a.W;
-            scalar_t* dst = tile.data() + r * cols * w + c;
-            for (int64_t q = 0; q < cols; ++q) dst[q * w] = src[taps.cols[q]];
+      const auto valid = [&](int64_t j) -> bool { return all_valid[boxes.order[first + j]]; };
+      acc.assign(nb * bins * w, acc_t(0));
+      const scalar_t* planes = x + (n * C + c0) * HW;
+      for (const bool upward : {false, true}) {
+        for (int64_t i = 0; i < bands; ++i) {
+          const int64_t r0 = (upward ? bands - 1 - i : i) * band, r1 = std::min(a.H, r0 + band);
+          const auto reads = [&](int64_t j) {
+            return valid(j) && (box(j).box.bin_h < 0) == upward && box(j).row_max >= r0 &&
+                   box(j).row_min < r1;
+          };
+          int64_t lo = a.W, hi = -1;  // the columns read
+          for (int64_t j = 0; j < nb; ++j) {
+            if (!reads(j)) continue;
+            lo = std::min(lo, box(j).col_min);
+            hi = std::max(hi, box(j).col_max);
+          }
+          if (hi < lo) continue;
+          const int64_t span = hi - lo + 1, r_end = std::min(a.H, r1 + 1);
+          buf.resize((r_end - r0) * span * w);
+          for (int64_t r = r0; r < r_end; ++r)
+            cpu::transpose(planes + r * a.W + lo, HW, buf.data() + (r - r0) * span * w, w, w, span);
+          for (int64_t j = 0; j < nb; ++j) {
+            if (!reads(j)) continue;
+            const BoxTaps<acc_t>& t = box(j);
+            for (int64_t ph = 0; ph < a.PH; ++ph) {
+              if (!t.bin_row_low_in(ph, r0, r1)) continue;
+              for (int64_t pw = 0; pw < a.PW; ++pw) {
+                acc_t* sum = acc.data() + (j * bins + ph * a.PW + pw) * w;
+                t.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
+                  if (ty.low < r0 || ty.low >= r1) return;
+                  // map pixel (r, q) is at buf[((r - r0) * span + q - lo) * w]
+                  const int64_t y0 = (ty.low - r0) * span - lo, y1 = (ty.high - r0) * span - lo;
+                  const scalar_t* b = buf.data();
+                  cpu::bilinear_accumulate(sum, b + (y0 + tx.low) * w, b + (y0 + tx.high) * w,
+                                           b + (y1 + tx.low) * w, b + (y1 + tx.high) * w,
+                                           ty.w_low * tx.w_low, ty.w_low * tx.w_high,
+                                           ty.w_high * tx.w_low, ty.w_high * tx.w_high, w);
+                });
+              }
+            }
           }
         }
-        bins_to_out(tile.data(), Grid{cols * w, w}, c0, w);
+      }
+      for (int64_t j = 0; j < nb; ++j) {  // bins' means into the output, zeros for no samples
+        const int64_t k = boxes.order[first + j];
+        const acc_t* sum = acc.data() + j * bins * w;
+        const auto mean = [&](int64_t b, int64_t c) {
+          return valid(j) ? static_cast<scalar_t>(sum[b * w + c] / box(j).box.count) : scalar_t(0);
+        };
+        for (int64_t c = 0; c < w; ++c)
+          for (int64_t b = 0; b < bins; ++b) out[(k * C + c0 + c) * bins + b] = mean(b, c);
       }
     }
   });
 }
 
-// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W) in NCHW or channels_last.
+// go: (K, C, PH, PW) with strides gs; gi: (N, H, W, C), channels_last. Units of (image,
+// channel block) scatter their image's boxes in box order straight into grad_input (through a
+// private buffer for half and bfloat16, see cpu/roi_units.h).
 template <typename scalar_t>
-void backward(const scalar_t* go, cpu::Strides4 gs, bool tiles, const scalar_t* rois,
-              scalar_t* gi, bool channels_last, const AlignArgs& a) {
+void backward_channels_last(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois,
+                            scalar_t* gi, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
-  tiles = tiles && !channels_last;
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
-    std::vector<acc_t> buf, g(blocks.width), tile;
+    std::vector<acc_t> buf, g(blocks.width);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
       const int64_t width = std::min(blocks.width, a.C - c0);
       if (width <= 0) continue;
-      // tiles add into NCHW planes; otherwise scatter into pixels (channels adjacent)
-      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW, channels_last,
-                                             !tiles);
+      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, width, a.C, HW,
+                                             /*gi_channels_last=*/true, /*pixel_major=*/true);
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!taps.compute(rois + 5 * k, a)) continue;
-        const scalar_t* gk = go + k * gs.k + c0 * gs.c;
-        if (!tiles) {
-          box_scatter(taps, gk, gs, width, g.data(), t.data,
-                      Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
-          continue;
-        }
-        taps.to_tile();
-        const int64_t rows = taps.rows.size(), cols = taps.cols.size();
-        const int64_t tw = tile_channels(rows * cols, width);
-        for (int64_t s0 = 0; s0 < width; s0 += tw) {
-          const int64_t w = std::min(tw, width - s0);
-          tile.assign(rows * cols * w, acc_t(0));
-          box_scatter(taps, gk + s0 * gs.c, gs, w, g.data(), tile.data(), Grid{cols * w, w}, a);
-          for (int64_t c = 0; c < w; ++c) {  // add the tile into the channel planes
-            acc_t* plane = t.data + (s0 + c) * t.channel_stride;
-            if (s0 + c + kPrefetchPlanes < width)
-              taps.prefetch(plane + kPrefetchPlanes * t.channel_stride, a.W);
-            for (int64_t r = 0; r < rows; ++r) {
-              acc_t* dst = plane + taps.rows[r] * a.W;
-              const acc_t* src = tile.data() + r * cols * w + c;
-              for (int64_t q = 0; q < cols; ++q) dst[taps.cols[q]] += src[q * w];
-            }
-          }
-        }
+        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), t.data,
+                    Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
       }
       t.finish();
+    }
+  });
+}
+
+// go: (K, C, PH, PW) with strides gs; gi: (N, C, H, W), NCHW. Units of (image, channel block,
+// band of rows): each scatters its image's boxes, in box order and only the corners in its
+// rows, into a zeroed buffer of the band's pixels with their channels adjacent (as the
+// channels_last backward does), then transposes the buffer into the channel planes. Every
+// element of grad_input is written once, by one unit, its additions in the same order as in
+// the channels_last backward: identical numbers in both layouts, for any thread count.
+// (Adding into the planes themselves instead means zeroing them first and then adding at
+// scattered places all over a map larger than the caches, channel by channel.) Channel blocks
+// are narrowed until a band holds kBandRows rows (down to 16 channels).
+template <typename scalar_t>
+void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, scalar_t* gi,
+                   const AlignArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = a.H * a.W;
+  const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
+  const int64_t row_bytes = a.W * static_cast<int64_t>(sizeof(acc_t));
+  const int64_t fit = kBandBytes / (kBandRows * row_bytes) / 16 * 16;
+  const cpu::ChannelBlocks base = cpu::channel_blocks(a.N, a.C);
+  const int64_t width = std::min(base.width, std::max<int64_t>(16, fit));
+  const int64_t count = (a.C + width - 1) / width;
+  const int64_t band = std::clamp<int64_t>(kBandBytes / (row_bytes * width), 1, a.H);
+  const int64_t bands = (a.H + band - 1) / band;
+  std::vector<BoxTaps<acc_t>> taps;
+  std::vector<char> valid;
+  all_box_taps(rois, a, taps, valid);
+  at::parallel_for(0, a.N * count * bands, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf, g(width);
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = u / (count * bands), c0 = (u / bands % count) * width;
+      const int64_t r0 = u % bands * band, r1 = std::min(a.H, r0 + band);
+      const int64_t w = std::min(width, a.C - c0);
+      buf.assign((r1 - r0) * a.W * w, acc_t(0));
+      for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
+        const int64_t k = boxes.order[j];
+        if (!valid[k] || taps[k].row_max < r0 || taps[k].row_min >= r1) continue;
+        box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), buf.data(),
+                    Grid{a.W * w, w}, a, r0, r1);
+      }
+      cpu::transpose(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW, (r1 - r0) * a.W, w);
     }
   });
 }
@@ -326,11 +394,14 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   if (out.numel() == 0) return out;
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
-    const bool tiles = !channels_last && use_tiles(r.const_data_ptr<scalar_t>(), a);
-    const at::Tensor x = input.contiguous(tiles ? at::MemoryFormat::Contiguous
-                                                : at::MemoryFormat::ChannelsLast);
-    forward(x.const_data_ptr<scalar_t>(), tiles, r.const_data_ptr<scalar_t>(),
-            out.mutable_data_ptr<scalar_t>(), channels_last, a);
+    if (channels_last) {
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+      forward_channels_last(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
+                            out.mutable_data_ptr<scalar_t>(), a);
+    } else {
+      forward_nchw(input.contiguous().const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
+                   out.mutable_data_ptr<scalar_t>(), a);
+    }
   });
   return out;
 }
@@ -351,9 +422,13 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "_roi_align_backward", [&] {
     const scalar_t* boxes = r.const_data_ptr<scalar_t>();
-    backward(grad_output.const_data_ptr<scalar_t>(), cpu::strides4(grad_output),
-             !channels_last && use_tiles(boxes, a), boxes, gi.mutable_data_ptr<scalar_t>(),
-             channels_last, a);
+    const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* out = gi.mutable_data_ptr<scalar_t>();
+    if (channels_last) {
+      backward_channels_last(go, cpu::strides4(grad_output), boxes, out, a);
+    } else {
+      backward_nchw(go, cpu::strides4(grad_output), boxes, out, a);
+    }
   });
   return gi;
 }

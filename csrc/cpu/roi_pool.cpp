@@ -17,6 +17,7 @@
 
 #include "checks/roi.h"
 #include "common/roi.h"
+#include "cpu/layout_transpose.h"
 #include "cpu/roi_simd.h"
 #include "cpu/roi_units.h"
 
@@ -150,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
   at::Tensor out = at::empty({a.K, a.C, a.PH, a.PW}, options);
   at::Tensor argmax = at::empty({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
   if (out.numel() == 0) return {out, argmax};
-  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = cpu::to_channels_last(input);
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "roi_pool", [&] {
     forward(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),

@@ -10,6 +10,7 @@
 #include <ATen/Parallel.h>
 
 #include "cpu/huge_pages.h"
+#include "cpu/layout_transpose.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -126,21 +127,26 @@ class UnitGrad {
     }
   }
 
-  // Writes a private buffer into grad_input (nothing to do when the unit added in place).
+  // Writes a private buffer into grad_input (nothing to do when the unit added in place): a
+  // copy where the layouts match, else a blocked transpose (cpu/layout_transpose.h).
   void finish() const {
     if (direct_) return;
     if (gi_channels_last_) {
-      for (int64_t i = 0; i < HW_; ++i) {
-        scalar_t* dst = gi_ + (n_ * HW_ + i) * C_ + c0_;
+      scalar_t* dst = gi_ + n_ * HW_ * C_ + c0_;
+      if (channel_stride != 1) {  // planes -> pixels
+        transpose(data, HW_, dst, C_, width_, HW_);
+        return;
+      }
+      for (int64_t i = 0; i < HW_; ++i)
         for (int64_t c = 0; c < width_; ++c)
-          dst[c] = static_cast<scalar_t>(data[i * pixel_stride + c * channel_stride]);
-      }
+          dst[i * C_ + c] = static_cast<scalar_t>(data[i * width_ + c]);
     } else {
-      for (int64_t c = 0; c < width_; ++c) {
-        scalar_t* dst = gi_ + (n_ * C_ + c0_ + c) * HW_;
-        for (int64_t i = 0; i < HW_; ++i)
-          dst[i] = static_cast<scalar_t>(data[i * pixel_stride + c * channel_stride]);
+      scalar_t* dst = gi_ + (n_ * C_ + c0_) * HW_;
+      if (pixel_stride != 1) {  // pixels -> planes
+        transpose(data, width_, dst, HW_, HW_, width_);
+        return;
       }
+      for (int64_t i = 0; i < width_ * HW_; ++i) dst[i] = static_cast<scalar_t>(data[i]);
     }
   }
 

@@ -1,0 +1,69 @@
+// See layout_transpose.h: the float transpose, one clone per instruction set (GCC
+// target_clones: AVX2 and portable; the running CPU picks at load time). 8x8 blocks go through
+// registers as three rounds of shuffles (GCC vector extensions: unpack, 64-bit pair shuffle,
+// 128-bit lane swap on AVX2); edges that are not whole blocks are moved one element at a time.
+#include "cpu/layout_transpose.h"
+
+#include <cstring>
+
+namespace fastconv::cpu {
+namespace {
+
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+
+// dst[j * dst_ld + i] = src[i * src_ld + j] for i, j < 8.
+__attribute__((always_inline)) inline void transpose8x8(const float* src, int64_t src_ld,
+                                                        float* dst, int64_t dst_ld) {
+  f32x8 r[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(&r[i], src + i * src_ld, sizeof(f32x8));
+  // pairs of rows interleaved: t[2p] = (r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]) ...
+  f32x8 t[8];
+  for (int p = 0; p < 4; ++p) {
+    t[2 * p] = __builtin_shuffle(r[2 * p], r[2 * p + 1], i32x8{0, 8, 1, 9, 4, 12, 5, 13});
+    t[2 * p + 1] = __builtin_shuffle(r[2 * p], r[2 * p + 1], i32x8{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  // four rows of one column per 128-bit lane: u[q] holds columns q and q + 4 of rows 0-3,
+  // u[4 + q] the same of rows 4-7
+  f32x8 u[8];
+  for (int h = 0; h < 2; ++h) {  // rows 0-3, rows 4-7
+    const f32x8* s = t + 4 * h;
+    u[4 * h + 0] = __builtin_shuffle(s[0], s[2], i32x8{0, 1, 8, 9, 4, 5, 12, 13});
+    u[4 * h + 1] = __builtin_shuffle(s[0], s[2], i32x8{2, 3, 10, 11, 6, 7, 14, 15});
+    u[4 * h + 2] = __builtin_shuffle(s[1], s[3], i32x8{0, 1, 8, 9, 4, 5, 12, 13});
+    u[4 * h + 3] = __builtin_shuffle(s[1], s[3], i32x8{2, 3, 10, 11, 6, 7, 14, 15});
+  }
+  for (int q = 0; q < 4; ++q) {
+    const f32x8 lo = __builtin_shuffle(u[q], u[4 + q], i32x8{0, 1, 2, 3, 8, 9, 10, 11});
+    const f32x8 hi = __builtin_shuffle(u[q], u[4 + q], i32x8{4, 5, 6, 7, 12, 13, 14, 15});
+    std::memcpy(dst + q * dst_ld, &lo, sizeof(f32x8));
+    std::memcpy(dst + (q + 4) * dst_ld, &hi, sizeof(f32x8));
+  }
+}
+
+}  // namespace
+
+__attribute__((target_clones("avx2", "default"))) void transpose_f32(
+    const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
+  for (int64_t J = 0; J < cols; J += kTransposePanelColumns) {
+    for (int64_t I = 0; I < rows; I += kTransposePanelRows) {
+      const int64_t i1 = std::min(rows, I + kTransposePanelRows);
+      const int64_t i8 = I + (i1 - I) / 8 * 8;
+      const int64_t J1 = std::min(cols, J + kTransposePanelColumns);
+      for (int64_t j0 = J; j0 < J1; j0 += kTransposeColumns) {
+        const int64_t j1 = std::min(cols, j0 + kTransposeColumns);
+        const int64_t j8 = j0 + (j1 - j0) / 8 * 8;
+        for (int64_t i = I; i < i8; i += 8) {
+          for (int64_t j = j0; j < j8; j += 8)
+            transpose8x8(src + i * src_ld + j, src_ld, dst + j * dst_ld + i, dst_ld);
+          for (int64_t ii = i; ii < i + 8; ++ii)  // columns past the last whole block
+            for (int64_t j = j8; j < j1; ++j) dst[j * dst_ld + ii] = src[ii * src_ld + j];
+        }
+        for (int64_t i = i8; i < i1; ++i)  // rows past the last whole block
+          for (int64_t j = j0; j < j1; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+      }
+    }
+  }
+}
+
+}  // namespace fastconv::cpu
