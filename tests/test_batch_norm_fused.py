@@ -100,7 +100,8 @@ def test_cpu_schedules_are_bit_identical(shape):
     # 1 thread: every shape runs channel-fused; 4 threads with C < 16: chunk-parallel.
     # Both use the same chunks (4096 values: 70x70 planes have two; 7x7 planes are grouped by
     # 83, so 100 planes make two chunks per channel) merged in the same order. Channel-fused
-    # reads small planes in blocks of channels (16 at once for 5x3, 4 for 100x7x7).
+    # reads small planes in blocks of channels (all 16 at once here; test_batch_norm_blocks.py
+    # checks the block size).
     x, g, r = make(shape, "cpu"), make(shape, "cpu"), make(shape, "cpu")
     w, b = torch.rand(shape[1]) + 0.5, torch.randn(shape[1])
     results = []
