@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <unordered_map>
 
 namespace fastconv::cpu {
 
@@ -45,18 +46,20 @@ class BnBufferCache final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
     if (n < kMinBytes) return c10::GetCPUAllocator()->allocate(n);
     const size_t capacity = (n + kAlign - 1) / kAlign * kAlign;
-    Block* block = take(capacity);
-    if (block == nullptr) {
-      void* p = std::aligned_alloc(kAlign, capacity);
+    void* p = take(capacity);
+    if (p == nullptr) {
+      p = std::aligned_alloc(kAlign, capacity);
       TORCH_CHECK_WITH(OutOfMemoryError, p != nullptr,
                        "fastconv::batch_norm: expected to allocate ", capacity,
                        " bytes, got out of memory");
 #ifdef __linux__
       madvise(p, capacity, MADV_HUGEPAGE);  // a hint: nothing changes where THP is off
 #endif
-      block = new Block{p, capacity};
+      std::lock_guard<std::mutex> lock(mutex_);
+      capacity_of_[p] = capacity;
     }
-    return {block->ptr, block, &release, c10::Device(c10::DeviceType::CPU)};
+    // context == data (a "simple" data pointer, as torch's own CPU allocator gives)
+    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
   }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
@@ -74,48 +77,46 @@ class BnBufferCache final : public c10::Allocator {
     limit_ = env ? size_t(std::strtoull(env, nullptr, 10)) : size_t{256} << 20;
   }
 
-  Block* take(size_t capacity) {
+  // The kept block that fits `capacity` best (at most an eighth of it unused), or null.
+  void* take(size_t capacity) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto best = free_.end();
     for (auto it = free_.begin(); it != free_.end(); ++it) {
-      const size_t c = (*it)->capacity;
+      const size_t c = it->capacity;
       if (c >= capacity && c - capacity <= c / 8 &&
-          (best == free_.end() || c < (*best)->capacity)) {
+          (best == free_.end() || c < best->capacity)) {
         best = it;
       }
     }
     if (best == free_.end()) return nullptr;
-    Block* block = *best;
+    void* p = best->ptr;
+    held_ -= best->capacity;
     free_.erase(best);
-    held_ -= block->capacity;
-    return block;
+    return p;
   }
 
-  static void release(void* context) {
-    Block* block = static_cast<Block*>(context);
-    instance().keep(block);
-  }
+  static void release(void* p) { instance().keep(p); }
 
-  void keep(Block* block) {
-    std::deque<Block*> dropped;
+  void keep(void* p) {
+    std::deque<void*> dropped;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      free_.push_back(block);
-      held_ += block->capacity;
+      const size_t capacity = capacity_of_.at(p);
+      free_.push_back({p, capacity});
+      held_ += capacity;
       while (held_ > limit_ && !free_.empty()) {
-        held_ -= free_.front()->capacity;
-        dropped.push_back(free_.front());
+        held_ -= free_.front().capacity;
+        capacity_of_.erase(free_.front().ptr);
+        dropped.push_back(free_.front().ptr);
         free_.pop_front();
       }
     }
-    for (Block* b : dropped) {
-      std::free(b->ptr);
-      delete b;
-    }
+    for (void* d : dropped) std::free(d);
   }
 
   std::mutex mutex_;
-  std::deque<Block*> free_;
+  std::deque<Block> free_;                       // kept blocks, oldest first
+  std::unordered_map<void*, size_t> capacity_of_;  // every live or kept block
   size_t held_ = 0, limit_ = 0;
 };
 
