@@ -95,10 +95,13 @@ def test_backward_optional_vectors_and_empty_batch(device):
     assert torch.equal(gw, torch.zeros(4, device=device)) and torch.equal(gb, gw)
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 70, 70), (3, 16, 5, 3)], ids=str)
+@pytest.mark.parametrize("shape", [(2, 8, 70, 70), (3, 16, 5, 3), (100, 16, 7, 7)], ids=str)
 def test_cpu_schedules_are_bit_identical(shape):
     # 1 thread: every shape runs channel-fused; 4 threads with C < 16: chunk-parallel.
-    # Both use the same chunks (4096 values: 70x70 planes have two) merged in the same order.
+    # Both use the same chunks (4096 values: 70x70 planes have two; 7x7 planes are grouped by
+    # 83, so 100 planes make two chunks per channel) merged in the same order. Channel-fused
+    # reads small planes in blocks of channels (all 16 at once here; test_batch_norm_blocks.py
+    # checks the block size).
     x, g, r = make(shape, "cpu"), make(shape, "cpu"), make(shape, "cpu")
     w, b = torch.rand(shape[1]) + 0.5, torch.randn(shape[1])
     results = []

@@ -21,6 +21,7 @@
 
 #include "checks/batch_norm.h"
 #include "cpu/batch_norm_passes.h"
+#include "cpu/batch_norm_buffers.h"
 #include "schemas/batch_norm.h"
 
 namespace fastconv {
@@ -98,7 +99,11 @@ struct Prepared {
   at::Tensor x, residual;  // contiguous in fmt (residual undefined when absent)
   at::MemoryFormat fmt;
   Layout layout;
-  at::Tensor empty_like_x() const { return at::empty_like(x, x.options().memory_format(fmt)); }
+  // outputs (y, grad_input, grad_residual): activation-sized, written completely, and
+  // allocated again at every training step, so from the block cache of cpu/batch_norm_buffers.h
+  at::Tensor empty_like_x() const {
+    return cpu::empty_bn_output(x.sizes(), x.options().memory_format(fmt));
+  }
 };
 
 Prepared prepare(const at::Tensor& input, const OptTensor& residual) {
@@ -163,17 +168,25 @@ void forward_train_kernel(const Prepared& p, const at::Tensor& y, const OptTenso
     var_d[c] = double(A(s.count > 0 ? s.m2 / s.count : 0.0));
     return bn_affine<A>(A(mean_d[c]), A(var_d[c]), w[c], b[c], eps);
   };
+  std::vector<A> alpha(l.c), beta(l.c);
   if (bn_cpu::channel_fused(l)) {
     const bool stream = bn_cpu::stream_output(l, sizeof(scalar_t));
+    const int64_t block = bn_cpu::channel_block(l, sizeof(scalar_t) * (res ? 2 : 1));
     bn_cpu::parallel_items(l.c, l.count(), [&](int64_t first, int64_t last) {
-      for (int64_t c = first; c < last; ++c) {
-        const BnAffine<A> a = finish(c, bn_cpu::channel_stats_planar(x, l, c));
-        bn_cpu::apply_channel(x, res, out, l, c, a.alpha, a.beta, relu, stream);
+      Welford<double> w[bn_cpu::kMaxBlock];
+      for (int64_t c0 = first; c0 < last; c0 += block) {
+        const int64_t b = std::min(block, last - c0);
+        bn_cpu::block_stats_planar(x, l, c0, b, w);
+        for (int64_t j = 0; j < b; ++j) {
+          const BnAffine<A> a = finish(c0 + j, w[j]);
+          alpha[c0 + j] = a.alpha;
+          beta[c0 + j] = a.beta;
+        }
+        bn_cpu::apply_block(x, res, out, l, c0, b, alpha.data(), beta.data(), relu, stream);
       }
     });
     return;
   }
-  std::vector<A> alpha(l.c), beta(l.c);
   bn_cpu::chunked_stats(x, l, [&](int64_t c, const Welford<double>& s) {
     const BnAffine<A> a = finish(c, s);
     alpha[c] = a.alpha;
@@ -352,13 +365,15 @@ void backward_kernel(const BackwardTensors& t, const at::Tensor& var, const OptT
   };
   if (bn_cpu::channel_fused(l)) {
     const bool stream = bn_cpu::stream_output(l, sizeof(scalar_t));
-    // channels backwards: the training forward went forwards, so the x of the channels it
-    // touched last may still be in cache
+    const int64_t block = bn_cpu::channel_block(l, sizeof(scalar_t) * (res ? 3 : 2));
+    // blocks of channels backwards: the training forward went forwards, so the x of the
+    // channels it touched last may still be in cache
     bn_cpu::parallel_items(l.c, 2 * l.count(), [&](int64_t first, int64_t last) {
-      for (int64_t c = last - 1; c >= first; --c) {
-        bn_cpu::channel_sums_planar(dy, x, res, l, c, k, relu, &s_dy[c], &s_dyx[c]);
-        coefficients_of(c);
-        bn_cpu::backward_apply_channel(dy, x, res, dx, dres, l, c, k, relu, stream);
+      for (int64_t hi = last; hi > first; hi -= block) {
+        const int64_t c0 = std::max(first, hi - block), b = hi - c0;
+        bn_cpu::block_sums_planar(dy, x, res, l, c0, b, k, relu, &s_dy[c0], &s_dyx[c0]);
+        for (int64_t c = c0; c < hi; ++c) coefficients_of(c);
+        bn_cpu::backward_apply_block(dy, x, res, dx, dres, l, c0, b, k, relu, stream);
       }
     });
     return;

@@ -72,21 +72,30 @@ FC_INLINE void emit(T* out, int64_t n, bool stream, F f) {
 }
 
 // The run loops walk `planes` runs of n values, `stride` apart: one call per channel (or
-// chunk) rather than per NCHW plane, so small planes (7x7, 4x4) pay no call per plane.
+// chunk) rather than per NCHW plane, so small planes (7x7, 4x4) pay no call per plane. The
+// reducing ones take `channels` consecutive channels at once (channel j's runs n values after
+// channel j - 1's: adjacent NCHW planes), walking plane row by plane row, so that small planes
+// are read as `planes` long contiguous streams rather than planes * channels short ones; each
+// channel's sums (per-channel arrays, accumulated in place) see the same loop as with
+// channels == 1, hence the same bits whatever the blocking.
 template <typename T, typename A>
-FC_INLINE void run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, A pivot, A* s1,
-                        A* s2) {
-  A a = 0, b = 0;
+FC_INLINE void run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, int64_t channels,
+                        const A* pivot, A* s1, A* s2) {
   for (int64_t o = 0; o < planes * stride; o += stride) {
+    for (int64_t j = 0; j < channels; ++j) {
+      const T* xj = x + o + j * n;
+      const A p = pivot[j];
+      A a = s1[j], b = s2[j];
 #pragma omp simd reduction(+ : a, b)
-    for (int64_t i = o; i < o + n; ++i) {
-      const A d = static_cast<A>(x[i]) - pivot;
-      a += d;
-      b += d * d;
+      for (int64_t i = 0; i < n; ++i) {
+        const A d = static_cast<A>(xj[i]) - p;
+        a += d;
+        b += d * d;
+      }
+      s1[j] = a;
+      s2[j] = b;
     }
   }
-  *s1 += a;
-  *s2 += b;
 }
 
 template <typename T, typename A>
@@ -163,20 +172,25 @@ FC_INLINE void rows_apply(const T* x, const T* res, T* y, int64_t rows, int64_t 
 
 template <bool RELU, bool RES, typename T, typename A>
 FC_INLINE void run_backward_sums(const T* dy, const T* x, const T* res, int64_t planes, int64_t n,
-                                 int64_t stride, A alpha, A beta, A mean, A* s_dy, A* s_dyx) {
-  A a = 0, b = 0;
+                                 int64_t stride, int64_t channels, const A* alpha, const A* beta,
+                                 const A* mean, A* s_dy, A* s_dyx) {
   for (int64_t o = 0; o < planes * stride; o += stride) {
+    for (int64_t j = 0; j < channels; ++j) {
+      const int64_t at = o + j * n;
+      const A al = alpha[j], be = beta[j], mu = mean[j];
+      A a = s_dy[j], b = s_dyx[j];
 #pragma omp simd reduction(+ : a, b)
-    for (int64_t i = o; i < o + n; ++i) {
-      const A xv = static_cast<A>(x[i]);
-      const A g = bn_masked_grad(static_cast<A>(dy[i]),
-                                 pre_activation<RES>(xv, alpha, beta, res, i), RELU);
-      a += g;
-      b += g * (xv - mean);
+      for (int64_t i = at; i < at + n; ++i) {
+        const A xv = static_cast<A>(x[i]);
+        const A g = bn_masked_grad(static_cast<A>(dy[i]), pre_activation<RES>(xv, al, be, res, i),
+                                   RELU);
+        a += g;
+        b += g * (xv - mu);
+      }
+      s_dy[j] = a;
+      s_dyx[j] = b;
     }
   }
-  *s_dy += a;
-  *s_dyx += b;
 }
 
 template <bool RELU, bool RES, typename T, typename A>
@@ -299,9 +313,9 @@ FC_INLINE void rows_backward_apply(const T* dy, const T* x, const T* res, T* dx,
   } while (0)
 
 #define FC_BN_DEFINE(ATTR, T, A)                                                                \
-  ATTR void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, A pivot, A* s1,  \
-                        A* s2) {                                                                \
-    run_sums(x, planes, n, stride, pivot, s1, s2);                                              \
+  ATTR void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride,                 \
+                        int64_t channels, const A* pivot, A* s1, A* s2) {                       \
+    run_sums(x, planes, n, stride, channels, pivot, s1, s2);                                    \
   }                                                                                             \
   ATTR void bn_rows_sums(const T* x, int64_t rows, int64_t c, const A* pivot, A* s1, A* s2) {   \
     rows_sums(x, rows, c, pivot, s1, s2);                                                       \
@@ -322,10 +336,10 @@ FC_INLINE void rows_backward_apply(const T* dy, const T* x, const T* res, T* dx,
     FC_BN_FLAGS2(rows_apply, relu, res != nullptr, x, res, y, rows, c, alpha, beta, stream);    \
   }                                                                                             \
   ATTR void bn_run_backward_sums(const T* dy, const T* x, const T* res, int64_t planes,         \
-                                 int64_t n, int64_t stride, A alpha, A beta, A mean, bool relu, \
-                                 A* s_dy, A* s_dyx) {                                           \
-    FC_BN_FLAGS2(run_backward_sums, relu, res != nullptr, dy, x, res, planes, n, stride, alpha, \
-                 beta, mean, s_dy, s_dyx);                                                      \
+                                 int64_t n, int64_t stride, int64_t channels, const A* alpha,   \
+                                 const A* beta, const A* mean, bool relu, A* s_dy, A* s_dyx) {  \
+    FC_BN_FLAGS2(run_backward_sums, relu, res != nullptr, dy, x, res, planes, n, stride,        \
+                 channels, alpha, beta, mean, s_dy, s_dyx);                                     \
   }                                                                                             \
   ATTR void bn_rows_backward_sums(const T* dy, const T* x, const T* res, int64_t rows,           \
                                   int64_t c, const A* alpha, const A* beta, const A* mean,      \

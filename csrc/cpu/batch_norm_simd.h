@@ -6,7 +6,8 @@
 //
 // Two shapes of work, matching the two memory layouts (cpu/batch_norm.cpp):
 //   run_*    `planes` runs of n contiguous values of a single channel, `stride` values apart
-//            (NCHW planes of one channel), with scalar per-channel coefficients;
+//            (NCHW planes of one channel), with scalar per-channel coefficients (the sums: of
+//            `channels` consecutive channels, per-channel arrays);
 //   planes_* `planes` consecutive NCHW planes of n values, plane p of channel (c0 + p) % c,
 //            with per-channel coefficient arrays (an elementwise pass in memory order);
 //   rows_*   `rows` rows of C interleaved channels (channels_last, (N, C) input), with
@@ -25,9 +26,9 @@ namespace fastconv {
 namespace cpu {
 
 #define FC_BN_DECLARE(T, A)                                                                     \
-  /* s1 += sum(x - pivot), s2 += sum((x - pivot)^2) */                                          \
-  void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, A pivot, A* s1,       \
-                   A* s2);                                                                      \
+  /* s1[j] += sum(x - pivot[j]), s2[j] += sum((x - pivot[j])^2) over channel j's runs */       \
+  void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, int64_t channels,     \
+                   const A* pivot, A* s1, A* s2);                                               \
   void bn_rows_sums(const T* x, int64_t rows, int64_t c, const A* pivot, A* s1, A* s2);         \
   /* y = [relu](x * alpha + beta [+ residual]) */                                               \
   void bn_run_apply(const T* x, const T* residual, T* y, int64_t planes, int64_t n,             \
@@ -37,10 +38,10 @@ namespace cpu {
                        bool stream);                                                            \
   void bn_rows_apply(const T* x, const T* residual, T* y, int64_t rows, int64_t c,              \
                      const A* alpha, const A* beta, bool relu, bool stream);                    \
-  /* g = masked dy; s_dy += sum g, s_dyx += sum g * (x - mean) */                               \
+  /* g = masked dy; s_dy[j] += sum g, s_dyx[j] += sum g * (x - mean[j]) (run: channel j's) */  \
   void bn_run_backward_sums(const T* dy, const T* x, const T* residual, int64_t planes,         \
-                            int64_t n, int64_t stride, A alpha, A beta, A mean, bool relu,      \
-                            A* s_dy, A* s_dyx);                                                 \
+                            int64_t n, int64_t stride, int64_t channels, const A* alpha,        \
+                            const A* beta, const A* mean, bool relu, A* s_dy, A* s_dyx);        \
   void bn_rows_backward_sums(const T* dy, const T* x, const T* residual, int64_t rows,           \
                              int64_t c, const A* alpha, const A* beta, const A* mean, bool relu, \
                              A* s_dy, A* s_dyx);                                                \
