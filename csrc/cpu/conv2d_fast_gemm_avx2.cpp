@@ -9,6 +9,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
+#include "cpu/avx2_transpose8.h"
+
 namespace fastconv::cpu::gemm {
 namespace {
 
@@ -19,25 +21,7 @@ inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// Rows r[0..8) of an 8 x 8 tile, transposed in registers.
-inline void transpose8(__m256 (&r)[8]) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int h = 0; h < 2; ++h) {
-    __m256* tt = t + 4 * h;
-    u[4 * h + 0] = _mm256_shuffle_ps(tt[0], tt[2], 0x44);
-    u[4 * h + 1] = _mm256_shuffle_ps(tt[0], tt[2], 0xEE);
-    u[4 * h + 2] = _mm256_shuffle_ps(tt[1], tt[3], 0x44);
-    u[4 * h + 3] = _mm256_shuffle_ps(tt[1], tt[3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-    r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-  }
-}
+using ::fastconv::cpu::avx2::transpose8;
 
 void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t rs, int64_t cs, int m,
                 int n, bool accumulate, const float* bias, bool bias_per_row) {
