@@ -43,6 +43,10 @@ CASES = [
     (1, 128, 2, 130, 16, 3, 3, 1, 1, 1, 1, "wgrad packed chunks of one row, first misses a row"),
     (1, 36, 7, 7, 20, 3, 3, 1, 1, 1, 1, "7x7 NCHW through the NHWC-staged kernels, K tail"),
     (1, 20, 13, 14, 24, 3, 3, 1, 1, 1, 1, "14 wide: input-gradient tiles across rows, C tail"),
+    # ungrouped 1x1 layers go to the packed GEMM (tests/test_conv2d_gemm.py); grouped ones still
+    # take the direct kernels: the flat 1x1 path, and in NCHW over wide rows the pixel-row path
+    (2, 8, 12, 12, 20, 1, 1, 1, 0, 1, 2, "grouped 1x1: flat direct path"),
+    (1, 12, 5, 40, 18, 1, 1, 1, 0, 1, 3, "grouped 1x1 over 40-pixel rows: NCHW pixel-row path"),
     (1, 4, 5, 6, 8, 2, 3, 1, (2, 1), 1, 1, "row padding > kernel rows - 1: no tiles across"),
 ]
 IDS = [c[-1].replace(" ", "_") for c in CASES]
