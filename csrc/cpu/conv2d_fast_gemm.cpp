@@ -114,6 +114,11 @@ void run(const Problem& p) {
   const int64_t Mpad = mt * MR, Npad = nt * NR;
   const bool shared_a = p.a_batch == 0 && !p.reduce_batch && pn * nout > 1;
   const bool shared_b = p.b_batch == 0 && !p.reduce_batch && pm * nout > 1;
+  // A with unit stride along the reduction and one image per output (channels_last forward and
+  // input gradient: the activations) is read in place by the micro-kernel (broadcasts need no
+  // contiguous panel), which saves packing each element once (as much work as 16-64 of its
+  // multiply-adds where N is 64-256); only a short last row panel is packed.
+  const bool a_in_place = !shared_a && !p.reduce_batch && p.a_cs == 1 && kk.micro_a_rows != nullptr;
   float* apre = shared_a ? buffer(2, Mpad * Ktot) : nullptr;
   float* bpre = shared_b ? buffer(3, Npad * Ktot) : nullptr;
   const int64_t npre = nk * ((shared_a ? mt : 0) + (shared_b ? nt : 0));
@@ -152,9 +157,12 @@ void run(const Problem& p) {
         const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
         const int64_t mc = std::min(mc_step, m1 - ic);
         const float* ak = shared_a ? apre + k0 * Mpad + ic * kc : apack;  // A's panels: ak + i * kc
+        // A's rows in place (full panels), else packed
+        const float* arows = a_in_place ? p.a + bo * p.a_batch + ic * p.a_rs + k0 : nullptr;
         for (int64_t i = 0; i < mc && !shared_a; i += MR) {
           float* dst = apack + i * kc;
           const int m = static_cast<int>(std::min(MR, mc - i));
+          if (a_in_place && m == MR) continue;
           for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
             kk.pack_a(p.a + b * p.a_batch + (ic + i) * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs, m, len,
                       dst + off * MR);
@@ -166,8 +174,13 @@ void run(const Problem& p) {
           for (int64_t i = 0; i < mc; i += MR) {
             const int m = static_cast<int>(std::min(MR, mc - i));
             const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
-            kk.micro(kc, ak + i * kc, bp, c + (ic + i) * p.c_rs + j * p.c_cs, p.c_rs, p.c_cs, m, n, kb > 0,
-                     bias, p.bias_per_row);
+            float* ct = c + (ic + i) * p.c_rs + j * p.c_cs;
+            if (a_in_place && m == MR) {
+              kk.micro_a_rows(kc, arows + i * p.a_rs, p.a_rs, bp, ct, p.c_rs, p.c_cs, n, kb > 0, bias,
+                              p.bias_per_row);
+            } else {
+              kk.micro(kc, ak + i * kc, bp, ct, p.c_rs, p.c_cs, m, n, kb > 0, bias, p.bias_per_row);
+            }
           }
         }
       };

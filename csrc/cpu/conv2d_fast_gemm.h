@@ -53,6 +53,10 @@ struct Kernels {
   void (*pack_a)(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* dst);
   // dst[k * nr + j] = src[k * rs + j * cs] for j < n (zero for n <= j < nr), k < kc.
   void (*pack_b)(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* dst);
+  // micro with a full tile's rows of A read in place: a[i * a_rs + k] for i < mr, k < kc
+  // (unit stride along k; all mr rows are read, so m = mr), no packing.
+  void (*micro_a_rows)(int64_t kc, const float* a, int64_t a_rs, const float* b, float* c, int64_t rs,
+                       int64_t cs, int n, bool accumulate, const float* bias, bool bias_per_row);
 };
 const Kernels& avx2_kernels();
 
