@@ -24,7 +24,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cpu/conv2d_fast_util.h"
@@ -37,6 +39,7 @@ using fastk::ceil_div;
 constexpr int64_t KC = 256;  // reduction steps per block: KC x NR x 4 B = 16 KiB (half of L1)
 constexpr int64_t MC = 120;  // rows of A per packed block: MC x KC x 4 B = 120 KiB (L2: 512 KiB)
 constexpr int64_t kTileFloats = 64 << 10;  // C elements per thread tile (256 KiB)
+constexpr int64_t kImageBlockMin = 128;    // shortest image whose pixels get K blocks of their own
 
 // Calls f(batch, first step, steps, offset) for the pieces of the concatenated reduction range
 // [k0, k0 + kc) (offset: steps before the piece within the range).
@@ -84,7 +87,20 @@ void run(const Problem& p) {
     }
     return;
   }
-  const int64_t nk = ceil_div(Ktot, KC), kc_len = ceil_div(Ktot, nk);
+  // K blocks: nk equal blocks of the concatenated reduction, or, where the batch is summed over
+  // and A has unit stride along k (NCHW weight gradient: A = dY_n[K, P]), blocks that never span
+  // two images (nk_image per image), so the micro-kernel can read A's rows in place. (Not for
+  // short images: blocks of 49 steps would make C's tile revisited once per image.)
+  const bool image_blocks = p.reduce_batch && p.a_cs == 1 && p.K >= kImageBlockMin;
+  const int64_t nk_image = image_blocks ? ceil_div(p.K, KC) : 1;
+  const int64_t nk = image_blocks ? p.batch * nk_image : ceil_div(Ktot, KC);
+  const int64_t kc_len = image_blocks ? ceil_div(p.K, nk_image) : ceil_div(Ktot, nk);
+  // First step (in the concatenated reduction) and length of K block kb.
+  auto block = [&](int64_t kb) -> std::pair<int64_t, int64_t> {
+    if (!image_blocks) return {kb * kc_len, std::min(kc_len, Ktot - kb * kc_len)};
+    const int64_t b = kb / nk_image, k = (kb % nk_image) * kc_len;
+    return {b * p.K + k, std::min(kc_len, p.K - k)};
+  };
 
   // Thread tiles: pm x pn per output matrix, split (the longer side first) until a tile holds
   // at most kTileFloats elements and the items divide evenly among the threads (or are many).
@@ -118,7 +134,7 @@ void run(const Problem& p) {
   // input gradient: the activations) is read in place by the micro-kernel (broadcasts need no
   // contiguous panel), which saves packing each element once (as much work as 16-64 of its
   // multiply-adds where N is 64-256); only a short last row panel is packed.
-  const bool a_in_place = !shared_a && !p.reduce_batch && p.a_cs == 1 && kk.micro_a_rows != nullptr;
+  const bool a_in_place = !shared_a && (!p.reduce_batch || image_blocks) && p.a_cs == 1 && kk.micro_a_rows != nullptr;
   float* apre = shared_a ? buffer(2, Mpad * Ktot) : nullptr;
   float* bpre = shared_b ? buffer(3, Npad * Ktot) : nullptr;
   const int64_t npre = nk * ((shared_a ? mt : 0) + (shared_b ? nt : 0));
@@ -126,7 +142,7 @@ void run(const Problem& p) {
     at::parallel_for(0, npre, 8, [&](int64_t begin, int64_t end) {
       for (int64_t it = begin; it < end; ++it) {
         const int64_t kb = it % nk, panel = it / nk;
-        const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+        const auto [k0, kc] = block(kb);
         if (shared_a && panel < mt) {
           const int64_t i = panel * MR;
           kk.pack_a(p.a + i * p.a_rs + k0 * p.a_cs, p.a_rs, p.a_cs, static_cast<int>(std::min(MR, p.M - i)), kc,
@@ -154,19 +170,29 @@ void run(const Problem& p) {
       const int64_t mc_step = ceil_div(ceil_div(m1 - m0, ceil_div(m1 - m0, MC)), MR) * MR;
       // Rows [ic, ic + mc) x the item's columns for K block kb, B's panels at bk + (j - n0) * kc.
       auto row_block = [&](int64_t kb, int64_t ic, const float* bk) {
-        const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+        const auto [k0, kc] = block(kb);
         const int64_t mc = std::min(mc_step, m1 - ic);
         const float* ak = shared_a ? apre + k0 * Mpad + ic * kc : apack;  // A's panels: ak + i * kc
         // A's rows in place (full panels), else packed
-        const float* arows = a_in_place ? p.a + bo * p.a_batch + ic * p.a_rs + k0 : nullptr;
-        for (int64_t i = 0; i < mc && !shared_a; i += MR) {
-          float* dst = apack + i * kc;
-          const int m = static_cast<int>(std::min(MR, mc - i));
-          if (a_in_place && m == MR) continue;
+        const int64_t a_image = p.reduce_batch ? k0 / p.K : bo;  // (one image per block, see block())
+        const float* arows = a_in_place ? p.a + a_image * p.a_batch + ic * p.a_rs + (k0 - (p.reduce_batch ? a_image * p.K : 0)) : nullptr;
+        if (!shared_a && !a_in_place) {
           for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
-            kk.pack_a(p.a + b * p.a_batch + (ic + i) * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs, m, len,
-                      dst + off * MR);
+            // (all panels of the block; each piece of the reduction at its offset in the panels,
+            // whose panel q then starts at apack + q * kc * MR)
+            const float* src = p.a + b * p.a_batch + ic * p.a_rs + k * p.a_cs;
+            if (len == kc) {
+              kk.pack_a_panels(src, p.a_rs, p.a_cs, static_cast<int>(mc), kc, apack);
+              return;
+            }
+            for (int64_t i = 0; i < mc; i += MR) {
+              kk.pack_a(src + i * p.a_rs, p.a_rs, p.a_cs, static_cast<int>(std::min(MR, mc - i)), len,
+                        apack + i * kc + off * MR);
+            }
           });
+        } else if (a_in_place && mc % MR != 0) {  // the short last panel
+          const int64_t i = mc / MR * MR;
+          kk.pack_a(arows + i * p.a_rs, p.a_rs, 1, static_cast<int>(mc - i), kc, apack + i * kc);
         }
         for (int64_t j = n0; j < n1; j += NR) {
           const int n = static_cast<int>(std::min(NR, n1 - j));
@@ -189,14 +215,14 @@ void run(const Problem& p) {
         // all K blocks add to it (same order of the sums as below).
         for (int64_t ic = m0; ic < m1; ic += mc_step) {
           for (int64_t kb = 0; kb < nk; ++kb) {
-            const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+            const auto [k0, kc] = block(kb);
             row_block(kb, ic, bpre + k0 * Npad + n0 * kc);
           }
         }
         continue;
       }
       for (int64_t kb = 0; kb < nk; ++kb) {  // B's panels for this K block, then the row blocks
-        const int64_t k0 = kb * kc_len, kc = std::min(kc_len, Ktot - k0);
+        const auto [k0, kc] = block(kb);
         for (int64_t j = n0; j < n1; j += NR) {
           float* dst = bpack + (j - n0) * kc;
           const int n = static_cast<int>(std::min(NR, n1 - j));
@@ -222,6 +248,12 @@ std::atomic<int64_t> calls[3];  // forward, input gradient, weight gradient
 bool gemm_enabled() {
   const char* env = std::getenv("FASTCONV_CPU_GEMM");
   return env == nullptr || env[0] != '0';
+}
+// FASTCONV_CPU_GEMM=all also sends the channels_last forward passes that keep the direct kernel
+// (forward_applies) to the GEMM, for measuring one against the other.
+bool gemm_everywhere() {
+  const char* env = std::getenv("FASTCONV_CPU_GEMM");
+  return env != nullptr && std::strcmp(env, "all") == 0;
 }
 
 bool applies(const ConvGeometry& g, const at::Tensor& t) {
@@ -272,7 +304,7 @@ void fold_batch_into_rows(Problem& pr, const ConvGeometry& g, const at::Tensor& 
 // res3a_branch1 0.94 / 0.76 and 0.96 / 1.02); on smaller images the GEMM was on par or faster
 // (res5a_branch1 1.13 / 1.61, res4b_branch2a 1.08 / 1.20).
 bool forward_applies(const ConvGeometry& g, const at::Tensor& input) {
-  return applies(g, input) && (input.is_contiguous() || g.h * g.w < 56 * 56);
+  return applies(g, input) && (input.is_contiguous() || g.h * g.w < 56 * 56 || gemm_everywhere());
 }
 bool input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
 bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }

@@ -57,6 +57,8 @@ struct Kernels {
   // (unit stride along k; all mr rows are read, so m = mr), no packing.
   void (*micro_a_rows)(int64_t kc, const float* a, int64_t a_rs, const float* b, float* c, int64_t rs,
                        int64_t cs, int n, bool accumulate, const float* bias, bool bias_per_row);
+  // pack_a for ceil(m / mr) consecutive panels of rows [0, m): panel q at dst + q * kc * mr.
+  void (*pack_a_panels)(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* dst);
 };
 const Kernels& avx2_kernels();
 

@@ -4,6 +4,8 @@
 // fast paths for a unit stride along either side (copies, or 8 x 8 register transposes).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "cpu/conv2d_fast_gemm.h"
 
 #pragma GCC push_options
@@ -312,6 +314,39 @@ void pack_a(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* 
   }
 }
 
+// pack_a for the ceil(m / MR) panels of m rows (panel q at dst + q * kc * MR). With unit row
+// stride (rows = channels of a channels_last tensor) in chunks of 16 steps across all panels:
+// panel by panel, each step would read MR floats of a line that the next panels read again
+// long after (lines of 256 pixels x K channels do not stay in L1), while step by step across
+// all panels the stores go to panels kc * MR floats apart, which share few L1 sets. A chunk's
+// source lines (16 x m floats) stay in L1 while its panels are written.
+void pack_a_panels(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* dst) {
+  constexpr int64_t kChunk = 16;
+  const int full = m / MR;
+  if (rs == 1 && full > 0 && cs >= 8 && kc > 0) {
+    for (int64_t k0 = 0; k0 < kc; k0 += kChunk) {
+      const int64_t k1 = std::min(kc, k0 + kChunk);
+      for (int q = 0; q < full; ++q) {
+        const float* s = src + q * MR;
+        float* d = dst + q * kc * MR;
+        // 8 floats moved per step: the 2 extra read lie before the next step's last element
+        // (cs >= 2), the 2 extra written are overwritten by the next step; the panel's last
+        // step moves exactly MR (nothing past the panel).
+        int64_t k = k0;
+        for (; k < k1 && k + 1 < kc; ++k) _mm256_storeu_ps(d + k * MR, _mm256_loadu_ps(s + k * cs));
+        if (k < k1) {
+          _mm_storeu_ps(d + k * MR, _mm_loadu_ps(s + k * cs));
+          d[k * MR + 4] = s[k * cs + 4];
+          d[k * MR + 5] = s[k * cs + 5];
+        }
+      }
+    }
+    if (full * MR < m) pack_a(src + full * MR, rs, cs, m - full * MR, kc, dst + full * kc * MR);
+    return;
+  }
+  for (int i = 0; i < m; i += MR) pack_a(src + i * rs, rs, cs, std::min(MR, m - i), kc, dst + i * kc);
+}
+
 void pack_b(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* dst) {
   int64_t k = 0;
   if (cs == 1) {  // NR contiguous elements per step
@@ -357,7 +392,7 @@ void pack_b(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* 
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{MR, NR, &micro_6x16, &pack_a, &pack_b, &micro_6x16_rows};
+  static const Kernels k{MR, NR, &micro_6x16, &pack_a, &pack_b, &micro_6x16_rows, &pack_a_panels};
   return k;
 }
 
