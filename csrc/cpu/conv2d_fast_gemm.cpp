@@ -39,6 +39,7 @@ using fastk::ceil_div;
 constexpr int64_t KC = 256;  // reduction steps per block: KC x NR x 4 B = 16 KiB (half of L1)
 constexpr int64_t MC = 120;  // rows of A per packed block: MC x KC x 4 B = 120 KiB (L2: 512 KiB)
 constexpr int64_t kTileFloats = 64 << 10;  // C elements per thread tile (256 KiB)
+constexpr int64_t kMaxTile = 6 * 16;       // register tile elements (mr x nr) at most
 constexpr int64_t kImageBlockMin = 128;    // shortest image whose pixels get K blocks of their own
 
 // Calls f(batch, first step, steps, offset) for the pieces of the concatenated reduction range
@@ -58,9 +59,10 @@ void for_pieces(const Problem& p, int64_t b_out, int64_t k0, int64_t kc, F&& f) 
 }
 
 // Per-thread packing buffers, reused across calls: slots 0 and
-// 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B.
+// 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B, 4 for
+// the parts of a B panel across column groups.
 float* buffer(int slot, int64_t floats) {
-  thread_local std::vector<float> bufs[4];
+  thread_local std::vector<float> bufs[5];
   std::vector<float>& v = bufs[slot];
   if (static_cast<int64_t>(v.size()) < floats) {
     v = std::vector<float>();  // free first: no old + new peak
@@ -74,14 +76,18 @@ float* buffer(int slot, int64_t floats) {
 void run(const Problem& p) {
   const Kernels& kk = avx2_kernels();
   const int64_t MR = kk.mr, NR = kk.nr;
+  TORCH_INTERNAL_ASSERT(MR * NR <= kMaxTile);
   const int64_t nout = p.reduce_batch ? 1 : p.batch;
   if (p.M <= 0 || p.N <= 0 || nout <= 0) return;
   const int64_t Ktot = p.reduce_batch ? p.batch * p.K : p.K;
+  // Offsets of column j in B and C (Problem::n_group).
+  auto b_col = [&](int64_t j) { return p.n_group > 0 ? j / p.n_group * p.b_group + j % p.n_group * p.b_cs : j * p.b_cs; };
+  auto c_col = [&](int64_t j) { return p.n_group > 0 ? j / p.n_group * p.c_group + j % p.n_group * p.c_cs : j * p.c_cs; };
   if (Ktot == 0) {  // an empty sum: the bias, or zero
     for (int64_t b = 0; b < nout; ++b) {
       for (int64_t i = 0; i < p.M; ++i) {
         for (int64_t j = 0; j < p.N; ++j) {
-          p.c[b * p.c_batch + i * p.c_rs + j * p.c_cs] = p.bias ? p.bias[p.bias_per_row ? i : j] : 0.0f;
+          p.c[b * p.c_batch + i * p.c_rs + c_col(j)] = p.bias ? p.bias[p.bias_per_row ? i : j] : 0.0f;
         }
       }
     }
@@ -100,6 +106,23 @@ void run(const Problem& p) {
     if (!image_blocks) return {kb * kc_len, std::min(kc_len, Ktot - kb * kc_len)};
     const int64_t b = kb / nk_image, k = (kb % nk_image) * kc_len;
     return {b * p.K + k, std::min(kc_len, p.K - k)};
+  };
+
+  // Packs B's panel of columns [j, j + n), len steps from src (B at its first step), into dst;
+  // a panel across column groups part by part (each part packed alone, then copied in).
+  auto pack_b_panel = [&](const float* src, int64_t j, int n, int64_t len, float* dst) {
+    if (p.n_group == 0 || j % p.n_group + n <= p.n_group) {
+      kk.pack_b(src + b_col(j), p.b_rs, p.b_cs, n, len, dst);
+      return;
+    }
+    std::fill(dst, dst + len * NR, 0.0f);
+    float* part = buffer(4, len * NR);
+    for (int jj = 0; jj < n;) {
+      const int np = static_cast<int>(std::min<int64_t>(n - jj, p.n_group - (j + jj) % p.n_group));
+      kk.pack_b(src + b_col(j + jj), p.b_rs, p.b_cs, np, len, part);
+      for (int64_t k = 0; k < len; ++k) std::copy(part + k * NR, part + k * NR + np, dst + k * NR + jj);
+      jj += np;
+    }
   };
 
   // Thread tiles: pm x pn per output matrix, split (the longer side first) until a tile holds
@@ -149,8 +172,7 @@ void run(const Problem& p) {
                     apre + k0 * Mpad + i * kc);
         } else {
           const int64_t j = (panel - (shared_a ? mt : 0)) * NR;
-          kk.pack_b(p.b + k0 * p.b_rs + j * p.b_cs, p.b_rs, p.b_cs, static_cast<int>(std::min(NR, p.N - j)), kc,
-                    bpre + k0 * Npad + j * kc);
+          pack_b_panel(p.b + k0 * p.b_rs, j, static_cast<int>(std::min(NR, p.N - j)), kc, bpre + k0 * Npad + j * kc);
         }
       }
     });
@@ -200,12 +222,23 @@ void run(const Problem& p) {
           for (int64_t i = 0; i < mc; i += MR) {
             const int m = static_cast<int>(std::min(MR, mc - i));
             const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
-            float* ct = c + (ic + i) * p.c_rs + j * p.c_cs;
+            // A tile across column groups goes through a small buffer (written, not added to:
+            // then added to C as the micro-kernel adds, c + tile).
+            const bool across = p.n_group > 0 && j % p.n_group + n > p.n_group;
+            alignas(32) float tile[kMaxTile];
+            float* ct = across ? tile : c + (ic + i) * p.c_rs + c_col(j);
+            const int64_t rs = across ? NR : p.c_rs, cs = across ? 1 : p.c_cs;
+            const bool add = kb > 0 && !across;
             if (a_in_place && m == MR) {
-              kk.micro_a_rows(kc, arows + i * p.a_rs, p.a_rs, bp, ct, p.c_rs, p.c_cs, n, kb > 0, bias,
-                              p.bias_per_row);
+              kk.micro_a_rows(kc, arows + i * p.a_rs, p.a_rs, bp, ct, rs, cs, n, add, bias, p.bias_per_row);
             } else {
-              kk.micro(kc, ak + i * kc, bp, ct, p.c_rs, p.c_cs, m, n, kb > 0, bias, p.bias_per_row);
+              kk.micro(kc, ak + i * kc, bp, ct, rs, cs, m, n, add, bias, p.bias_per_row);
+            }
+            for (int ii = 0; across && ii < m; ++ii) {
+              for (int jj = 0; jj < n; ++jj) {
+                float& e = c[(ic + i + ii) * p.c_rs + c_col(j + jj)];
+                e = kb > 0 ? e + tile[ii * NR + jj] : tile[ii * NR + jj];
+              }
             }
           }
         }
@@ -227,7 +260,7 @@ void run(const Problem& p) {
           float* dst = bpack + (j - n0) * kc;
           const int n = static_cast<int>(std::min(NR, n1 - j));
           for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
-            kk.pack_b(p.b + b * p.b_batch + k * p.b_rs + j * p.b_cs, p.b_rs, p.b_cs, n, len, dst + off * NR);
+            pack_b_panel(p.b + b * p.b_batch + k * p.b_rs, j, n, len, dst + off * NR);
           });
         }
         for (int64_t ic = m0; ic < m1; ic += mc_step) row_block(kb, ic, bpack);
@@ -285,6 +318,19 @@ at::Tensor strided_pixels(const ConvGeometry& g, const at::Tensor& x) {
 // pixel stride, as in channels_last), so a GEMM can run over the whole batch at once.
 bool batch_folds(const at::Tensor& t, int64_t P) { return t.size(0) <= 1 || t.stride(0) == P * t.stride(3); }
 
+// NCHW: the images' pixels as one column index (Problem::n_group) where P is not a multiple of
+// the register tile's 16 columns (7 x 7: 49 = 3 x 16 + 1 would leave a quarter of the tiles'
+// columns empty; 14 x 14: 196 = 12 x 16 + 4).
+void fold_batch_into_columns(Problem& pr, int64_t P) {
+  if (pr.batch <= 1 || P % avx2_kernels().nr == 0) return;
+  pr.n_group = P;
+  pr.N = pr.batch * P;
+  pr.b_group = pr.b_batch;
+  pr.c_group = pr.c_batch;
+  pr.batch = 1;
+  pr.b_batch = pr.c_batch = 0;
+}
+
 // The GEMM's batch: images one by one, or folded into the M dimension (pixels as rows).
 void fold_batch_into_rows(Problem& pr, const ConvGeometry& g, const at::Tensor& a, const at::Tensor& c) {
   const int64_t P = g.p * g.q;
@@ -335,6 +381,7 @@ bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const a
     pr.b = x.data_ptr<float>(), pr.b_rs = x.stride(1), pr.b_cs = x.stride(3), pr.b_batch = x.stride(0);
     pr.c = output.data_ptr<float>(), pr.c_rs = output.stride(1), pr.c_cs = output.stride(3);
     pr.c_batch = output.stride(0);
+    fold_batch_into_columns(pr, P);
   }
   run(pr);
   calls[0].fetch_add(1, std::memory_order_relaxed);
@@ -368,6 +415,7 @@ bool conv2d_input_grad_gemm(const ConvGeometry& g, const at::Tensor& grad_output
     pr.b = gy, pr.b_rs = grad_output.stride(1), pr.b_cs = grad_output.stride(3);
     pr.b_batch = grad_output.stride(0);
     pr.c = dx.data_ptr<float>(), pr.c_rs = dx.stride(1), pr.c_cs = dx.stride(3), pr.c_batch = dx.stride(0);
+    fold_batch_into_columns(pr, P);
   }
   run(pr);
   if (strided) {

@@ -36,6 +36,11 @@ struct Problem {
   bool reduce_batch = false;
   const float* bias = nullptr;
   bool bias_per_row = false;
+  // With n_group > 0 the columns of B and C come in groups of n_group (several images'
+  // pixels as one column index): column j is column j % n_group of group j / n_group, the
+  // groups b_group and c_group elements apart (element (k, j) of B at b[k * b_rs +
+  // (j / n_group) * b_group + (j % n_group) * b_cs], likewise C). A bias is then per row.
+  int64_t n_group = 0, b_group = 0, c_group = 0;
 };
 
 // Runs p with at::parallel_for over tiles of C. Needs AVX2 + FMA.
