@@ -2,8 +2,9 @@
 three passes, NCHW and channels_last, against PyTorch in fp64 within the rounding bound, over
 shapes of every class: ResNet-50's 1x1 layers (batch 1-2, images shrunk where needed), tails of
 M, N and K that are not multiples of the 6 x 16 register tile, reductions shorter and longer
-than one K block (256 steps) and weight-gradient blocks that span images, stride 2 (gathered
-forward and weight gradient, scattered input gradient), 1x1 images, C tiles split among
+than one K block (256 steps) and weight-gradient blocks that span images, stride 2 (NCHW
+forward read in place by the packing, or gathered; gathered weight gradient, scattered input
+gradient), NCHW images folded into the GEMM's columns, 1x1 images, C tiles split among
 threads, non-contiguous inputs and weights with any strides; that the GEMM path ran (a
 per-process counter) and FASTCONV_CPU_GEMM=0 turns it off; and bit-identical results at 1, 2
 and 3 threads.
@@ -37,6 +38,10 @@ CASES = [
     (2, 20, 9, 11, 30, (2, 3), "stride (2, 3), odd image"),
     (3, 16, 20, 20, 24, 1, "weight gradient: K blocks span images (3 x 400 = 1200 steps)"),
     (1, 64, 40, 40, 96, 1, "C split into several thread tiles"),
+    (2, 32, 16, 16, 24, 2, "NCHW stride 2 read in place: panels across output rows (q = 8)"),
+    (2, 16, 30, 30, 8, 2, "NCHW stride 2 in place, q = 15: panels split mid-row"),
+    (1, 20, 9, 11, 30, (2, 3), "stride (2, 3) in place, one image"),
+    (3, 24, 9, 9, 40, 1, "NCHW images folded into the columns: P = 81, panels across images"),
 ]
 IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "") for c in CASES]
 

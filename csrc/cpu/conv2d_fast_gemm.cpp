@@ -110,8 +110,11 @@ void run(const Problem& p) {
 
   // Packs B's panel of columns [j, j + n), len steps from src (B at its first step), into dst;
   // a panel across column groups part by part (each part packed alone, then copied in).
+  // (columns uniformly spaced despite the groups: one stride, no parts)
+  const bool b_uniform = p.n_group == 0 || p.b_group == p.n_group * p.b_cs;
+  const bool c_uniform = p.n_group == 0 || p.c_group == p.n_group * p.c_cs;
   auto pack_b_panel = [&](const float* src, int64_t j, int n, int64_t len, float* dst) {
-    if (p.n_group == 0 || j % p.n_group + n <= p.n_group) {
+    if (b_uniform || j % p.n_group + n <= p.n_group) {
       kk.pack_b(src + b_col(j), p.b_rs, p.b_cs, n, len, dst);
       return;
     }
@@ -224,7 +227,7 @@ void run(const Problem& p) {
             const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
             // A tile across column groups goes through a small buffer (written, not added to:
             // then added to C as the micro-kernel adds, c + tile).
-            const bool across = p.n_group > 0 && j % p.n_group + n > p.n_group;
+            const bool across = !c_uniform && j % p.n_group + n > p.n_group;
             alignas(32) float tile[kMaxTile];
             float* ct = across ? tile : c + (ic + i) * p.c_rs + c_col(j);
             const int64_t rs = across ? NR : p.c_rs, cs = across ? 1 : p.c_cs;
@@ -358,8 +361,15 @@ bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
 // Y[n, k, p] = sum_c W[k, c] X[n, c, p] + bias[k].
 bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& bias, at::Tensor& output) {
-  const at::Tensor x = strided_pixels(g, input);
+  // NCHW with stride: the packing of B reads the strided pixels in place (column groups of q
+  // pixels, one per output row), no gathered copy; except where the images are better folded
+  // into the columns (fold_batch_into_columns: P short and not a multiple of 16), which needs
+  // the pixels dense.
   const int64_t P = g.p * g.q;
+  const bool strided = g.stride_h > 1 || g.stride_w > 1;
+  const bool strided_in_place =
+      strided && !channels_last(output) && (P % avx2_kernels().nr == 0 || P >= 128 || g.n == 1);
+  const at::Tensor x = strided_in_place ? input : strided_pixels(g, input);
   Problem pr;
   pr.K = g.c;
   pr.batch = g.n;
@@ -381,7 +391,13 @@ bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const a
     pr.b = x.data_ptr<float>(), pr.b_rs = x.stride(1), pr.b_cs = x.stride(3), pr.b_batch = x.stride(0);
     pr.c = output.data_ptr<float>(), pr.c_rs = output.stride(1), pr.c_cs = output.stride(3);
     pr.c_batch = output.stride(0);
-    fold_batch_into_columns(pr, P);
+    if (strided_in_place) {  // column (oh, ow) at oh * stride_h rows + ow * stride_w columns
+      pr.n_group = g.q;
+      pr.b_cs = x.stride(3) * g.stride_w, pr.b_group = x.stride(2) * g.stride_h;
+      pr.c_group = output.stride(2);
+    } else {
+      fold_batch_into_columns(pr, P);
+    }
   }
   run(pr);
   calls[0].fetch_add(1, std::memory_order_relaxed);

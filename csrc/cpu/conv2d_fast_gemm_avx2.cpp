@@ -368,6 +368,23 @@ void pack_b(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* 
     }
     return;
   }
+  if (cs == 2) {  // every other element (1x1 convolutions of stride 2): 2n floats read, the even kept
+    // (masked loads: nothing past the panel's last column is read)
+    const __m256i m0 = first_lanes(2 * n - 1), m1 = first_lanes(2 * n - 9), m2 = first_lanes(2 * n - 17),
+                  m3 = first_lanes(2 * n - 25);
+    for (; k < kc; ++k) {
+      const float* s = src + k * rs;
+      for (int h = 0; h < 2; ++h) {
+        const __m256 a = _mm256_maskload_ps(s + 16 * h, h == 0 ? m0 : m2);
+        const __m256 b = _mm256_maskload_ps(s + 16 * h + 8, h == 0 ? m1 : m3);
+        // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]
+        const __m256 even = _mm256_shuffle_ps(a, b, 0x88);
+        _mm256_storeu_ps(dst + k * NR + 8 * h,
+                         _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8)));
+      }
+    }
+    return;
+  }
   if (rs == 1) {  // columns contiguous in k: 8 x 8 transposes, two per 8 steps
     for (; k + 8 <= kc; k += 8) {
       for (int h = 0; h < 2; ++h) {
