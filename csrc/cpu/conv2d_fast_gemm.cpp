@@ -2,8 +2,9 @@
 // cpu/conv2d_fast_gemm.h), BLIS-style:
 //  - the reduction (K, and the batch where it is summed over) is one concatenated index, cut
 //    into nk equal blocks of at most KC steps (a KC x NR micro-panel of B, 16 KiB, stays in L1
-//    while a whole MC-row block of A streams past it); blocks and batches are summed in order,
-//    so the result depends on the shape alone;
+//    while a whole MC-row block of A streams past it), or into blocks within each image (see
+//    image_blocks); blocks and batches are summed in order, so the result depends on the
+//    shape alone;
 //  - C is cut into thread tiles (one work item each, split over at::parallel_for) of at most
 //    kTileFloats elements (a tile that the K blocks revisit stays in L2); within an item, per
 //    K block, the item's thread packs its columns of B (KC x tile width, in L2/L3), then per
@@ -11,7 +12,11 @@
 //  - an operand that does not depend on the image (the weights) and that several items read
 //    is packed once, in parallel, before the items run; with all of B packed that way the
 //    K blocks become the innermost loop (a row block of C stays in cache across them);
-//  - packing reads any strides: the unit-stride side is copied or transposed in registers.
+//  - packing reads any strides: the unit-stride side is copied or transposed in registers;
+//    an A with unit stride along the reduction is not packed but read in place by
+//    Kernels::micro_a_rows (broadcasts need no contiguous panel);
+//  - B's and C's columns may come in groups (Problem::n_group: images folded into the
+//    columns, or the strided pixels of one output row each).
 // The thread tiles only decide which thread computes an element, never how, so the bits are
 // the same at any thread count.
 #include "cpu/conv2d_fast_gemm.h"

@@ -6,8 +6,9 @@
 //   forward  Y_n[K, P] = W[K, C] X_n[C, P]        (channels_last: Y[N*P, K] = X[N*P, C] W^T)
 //   dgrad    dX_n[C, P] = W^T dY_n[K, P]          (channels_last: dX[N*P, C] = dY[N*P, K] W)
 //   wgrad    dW[K, C] = sum_n dY_n[K, P] X_n[C, P]^T
-// With stride > 1 the strided pixels are gathered first (forward, wgrad) or the result is
-// scattered into a zeroed dX (dgrad). Matrices are described by their element strides, so
+// With stride > 1 the strided pixels are gathered first (wgrad, channels_last forward and short
+// NCHW images) or read in place (NCHW forward), or the result is scattered into a zeroed dX
+// (dgrad). Matrices are described by their element strides, so
 // both layouts (and any weight strides) are the same code.
 #pragma once
 #include <ATen/core/Tensor.h>
