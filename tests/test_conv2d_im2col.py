@@ -146,3 +146,17 @@ def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
         torch.set_num_threads(threads)
     for other in results[1:]:
         assert torch.equal(results[0], other)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_default_choice(fmt, monkeypatch):
+    # Unset, the switch sends channels_last strided layers with >= 64 channels in and out here
+    # (measured faster, csrc/cpu/conv2d_fast_im2col.cpp: forward_applies) and the others to the
+    # direct kernel.
+    monkeypatch.delenv("FASTCONV_CPU_IM2COL", raising=False)
+    strided = (1, 64, 9, 9, 64, (3, 3), 2, 1, 1, "")
+    x, weight, bias, args = _inputs(strided, fmt)
+    _check(x, weight, bias, args, fmt, want_im2col=fmt == torch.channels_last)
+    for case in (CASES[0], CASES[3]):  # C = 3; stride 1
+        x, weight, bias, args = _inputs(case, fmt)
+        _check(x, weight, bias, args, fmt, want_im2col=False)

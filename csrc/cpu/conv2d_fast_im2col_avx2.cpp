@@ -23,22 +23,52 @@ inline __m256i lanes_between(int64_t a, int64_t b) {
 
 }  // namespace
 
-// NCHW: one reduction step is one (tap, channel): nr pixels of one channel plane. Per tap and
-// 8 pixels, the plane offsets are computed once; where all 8 are inside the image and in one
-// row at column stride 1 or 2 (the common case away from borders), each channel is one load
-// (stride 2: two loads and a deinterleave), else a masked hardware gather.
+// NCHW: one reduction step is one (tap, channel): nr pixels of one channel plane, 8 at a time.
+// Where the 8 pixels lie in one output row, the tap's row and first column are two scalars;
+// when the row is inside the image and all 8 columns too (the common case away from borders)
+// each channel is one load at column stride 1, two loads and a deinterleave at stride 2.
+// Everything else (borders, runs across rows, other strides) takes a masked hardware gather
+// over per-pixel plane offsets.
 void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst) {
-  const int64_t C = pp.C, plane = pp.H * pp.W;
-  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t C = pp.C, plane = pp.H * pp.W, sw = pp.sw;
   const __m256i minus1 = _mm256_set1_epi32(-1), Hv = _mm256_set1_epi32(static_cast<int>(pp.H));
   const __m256i Wv = _mm256_set1_epi32(static_cast<int>(pp.W));
-  const __m256i stride = _mm256_mullo_epi32(iota, _mm256_set1_epi32(static_cast<int>(pp.sw)));
   const __m256i first7 = lanes_between(0, 7);
+  bool one_row[4];  // per 8 pixels (nr <= 32 here: the callers' nr is 16)
+  for (int h = 0; h < nr; h += 8) {
+    bool same = pp.ih0[h] != kNoPixel;
+    for (int j = 1; j < 8; ++j) same = same && pp.ih0[h + j] == pp.ih0[h] && pp.iw0[h + j] == pp.iw0[h] + j * sw;
+    one_row[h / 8] = same;
+  }
+  // (r, s, c0): the step k0 + done, advanced without divisions (C may be 1: a piece per step)
+  int64_t c0 = k0 % C, r = (k0 / C) / pp.S, s = (k0 / C) % pp.S;
   for (int64_t done = 0; done < kc;) {
-    const int64_t k = k0 + done, tap = k / C, c0 = k % C, len = std::min(C - c0, kc - done);
-    const int64_t r = tap / pp.S, s = tap % pp.S;
+    const int64_t len = std::min(C - c0, kc - done);
     const float* base = pp.img + c0 * plane;
     for (int h = 0; h < nr; h += 8) {
+      float* d = dst + done * nr + h;
+      if (one_row[h / 8] && (sw == 1 || sw == 2)) {
+        const int64_t ih = pp.ih0[h] + r * pp.dh, iw = pp.iw0[h] + s * pp.dw;
+        if (ih >= 0 && ih < pp.H && iw >= 0 && iw + 7 * sw < pp.W) {
+          const float* p0 = base + ih * pp.W + iw;
+          if (sw == 1) {
+            for (int64_t c = 0; c < len; ++c) _mm256_storeu_ps(d + c * nr, _mm256_loadu_ps(p0 + c * plane));
+          } else if (ih * pp.W + iw + 16 <= plane) {  // elements 0, 2, ..., 14 (15 is in the plane too)
+            for (int64_t c = 0; c < len; ++c) {
+              const float* p = p0 + c * plane;
+              const __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+              _mm256_storeu_ps(d + c * nr, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8)));
+            }
+          } else {  // the plane's last elements: p[15] is not read
+            for (int64_t c = 0; c < len; ++c) {
+              const float* p = p0 + c * plane;
+              const __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_maskload_ps(p + 8, first7), 0x88);
+              _mm256_storeu_ps(d + c * nr, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8)));
+            }
+          }
+          continue;
+        }
+      }
       const __m256i ih = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pp.ih0 + h)),
                                           _mm256_set1_epi32(static_cast<int>(r * pp.dh)));
       const __m256i iw = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pp.iw0 + h)),
@@ -47,27 +77,14 @@ void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst
           _mm256_and_si256(_mm256_and_si256(_mm256_cmpgt_epi32(ih, minus1), _mm256_cmpgt_epi32(Hv, ih)),
                            _mm256_and_si256(_mm256_cmpgt_epi32(iw, minus1), _mm256_cmpgt_epi32(Wv, iw)));
       const __m256i off = _mm256_and_si256(_mm256_add_epi32(_mm256_mullo_epi32(ih, Wv), iw), valid);
-      const int o0 = _mm256_cvtsi256_si32(off);
-      const bool in_row = _mm256_movemask_ps(_mm256_castsi256_ps(valid)) == 0xff &&
-                          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(
-                              off, _mm256_add_epi32(_mm256_set1_epi32(o0), stride)))) == 0xff;
-      float* d = dst + done * nr + h;
-      if (in_row && pp.sw == 1) {
-        for (int64_t c = 0; c < len; ++c) _mm256_storeu_ps(d + c * nr, _mm256_loadu_ps(base + c * plane + o0));
-      } else if (in_row && pp.sw == 2) {  // elements 0, 2, ..., 14 of p (p[15] not read)
-        for (int64_t c = 0; c < len; ++c) {
-          const float* p = base + c * plane + o0;
-          const __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_maskload_ps(p + 8, first7), 0x88);
-          _mm256_storeu_ps(d + c * nr, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8)));
-        }
-      } else {
-        const __m256 mask = _mm256_castsi256_ps(valid);
-        for (int64_t c = 0; c < len; ++c) {
-          _mm256_storeu_ps(d + c * nr, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + c * plane, off, mask, 4));
-        }
+      const __m256 mask = _mm256_castsi256_ps(valid);
+      for (int64_t c = 0; c < len; ++c) {
+        _mm256_storeu_ps(d + c * nr, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + c * plane, off, mask, 4));
       }
     }
     done += len;
+    c0 = 0;
+    if (++s == pp.S) s = 0, ++r;
   }
 }
 
@@ -79,9 +96,11 @@ void gather_nhwc(const NhwcPanel& pp, int mr, int64_t k0, int64_t kc, float* dst
   const int64_t C = pp.C, L = fold ? pp.S * C : C;
   const float* row[8];
   int64_t lo[8], hi[8];
+  const int64_t S = fold ? 1 : pp.S;  // segments per kernel row
+  // (r, s, t0): the step k0 + done, advanced without divisions
+  int64_t t0 = k0 % L, r = (k0 / L) / S, s = (k0 / L) % S;
   for (int64_t done = 0; done < kc;) {
-    const int64_t k = k0 + done, seg = k / L, t0 = k % L, len = std::min(L - t0, kc - done);
-    const int64_t r = fold ? seg : seg / pp.S, s = fold ? 0 : seg % pp.S;
+    const int64_t len = std::min(L - t0, kc - done);
     for (int i = 0; i < 8; ++i) {  // the run of pixel i and its valid elements [lo, hi)
       lo[i] = hi[i] = 0;
       row[i] = nullptr;
@@ -115,6 +134,8 @@ void gather_nhwc(const NhwcPanel& pp, int mr, int64_t k0, int64_t kc, float* dst
       for (int64_t q = 0; q < tend - t; ++q) _mm256_storeu_ps(d + (t - t0 + q) * mr, v[q]);
     }
     done += len;
+    t0 = 0;
+    if (++s == S) s = 0, ++r;
   }
 }
 
