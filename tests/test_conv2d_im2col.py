@@ -3,7 +3,7 @@
 rounding bound, over first layers with C = 3 and C = 1, 5x5 and 5x20 kernels, stride 2, 3 and 4,
 dilation (with and without unit column dilation, which decides how channels_last panels are
 read), padding larger than half the kernel, tails of K (not a multiple of 16 or 6), of the
-pixels and of the reduction blocks (256 steps), batch 1 and more, with and without bias;
+pixels and of the reduction blocks (384 steps), batch 1 and more, with and without bias;
 that the path ran (a per-process counter) under FASTCONV_CPU_IM2COL=1 and not under =0, where
 the direct kernel gives the same values within the same bound; non-contiguous inputs and
 weights; bit-identical results at 1, 2 and 3 threads.
@@ -25,13 +25,13 @@ CASES = [
     (1, 3, 23, 21, 16, (7, 7), 2, 3, 1, "C=3 7x7 stride 2 stem"),
     (1, 1, 20, 45, 10, (5, 20), 2, 0, 1, "C=1 5x20 stride 2 (DeepSpeech)"),
     (2, 7, 13, 30, 9, (5, 10), 2, (1, 3), 1, "5x10 stride 2, padded"),
-    (1, 32, 11, 11, 20, (5, 5), 1, 2, 1, "5x5 pad 2: 800 steps in 4 blocks"),
+    (1, 32, 11, 11, 20, (5, 5), 1, 2, 1, "5x5 pad 2: 800 steps in 3 blocks"),
     (2, 20, 9, 9, 19, (3, 3), 2, 1, 1, "3x3 stride 2"),
     (1, 5, 17, 19, 7, (3, 3), 4, 1, 1, "stride 4"),
     (2, 6, 10, 11, 13, (3, 3), (3, 1), 2, 2, "dilation 2, row stride 3"),
     (1, 4, 6, 7, 5, (3, 3), 1, 3, 1, "padding 3 > half the kernel"),
     (2, 3, 9, 8, 17, (2, 4), (2, 1), (1, 2), (1, 2), "column dilation 2: no row fold"),
-    (1, 300, 5, 6, 33, (1, 3), 1, (0, 1), 1, "1x3 kernel, 900 steps, C not a multiple of 8"),
+    (1, 300, 5, 6, 33, (1, 3), 1, (0, 1), 1, "1x3 kernel, 900 steps in 3 blocks, C not a multiple of 8"),
     (3, 16, 7, 7, 40, (3, 3), 1, 1, 1, "7x7 images, batch 3: 147 pixels"),
     (1, 2, 5, 5, 3, (5, 5), 1, 0, 1, "one output pixel"),
     (2, 64, 8, 8, 96, (3, 5), 1, (1, 2), 1, "3x5 kernel, 64 -> 96 channels"),
