@@ -54,6 +54,14 @@ struct Reduction {
   int64_t kc(int64_t kb) const { return std::min(kc_len, total - kb * kc_len); }
 };
 
+// Whether `items` work items leave a thread idle for long: fewer than 4 per thread, or fewer
+// than 8 per thread and not a multiple of the thread count (9 items on 2 threads: one waits
+// for a ninth of the work).
+bool too_few(int64_t items) {
+  const int64_t T = at::get_num_threads();
+  return items < 4 * T || (items < 8 * T && items % T != 0);
+}
+
 // Y_n[K, P] = W[K, RSC] im2col_n[RSC, P]: A = weights (mr output channels per panel), B =
 // pixels (nr per panel, the flattened output pixels of one image, so panels run across rows).
 void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x, const float* w,
@@ -70,11 +78,10 @@ void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
     }
   });
   // Items: (image, run of pp pixel panels, run of mb channel panels); runs shrink until each
-  // thread has about four items.
-  const int64_t T = at::get_num_threads();
+  // thread has four items or more, in equal numbers where they are few.
   int64_t pp = 4, mb = mt;
   auto items = [&] { return g.n * ceil_div(pt, pp) * ceil_div(mt, mb); };
-  while (items() < 4 * T) {
+  while (too_few(items())) {
     if (pp > 1) {
       pp = ceil_div(pp, 2);
     } else if (mb > 1) {
@@ -134,11 +141,10 @@ void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
     }
   });
   // Items: (run of pm pixel panels, run of nb channel panels); runs shrink until each thread
-  // has about four items.
-  const int64_t T = at::get_num_threads();
+  // has four items or more, in equal numbers where they are few.
   int64_t pm = 16, nb = nt;
   auto items = [&] { return ceil_div(mt, pm) * ceil_div(nt, nb); };
-  while (items() < 4 * T) {
+  while (too_few(items())) {
     if (pm > 2) {
       pm = ceil_div(pm, 2);
     } else if (nb > 1) {
