@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "cpu/conv2d_fast_gemm.h"
+#include "cpu/conv2d_fast_im2col.h"
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_pack.h"
@@ -135,6 +136,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   if (winograd_applies(g, input)) return conv2d_forward_winograd(g, input, weight, bias, output);
   if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
   if (gemm::forward_applies(g, input)) return gemm::conv2d_forward_gemm(g, input, weight, bias, output);
+  if (im2col::forward_applies(g, input, output)) return im2col::conv2d_forward_im2col(g, input, weight, bias, output);
 
   ForwardPlan p;
   p.B = kk->block;

@@ -1,0 +1,248 @@
+// The forward convolution as a packed implicit GEMM (interface and the two GEMM forms in
+// cpu/conv2d_fast_im2col.h), on the 1x1 GEMM's micro-kernel and packing of the weights
+// (cpu/conv2d_fast_gemm.h, gemm::Kernels: mr x nr register tile, packed micro-panels).
+//  - the weights are permuted to (K, R, S, C), so that a row of W[K, RSC] is contiguous, and
+//    packed once per call, in parallel, into micro-panels per reduction block (A panels of mr
+//    output channels for NCHW, B panels of nr output channels for channels_last);
+//  - the reduction RSC is cut into nk equal blocks of at most KC steps (set by the shape
+//    alone); per block, a work item gathers its pixel panels straight from the input (kc x nr
+//    pixels for NCHW, kc x mr for channels_last: at most 64 or 96 pixels, in L1/L2) and runs
+//    the micro-kernel over them and all the weight panels of its output channels (those of
+//    one block, in L2); blocks add to the result in order, the first one starting from the
+//    bias;
+//  - work items are tiles of (image,) pixels x output channels, sized so that each thread gets
+//    several; an element's sum never depends on the tile it is in, so the bits are the same
+//    at any thread count.
+#include "cpu/conv2d_fast_im2col.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+#include "cpu/conv2d_fast_gemm.h"
+#include "cpu/conv2d_fast_util.h"
+
+namespace fastconv::cpu::im2col {
+namespace {
+
+using fastk::ceil_div;
+
+// Reduction steps per block: a KC x 16 panel is 24 KiB (L1: 32 KiB). Measured against 256 and
+// 512 (channels_last res3a/res4a/res5a_branch2b at batch 8, 1 thread): 384 was 0-9% faster.
+constexpr int64_t KC = 384;
+
+std::atomic<int64_t> forward_calls{0};
+
+// FASTCONV_CPU_IM2COL: "0" off, "1" on wherever the path can run, unset: the measured choice.
+int switch_value() {
+  const char* env = std::getenv("FASTCONV_CPU_IM2COL");
+  if (env == nullptr || env[0] == '\0') return -1;
+  return env[0] == '0' ? 0 : 1;
+}
+
+struct Reduction {
+  int64_t total, nk, kc_len;  // RSC steps, blocks, steps per block (the last may be shorter)
+  explicit Reduction(const ConvGeometry& g) : total(g.r * g.s * g.c) {
+    nk = ceil_div(total, KC);
+    kc_len = ceil_div(total, nk);
+  }
+  int64_t k0(int64_t kb) const { return kb * kc_len; }
+  int64_t kc(int64_t kb) const { return std::min(kc_len, total - kb * kc_len); }
+};
+
+// Whether `items` work items leave a thread idle for long: fewer than 4 per thread, or fewer
+// than 8 per thread and not a multiple of the thread count (9 items on 2 threads: one waits
+// for a ninth of the work).
+bool too_few(int64_t items) {
+  const int64_t T = at::get_num_threads();
+  return items < 4 * T || (items < 8 * T && items % T != 0);
+}
+
+// Y_n[K, P] = W[K, RSC] im2col_n[RSC, P]: A = weights (mr output channels per panel), B =
+// pixels (nr per panel, the flattened output pixels of one image, so panels run across rows).
+void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x, const float* w,
+                  const float* bias, float* out, int64_t osn, int64_t osk) {
+  const int64_t MR = kk.mr, NR = kk.nr, M = g.k, P = g.p * g.q;
+  const Reduction red(g);
+  const int64_t mt = ceil_div(M, MR), Mpad = mt * MR, pt = ceil_div(P, NR);
+  float* apre = fastk::workspace(0, Mpad * red.total);  // block kb, panel i at k0 * Mpad + i * kc
+  at::parallel_for(0, red.nk * mt, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t kb = it % red.nk, i = (it / red.nk) * MR, k0 = red.k0(kb), kc = red.kc(kb);
+      kk.pack_a(w + i * red.total + k0, red.total, 1, static_cast<int>(std::min(MR, M - i)), kc,
+                apre + k0 * Mpad + i * kc);
+    }
+  });
+  // Items: (image, run of pp pixel panels, run of mb channel panels); runs shrink until each
+  // thread has four items or more, in equal numbers where they are few.
+  int64_t pp = 4, mb = mt;
+  auto items = [&] { return g.n * ceil_div(pt, pp) * ceil_div(mt, mb); };
+  while (too_few(items())) {
+    if (pp > 1) {
+      pp = ceil_div(pp, 2);
+    } else if (mb > 1) {
+      mb = ceil_div(mb, 2);
+    } else {
+      break;
+    }
+  }
+  const int64_t npb = ceil_div(pt, pp), nmb = ceil_div(mt, mb);
+  at::parallel_for(0, g.n * npb * nmb, 1, [&](int64_t begin, int64_t end) {
+    float* bbuf = fastk::workspace(2, pp * NR * red.kc_len + 8);
+    std::vector<int32_t> ih0(pp * NR), iw0(pp * NR);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t im = it % nmb, jb = (it / nmb) % npb, n = it / (nmb * npb);
+      const int64_t j0 = jb * pp, j1 = std::min(pt, j0 + pp);
+      const int64_t i0 = im * mb * MR, i1 = std::min(M, i0 + mb * MR);
+      for (int64_t j = 0; j < (j1 - j0) * NR; ++j) {
+        const int64_t pix = j0 * NR + j;
+        const bool real = pix < P;
+        ih0[j] = real ? static_cast<int32_t>(conv_input_coord(pix / g.q, 0, g.stride_h, g.pad_h, g.dil_h)) : kNoPixel;
+        iw0[j] = real ? static_cast<int32_t>(conv_input_coord(pix % g.q, 0, g.stride_w, g.pad_w, g.dil_w)) : kNoPixel;
+      }
+      for (int64_t kb = 0; kb < red.nk; ++kb) {
+        const int64_t k0 = red.k0(kb), kc = red.kc(kb);
+        for (int64_t jp = j0; jp < j1; ++jp) {
+          const int64_t o = (jp - j0) * NR;
+          const NchwPanel panel{x + n * g.c * g.h * g.w, g.h, g.w, g.c, g.s, g.dil_h, g.dil_w, g.stride_w,
+                                ih0.data() + o, iw0.data() + o};
+          gather_nchw(panel, static_cast<int>(NR), k0, kc, bbuf + (jp - j0) * kc * NR);
+        }
+        for (int64_t jp = j0; jp < j1; ++jp) {
+          const int nvalid = static_cast<int>(std::min(NR, P - jp * NR));
+          for (int64_t i = i0; i < i1; i += MR) {
+            const int m = static_cast<int>(std::min(MR, M - i));
+            kk.micro(kc, apre + k0 * Mpad + i * kc, bbuf + (jp - j0) * kc * NR, out + n * osn + i * osk + jp * NR,
+                     osk, 1, m, nvalid, kb > 0, (kb == 0 && bias) ? bias + i : nullptr, true);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Y[N*P, K] = im2col[N*P, RSC] W[K, RSC]^T: A = pixels (mr per panel, the output pixels of all
+// images as one index), B = weights (nr output channels per panel).
+void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x, const float* w,
+                  const float* bias, float* out) {
+  const int64_t MR = kk.mr, NR = kk.nr, N = g.k, P = g.p * g.q, M = g.n * P;
+  const Reduction red(g);
+  const int64_t nt = ceil_div(N, NR), Npad = nt * NR, mt = ceil_div(M, MR);
+  float* bpre = fastk::workspace(0, Npad * red.total);  // block kb, panel j at k0 * Npad + j * kc
+  at::parallel_for(0, red.nk * nt, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t kb = it % red.nk, j = (it / red.nk) * NR, k0 = red.k0(kb), kc = red.kc(kb);
+      kk.pack_b(w + j * red.total + k0, 1, red.total, static_cast<int>(std::min(NR, N - j)), kc,
+                bpre + k0 * Npad + j * kc);
+    }
+  });
+  // Items: (run of pm pixel panels, run of nb channel panels); runs shrink until each thread
+  // has four items or more, in equal numbers where they are few.
+  int64_t pm = 16, nb = nt;
+  auto items = [&] { return ceil_div(mt, pm) * ceil_div(nt, nb); };
+  while (too_few(items())) {
+    if (pm > 2) {
+      pm = ceil_div(pm, 2);
+    } else if (nb > 1) {
+      nb = ceil_div(nb, 2);
+    } else {
+      break;
+    }
+  }
+  const int64_t npb = ceil_div(mt, pm), nnb = ceil_div(nt, nb);
+  at::parallel_for(0, npb * nnb, 1, [&](int64_t begin, int64_t end) {
+    float* abuf = fastk::workspace(2, pm * MR * red.kc_len + 8);
+    std::vector<int64_t> img(pm * MR), ih0(pm * MR), iw0(pm * MR);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t jb = it % nnb, ib = it / nnb;
+      const int64_t i0 = ib * pm, i1 = std::min(mt, i0 + pm);  // pixel panels
+      const int64_t c0 = jb * nb * NR, c1 = std::min(N, c0 + nb * NR);
+      for (int64_t i = 0; i < (i1 - i0) * MR; ++i) {
+        const int64_t pix = i0 * MR + i, p = pix % P;
+        img[i] = pix < M ? pix / P : -1;
+        ih0[i] = conv_input_coord(p / g.q, 0, g.stride_h, g.pad_h, g.dil_h);
+        iw0[i] = conv_input_coord(p % g.q, 0, g.stride_w, g.pad_w, g.dil_w);
+      }
+      for (int64_t kb = 0; kb < red.nk; ++kb) {
+        const int64_t k0 = red.k0(kb), kc = red.kc(kb);
+        for (int64_t ip = i0; ip < i1; ++ip) {  // in order: each may write into the next's start
+          const int64_t o = (ip - i0) * MR;
+          const NhwcPanel panel{x, g.h, g.w, g.c, g.s, g.dil_h, g.dil_w, img.data() + o, ih0.data() + o,
+                                iw0.data() + o};
+          gather_nhwc(panel, static_cast<int>(MR), k0, kc, abuf + (ip - i0) * kc * MR);
+        }
+        for (int64_t j = c0; j < c1; j += NR) {
+          const int nvalid = static_cast<int>(std::min(NR, N - j));
+          for (int64_t ip = i0; ip < i1; ++ip) {
+            const int m = static_cast<int>(std::min(MR, M - ip * MR));
+            kk.micro(kc, abuf + (ip - i0) * kc * MR, bpre + k0 * Npad + j * kc, out + ip * MR * N + j, N, 1, m,
+                     nvalid, kb > 0, (kb == 0 && bias) ? bias + j : nullptr, false);
+          }
+        }
+      }
+    }
+  });
+}
+
+// channels_last when either tensor is only that (a tensor with one channel or one pixel can be
+// both, its memory the same either way).
+bool channels_last(const at::Tensor& input, const at::Tensor& output) {
+  return !input.is_contiguous() || !output.is_contiguous();
+}
+
+}  // namespace
+
+bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output) {
+  const int mode = switch_value();
+  if (mode == 0 || input.scalar_type() != at::kFloat || g.groups != 1 || fastk::pick_kernels() == nullptr) {
+    return false;
+  }
+  const gemm::Kernels& kk = gemm::avx2_kernels();
+  // the gathers: at most 8 pixels per A panel, 1-4 whole vectors per B panel, int32 offsets
+  if (kk.mr > 8 || kk.nr % 8 != 0 || kk.nr > 32 || g.h * g.w >= (int64_t{1} << 30)) return false;
+  const bool cl = channels_last(input, output);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (!input.is_contiguous(fmt) || !output.is_contiguous(fmt)) return false;
+  if (mode == 1) return true;
+  // Measured against the direct kernel (1 thread, CPU time per call, interleaved, load ~3 on
+  // the 2 cores; speedup over PyTorch, direct -> implicit GEMM): channels_last strided layers
+  // with >= 64 channels in and out gain: ResNet-50 batch 8 res3a_branch2b 0.79 -> 0.89x,
+  // res4a 0.84 -> 0.97x, res5a 0.96 -> 1.16x, res3a at batch 1 0.82 -> 0.97x. Everything else
+  // measured slower or equal: NCHW (res4a 0.90 -> 0.81x, res5a 0.92 -> 0.62x: 16-pixel panels
+  // of one 7 x 7 image waste a quarter of the tile), few channels, where gathering a panel
+  // costs too much per use (conv1 C = 3: 1.16 -> 0.86x channels_last; DeepSpeech K = 32:
+  // 0.90 -> 0.44x), 5x5 stride 1 (alexnet conv2 1.33 -> 1.20x), 3x3 stride 1 on 7 x 7
+  // (res5b 1.16 -> 1.15x).
+  return cl && (g.stride_h > 1 || g.stride_w > 1) && g.c >= 64 && g.k >= 64;
+}
+
+bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                           const at::Tensor& bias, at::Tensor& output) {
+  const gemm::Kernels& kk = gemm::avx2_kernels();
+  const at::Tensor w = weight.permute({0, 2, 3, 1}).contiguous();  // (K, R, S, C): rows of W[K, RSC]
+  const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  if (channels_last(input, output)) {
+    forward_nhwc(kk, g, input.data_ptr<float>(), w.data_ptr<float>(), b, output.data_ptr<float>());
+  } else {
+    forward_nchw(kk, g, input.data_ptr<float>(), w.data_ptr<float>(), b, output.data_ptr<float>(),
+                 output.stride(0), output.stride(1));
+  }
+  forward_calls.fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+namespace {
+int64_t im2col_info() { return forward_calls.load(); }
+}  // namespace
+
+}  // namespace fastconv::cpu::im2col
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  // _conv2d_cpu_im2col_info() -> int: how many forward passes the implicit-GEMM path
+  // (csrc/cpu/conv2d_fast_im2col.cpp) has computed in this process. For tests and benchmarks.
+  m.def("_conv2d_cpu_im2col_info() -> int", &fastconv::cpu::im2col::im2col_info);
+}

@@ -1,0 +1,54 @@
+// The forward convolution as a packed implicit GEMM (cpu/conv2d_fast_im2col.cpp: blocking,
+// weight packing, threading; cpu/conv2d_fast_im2col_avx2.cpp: the gathers of pixel panels),
+// on the micro-kernel of the 1x1 GEMM (cpu/conv2d_fast_gemm.h, gemm::Kernels).
+//
+// The reduction index runs over taps, then input channels: k = (r * S + s) * C + c. Per layout:
+//   NCHW           Y_n[K, P] = W[K, RSC] im2col_n[RSC, P]   (pixels are the GEMM's N side)
+//   channels_last  Y[N*P, K] = im2col[N*P, RSC] W[K, RSC]^T  (pixels are the M side)
+// The weight operand is packed once per call; the im2col operand is never built: each
+// micro-panel of pixels (nr pixels x kc steps for NCHW, mr pixels x kc steps for
+// channels_last) is gathered straight from the input, padding read as zeros.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "common/conv.h"
+
+namespace fastconv::cpu::im2col {
+
+// Where the pixels of one NCHW panel read: per pixel j < nr, the input row and column of its
+// tap (0, 0) (ih0, iw0; a pixel past the end of the image has ih0 = kNoPixel, so every tap of
+// it is padding).
+constexpr int32_t kNoPixel = -(1 << 30);
+struct NchwPanel {
+  const float* img;  // image n, channel 0
+  int64_t H, W, C, S, dh, dw, sw;
+  const int32_t* ih0;
+  const int32_t* iw0;
+};
+// dst[(k - k0) * nr + j] = im2col element (k, pixel j) for k in [k0, k0 + kc); nr % 8 == 0.
+// May write up to 8 floats past the panel's end (callers leave that room).
+void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst);
+
+// One channels_last panel: per pixel i < mr (mr <= 8), the image and the input row and column
+// of its tap (0, 0); n < 0 marks a pixel past the end (all padding).
+struct NhwcPanel {
+  const float* x;  // the whole NHWC input
+  int64_t H, W, C, S, dh, dw;
+  const int64_t* n;
+  const int64_t* ih0;
+  const int64_t* iw0;
+};
+// dst[(k - k0) * mr + i] = im2col element (pixel i, k) for k in [k0, k0 + kc). May write up to
+// 8 floats past the panel's end.
+void gather_nhwc(const NhwcPanel& pp, int mr, int64_t k0, int64_t kc, float* dst);
+
+// Whether this path takes the forward pass (fp32, no groups, the AVX2 kernels on; the
+// FASTCONV_CPU_IM2COL switch: 0 off, 1 on wherever it can run, unset: where it measured
+// faster than the direct kernel), and the pass itself (tensors as in cpu/conv2d_fast.h).
+bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output);
+bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                           const at::Tensor& bias, at::Tensor& output);
+
+}  // namespace fastconv::cpu::im2col

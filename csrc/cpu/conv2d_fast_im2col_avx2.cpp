@@ -1,0 +1,144 @@
+// The AVX2 gathers of the implicit-GEMM forward (cpu/conv2d_fast_im2col.h): micro-panels of
+// im2col read straight from the input, padding as zeros, 8 lanes at a time.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "cpu/conv2d_fast_im2col.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+#include "cpu/avx2_transpose8.h"
+
+namespace fastconv::cpu::im2col {
+namespace {
+
+// Lanes [a, b) set (0 <= a <= b <= 8).
+inline __m256i lanes_between(int64_t a, int64_t b) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(a)), iota),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(b)), iota));
+}
+
+}  // namespace
+
+// NCHW: one reduction step is one (tap, channel): nr pixels of one channel plane, 8 at a time.
+// Where the 8 pixels lie in one output row, the tap's row and first column are two scalars;
+// when the row is inside the image and all 8 columns too (the common case away from borders)
+// each channel is one load at column stride 1, two loads and a deinterleave at stride 2.
+// Everything else (borders, runs across rows, other strides) takes a masked hardware gather
+// over per-pixel plane offsets.
+void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst) {
+  const int64_t C = pp.C, plane = pp.H * pp.W, sw = pp.sw;
+  const __m256i minus1 = _mm256_set1_epi32(-1), Hv = _mm256_set1_epi32(static_cast<int>(pp.H));
+  const __m256i Wv = _mm256_set1_epi32(static_cast<int>(pp.W));
+  const __m256i first7 = lanes_between(0, 7);
+  bool one_row[4];  // per 8 pixels (nr <= 32 here: the callers' nr is 16)
+  for (int h = 0; h < nr; h += 8) {
+    bool same = pp.ih0[h] != kNoPixel;
+    for (int j = 1; j < 8; ++j) same = same && pp.ih0[h + j] == pp.ih0[h] && pp.iw0[h + j] == pp.iw0[h] + j * sw;
+    one_row[h / 8] = same;
+  }
+  // (r, s, c0): the step k0 + done, advanced without divisions (C may be 1: a piece per step)
+  int64_t c0 = k0 % C, r = (k0 / C) / pp.S, s = (k0 / C) % pp.S;
+  for (int64_t done = 0; done < kc;) {
+    const int64_t len = std::min(C - c0, kc - done);
+    const float* base = pp.img + c0 * plane;
+    for (int h = 0; h < nr; h += 8) {
+      float* d = dst + done * nr + h;
+      if (one_row[h / 8] && (sw == 1 || sw == 2)) {
+        const int64_t ih = pp.ih0[h] + r * pp.dh, iw = pp.iw0[h] + s * pp.dw;
+        if (ih >= 0 && ih < pp.H && iw >= 0 && iw + 7 * sw < pp.W) {
+          const float* p0 = base + ih * pp.W + iw;
+          if (sw == 1) {
+            for (int64_t c = 0; c < len; ++c) _mm256_storeu_ps(d + c * nr, _mm256_loadu_ps(p0 + c * plane));
+          } else if (ih * pp.W + iw + 16 <= plane) {  // elements 0, 2, ..., 14 (15 is in the plane too)
+            for (int64_t c = 0; c < len; ++c) {
+              const float* p = p0 + c * plane;
+              const __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+              _mm256_storeu_ps(d + c * nr, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8)));
+            }
+          } else {  // the plane's last elements: p[15] is not read
+            for (int64_t c = 0; c < len; ++c) {
+              const float* p = p0 + c * plane;
+              const __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_maskload_ps(p + 8, first7), 0x88);
+              _mm256_storeu_ps(d + c * nr, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), 0xD8)));
+            }
+          }
+          continue;
+        }
+      }
+      const __m256i ih = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pp.ih0 + h)),
+                                          _mm256_set1_epi32(static_cast<int>(r * pp.dh)));
+      const __m256i iw = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pp.iw0 + h)),
+                                          _mm256_set1_epi32(static_cast<int>(s * pp.dw)));
+      const __m256i valid =
+          _mm256_and_si256(_mm256_and_si256(_mm256_cmpgt_epi32(ih, minus1), _mm256_cmpgt_epi32(Hv, ih)),
+                           _mm256_and_si256(_mm256_cmpgt_epi32(iw, minus1), _mm256_cmpgt_epi32(Wv, iw)));
+      const __m256i off = _mm256_and_si256(_mm256_add_epi32(_mm256_mullo_epi32(ih, Wv), iw), valid);
+      const __m256 mask = _mm256_castsi256_ps(valid);
+      for (int64_t c = 0; c < len; ++c) {
+        _mm256_storeu_ps(d + c * nr, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + c * plane, off, mask, 4));
+      }
+    }
+    done += len;
+    c0 = 0;
+    if (++s == pp.S) s = 0, ++r;
+  }
+}
+
+// channels_last: the reduction steps of one kernel row (dw == 1: its S x C elements are one
+// contiguous run of an input row) or of one tap (C elements) are read per pixel 8 at a time,
+// the padding masked off, and turned into 8 steps of the panel by an 8 x 8 transpose.
+void gather_nhwc(const NhwcPanel& pp, int mr, int64_t k0, int64_t kc, float* dst) {
+  const bool fold = pp.dw == 1;
+  const int64_t C = pp.C, L = fold ? pp.S * C : C;
+  const float* row[8];
+  int64_t lo[8], hi[8];
+  const int64_t S = fold ? 1 : pp.S;  // segments per kernel row
+  // (r, s, t0): the step k0 + done, advanced without divisions
+  int64_t t0 = k0 % L, r = (k0 / L) / S, s = (k0 / L) % S;
+  for (int64_t done = 0; done < kc;) {
+    const int64_t len = std::min(L - t0, kc - done);
+    for (int i = 0; i < 8; ++i) {  // the run of pixel i and its valid elements [lo, hi)
+      lo[i] = hi[i] = 0;
+      row[i] = nullptr;
+      if (i >= mr || pp.n[i] < 0) continue;
+      const int64_t ih = pp.ih0[i] + r * pp.dh, iw = pp.iw0[i] + s * pp.dw;
+      if (ih < 0 || ih >= pp.H) continue;
+      row[i] = pp.x + ((pp.n[i] * pp.H + ih) * pp.W + iw) * C;  // may point before the row: masked
+      if (fold) {
+        lo[i] = std::clamp<int64_t>(-iw, 0, pp.S) * C;
+        hi[i] = std::clamp<int64_t>(pp.W - iw, 0, pp.S) * C;
+      } else if (iw >= 0 && iw < pp.W) {
+        hi[i] = C;
+      }
+    }
+    float* d = dst + done * mr;
+    for (int64_t t = t0; t < t0 + len; t += 8) {
+      const int64_t tend = std::min(t + 8, t0 + len);
+      __m256 v[8];
+      for (int i = 0; i < 8; ++i) {
+        const int64_t a = std::max(lo[i], t), b = std::min(hi[i], tend);
+        if (b - a == 8) {
+          v[i] = _mm256_loadu_ps(row[i] + t);
+        } else if (b <= a) {
+          v[i] = _mm256_setzero_ps();
+        } else {
+          v[i] = _mm256_maskload_ps(row[i] + t, lanes_between(a - t, b - t));
+        }
+      }
+      avx2::transpose8(v);
+      // 8 floats per step of which mr are kept: the rest is overwritten by the next step
+      for (int64_t q = 0; q < tend - t; ++q) _mm256_storeu_ps(d + (t - t0 + q) * mr, v[q]);
+    }
+    done += len;
+    t0 = 0;
+    if (++s == S) s = 0, ++r;
+  }
+}
+
+}  // namespace fastconv::cpu::im2col
+
+#pragma GCC pop_options
