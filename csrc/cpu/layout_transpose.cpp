@@ -1,7 +1,9 @@
-// See layout_transpose.h: the float transpose, one clone per instruction set (GCC
+// See layout_transpose.h: the transpose of 4-byte elements (float, int32), one clone per instruction set (GCC
 // target_clones: AVX2 and portable; the running CPU picks at load time). 8x8 blocks go through
 // registers as three rounds of shuffles (GCC vector extensions: unpack, 64-bit pair shuffle,
 // 128-bit lane swap on AVX2); edges that are not whole blocks are moved one element at a time.
+// Elements are only loaded, shuffled and stored as bits (memcpy, no arithmetic), so int32 data
+// goes through the same code unchanged.
 #include "cpu/layout_transpose.h"
 
 #include <cstring>
@@ -41,9 +43,14 @@ __attribute__((always_inline)) inline void transpose8x8(const float* src, int64_
   }
 }
 
+// One element's 4 bytes, unchanged (the data may be int32 viewed through float pointers).
+__attribute__((always_inline)) inline void move(const float* src, float* dst) {
+  std::memcpy(dst, src, sizeof(float));
+}
+
 }  // namespace
 
-__attribute__((target_clones("avx2", "default"))) void transpose_f32(
+__attribute__((target_clones("avx2", "default"))) void transpose_32bit(
     const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
   for (int64_t J = 0; J < cols; J += kTransposePanelColumns) {
     for (int64_t I = 0; I < rows; I += kTransposePanelRows) {
@@ -57,10 +64,10 @@ __attribute__((target_clones("avx2", "default"))) void transpose_f32(
           for (int64_t j = j0; j < j8; j += 8)
             transpose8x8(src + i * src_ld + j, src_ld, dst + j * dst_ld + i, dst_ld);
           for (int64_t ii = i; ii < i + 8; ++ii)  // columns past the last whole block
-            for (int64_t j = j8; j < j1; ++j) dst[j * dst_ld + ii] = src[ii * src_ld + j];
+            for (int64_t j = j8; j < j1; ++j) move(src + ii * src_ld + j, dst + j * dst_ld + ii);
         }
         for (int64_t i = i8; i < i1; ++i)  // rows past the last whole block
-          for (int64_t j = j0; j < j1; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+          for (int64_t j = j0; j < j1; ++j) move(src + i * src_ld + j, dst + j * dst_ld + i);
       }
     }
   }

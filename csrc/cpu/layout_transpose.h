@@ -27,17 +27,20 @@ constexpr int64_t kTransposePanelRows = 16;
 constexpr int64_t kTransposePanelColumns = 512;
 constexpr int64_t kTransposeColumns = 32;
 
-// dst[j * dst_ld + i] = src[i * src_ld + j] for i < rows, j < cols (float, one thread).
-void transpose_f32(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
-                   int64_t cols);
+// dst[j * dst_ld + i] = src[i * src_ld + j] for i < rows, j < cols (one thread), for 4-byte
+// elements moved as bits (float, or int32 passed through float pointers).
+void transpose_32bit(const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows,
+                     int64_t cols);
 
-// The same for any pair of element types (one thread): float -> float as above, others in the
-// same blocked order with scalar moves.
+// The same for any pair of element types (one thread): float -> float and int32 -> int32 as
+// above, others in the same blocked order with scalar moves.
 template <typename S, typename D>
 void transpose(const S* src, int64_t src_ld, D* dst, int64_t dst_ld, int64_t rows,
                int64_t cols) {
-  if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
-    transpose_f32(src, src_ld, dst, dst_ld, rows, cols);
+  if constexpr (std::is_same_v<S, D> &&
+                (std::is_same_v<S, float> || std::is_same_v<S, int32_t>)) {
+    transpose_32bit(reinterpret_cast<const float*>(src), src_ld, reinterpret_cast<float*>(dst),
+                    dst_ld, rows, cols);
   } else {
     for (int64_t J = 0; J < cols; J += kTransposePanelColumns) {
       const int64_t j1 = std::min(cols, J + kTransposePanelColumns);

@@ -37,6 +37,11 @@ struct AlignArgs {
   bool aligned;
 };
 
+// Pixel (row r, column q) of a grid is at r * row + q * col; a pixel's channels are adjacent.
+struct Grid {
+  int64_t row, col;
+};
+
 // The per-axis taps of one box: ys[ph * grid_h + iy], xs[pw * grid_w + ix].
 template <typename acc_t>
 struct BoxTaps {
@@ -96,6 +101,21 @@ struct BoxTaps {
     return false;
   }
 
+  // The in-range samples of bin (ph, pw) whose low row tap lies in [r0, r1), in torchvision's
+  // order, as corner offsets in grid g whose origin is map pixel (r0, q0).
+  void bin_samples(int64_t ph, int64_t pw, Grid g, int64_t r0, int64_t r1, int64_t q0,
+                   std::vector<cpu::BilinearSample<acc_t>>& out) const {
+    out.clear();
+    for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
+      if (ty.low < r0 || ty.low >= r1) return;
+      const int64_t y0 = (ty.low - r0) * g.row, y1 = (ty.high - r0) * g.row;
+      const int64_t x0 = (tx.low - q0) * g.col, x1 = (tx.high - q0) * g.col;
+      out.push_back({{y0 + x0, y0 + x1, y1 + x0, y1 + x1},
+                     {ty.w_low * tx.w_low, ty.w_low * tx.w_high, ty.w_high * tx.w_low,
+                      ty.w_high * tx.w_high}});
+    });
+  }
+
   // Calls f(y_tap, x_tap) for every in-range sample of bin (ph, pw), in torchvision's order.
   template <typename F>
   void for_each_sample(int64_t ph, int64_t pw, F f) const {
@@ -114,27 +134,17 @@ struct BoxTaps {
   static bool in_range(const AxisTap<acc_t>& t) { return t.w_low != acc_t(0) || t.w_high != acc_t(0); }
 };
 
-// Pixel (row r, column q) of a grid is at r * row + q * col; a pixel's channels are adjacent.
-struct Grid {
-  int64_t row, col;
-};
-
 // A box's bins over n channels of grid g: channel c of bin b goes to dst[b * b_stride +
-// c * c_stride]. acc: n accumulators.
+// c * c_stride]. acc: n accumulators; samples: scratch.
 template <typename scalar_t, typename acc_t>
 void box_bins(const BoxTaps<acc_t>& taps, const scalar_t* grid, Grid g, int64_t n,
-              acc_t* acc, scalar_t* dst, int64_t b_stride, int64_t c_stride, const AlignArgs& a) {
+              acc_t* acc, std::vector<cpu::BilinearSample<acc_t>>& samples, scalar_t* dst,
+              int64_t b_stride, int64_t c_stride, const AlignArgs& a) {
   for (int64_t ph = 0; ph < a.PH; ++ph) {
     for (int64_t pw = 0; pw < a.PW; ++pw) {
       std::fill_n(acc, n, acc_t(0));
-      taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
-        const scalar_t* low = grid + ty.low * g.row;
-        const scalar_t* high = grid + ty.high * g.row;
-        cpu::bilinear_accumulate(acc, low + tx.low * g.col, low + tx.high * g.col,
-                                 high + tx.low * g.col, high + tx.high * g.col,
-                                 ty.w_low * tx.w_low, ty.w_low * tx.w_high, ty.w_high * tx.w_low,
-                                 ty.w_high * tx.w_high, n);
-      });
+      taps.bin_samples(ph, pw, g, 0, a.H, 0, samples);
+      cpu::samples_accumulate(acc, grid, samples.data(), samples.size(), n);
       scalar_t* d = dst + (ph * a.PW + pw) * b_stride;
       for (int64_t c = 0; c < n; ++c) d[c * c_stride] = static_cast<scalar_t>(acc[c] / taps.box.count);
     }
@@ -143,30 +153,34 @@ void box_bins(const BoxTaps<acc_t>& taps, const scalar_t* grid, Grid g, int64_t 
 
 // A box's gradient scattered onto n channels of grid g (acc_t), only into the map rows
 // [r0, r1), which the grid holds from its row 0 (all rows by default). gk: grad_output at (box,
-// first channel) with strides gs; g: n scratch values. Skipping the corners outside the band
-// leaves every element's additions in the same order as without bands.
+// first channel) with strides gs; g: n scratch values; corners: scratch. Skipping the corners
+// outside the band leaves every element's additions in the same order as without bands.
 template <typename scalar_t, typename acc_t>
 void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 gs, int64_t n,
-                 acc_t* g, acc_t* grid, Grid gd, const AlignArgs& a, int64_t r0 = 0,
-                 int64_t r1 = INT64_MAX) {
+                 acc_t* g, std::vector<cpu::Corner<acc_t>>& corners, acc_t* grid, Grid gd,
+                 const AlignArgs& a, int64_t r0 = 0, int64_t r1 = INT64_MAX) {
   const bool whole = r0 <= 0 && r1 >= a.H;
   for (int64_t ph = 0; ph < a.PH; ++ph) {
     if (!whole && !taps.bin_row_reads(ph, r0, r1)) continue;
     for (int64_t pw = 0; pw < a.PW; ++pw) {
-      const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
-      for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
+      corners.clear();
       taps.for_each_sample(ph, pw, [&](const AxisTap<acc_t>& ty, const AxisTap<acc_t>& tx) {
+        const int64_t x0 = tx.low * gd.col, x1 = tx.high * gd.col;
         if (whole || (ty.low >= r0 && ty.low < r1)) {
-          acc_t* low = grid + (ty.low - r0) * gd.row;
-          cpu::scatter(low + tx.low * gd.col, g, ty.w_low * tx.w_low, n);
-          cpu::scatter(low + tx.high * gd.col, g, ty.w_low * tx.w_high, n);
+          const int64_t y = (ty.low - r0) * gd.row;
+          corners.push_back({y + x0, ty.w_low * tx.w_low});
+          corners.push_back({y + x1, ty.w_low * tx.w_high});
         }
         if (whole || (ty.high >= r0 && ty.high < r1)) {
-          acc_t* high = grid + (ty.high - r0) * gd.row;
-          cpu::scatter(high + tx.low * gd.col, g, ty.w_high * tx.w_low, n);
-          cpu::scatter(high + tx.high * gd.col, g, ty.w_high * tx.w_high, n);
+          const int64_t y = (ty.high - r0) * gd.row;
+          corners.push_back({y + x0, ty.w_high * tx.w_low});
+          corners.push_back({y + x1, ty.w_high * tx.w_high});
         }
       });
+      if (corners.empty()) continue;
+      const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
+      for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
+      cpu::corners_scatter(grid, corners.data(), corners.size(), g, n);
     }
   }
 }
@@ -181,6 +195,7 @@ void forward_channels_last(const scalar_t* x, const scalar_t* rois, scalar_t* ou
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
+    std::vector<cpu::BilinearSample<acc_t>> samples;
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
       scalar_t* box_out = out + k * bins * C;
@@ -189,7 +204,7 @@ void forward_channels_last(const scalar_t* x, const scalar_t* rois, scalar_t* ou
         continue;
       }
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * HW * C;
-      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), box_out, C, 1, a);
+      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), samples, box_out, C, 1, a);
     }
   });
 }
@@ -315,6 +330,7 @@ void backward_channels_last(const scalar_t* go, cpu::Strides4 gs, const scalar_t
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> buf, g(blocks.width);
+    std::vector<cpu::Corner<acc_t>> corners;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
       const int64_t width = std::min(blocks.width, a.C - c0);
@@ -324,7 +340,7 @@ void backward_channels_last(const scalar_t* go, cpu::Strides4 gs, const scalar_t
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!taps.compute(rois + 5 * k, a)) continue;
-        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), t.data,
+        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), corners, t.data,
                     Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
       }
       t.finish();
@@ -359,6 +375,7 @@ void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, s
   all_box_taps(rois, a, taps, valid);
   at::parallel_for(0, a.N * count * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf, g(width);
+    std::vector<cpu::Corner<acc_t>> corners;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / (count * bands), c0 = (u / bands % count) * width;
       const int64_t r0 = u % bands * band, r1 = std::min(a.H, r0 + band);
@@ -367,7 +384,7 @@ void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, s
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!valid[k] || taps[k].row_max < r0 || taps[k].row_min >= r1) continue;
-        box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), buf.data(),
+        box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), corners, buf.data(),
                     Grid{a.W * w, w}, a, r0, r1);
       }
       cpu::transpose(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW, (r1 - r0) * a.W, w);

@@ -1,8 +1,9 @@
 // CPU kernels of roi_pool and its backward (rules: common/roi.h, contracts: schemas/roi.cpp).
 //
 // Forward: boxes split over threads; every bin takes the running maximum over its pixels for
-// all C channels, 32 at a time in registers (channels_last data, cpu/roi_simd.h), and writes
-// it straight into the output in either layout; an NCHW input is transposed once. Backward:
+// all C channels, 32 at a time in registers (channels_last data, cpu/roi_simd.h), straight into
+// a channels_last output, or into a tile transposed into an NCHW one; an NCHW input is
+// transposed once. Backward:
 // race-free units of (image, channel block) that add grad_output at the argmax in box order
 // (cpu/roi_units.h), reading grad_output and argmax in place in any layout (prefetching the
 // next box's block), into channel planes.
@@ -24,8 +25,6 @@
 namespace fastconv {
 namespace {
 
-constexpr int64_t kTileChannels = 32;
-
 struct PoolArgs {
   int64_t N, C, H, W, K, PH, PW;
   double spatial_scale;
@@ -39,7 +38,10 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
   const int64_t C = a.C, bins = a.PH * a.PW;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     std::vector<RoiPoolRange> rows(a.PH), cols(a.PW);
-    std::vector<scalar_t> tile(channels_last ? 0 : kTileChannels * bins);
+    // NCHW: a box's bins go into (bins, C) tiles (100 KB each for C = 512, in L2) as they do
+    // into a channels_last output, then through a blocked transpose into the output's (C, bins)
+    // rows: storing each bin's channels 49 elements apart instead took 3x as long
+    std::vector<scalar_t> tile(channels_last ? 0 : bins * C);
     std::vector<int32_t> tile_idx(tile.size());
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
@@ -49,29 +51,17 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
       for (int64_t pw = 0; pw < a.PW; ++pw)
         cols[pw] = roi_pool_range<acc_t>(box.start_w, box.roi_w, a.PW, pw, a.W);
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * a.H * a.W * C;
-      const auto bin = [&](int64_t ph, int64_t pw, int64_t c0, int64_t n, scalar_t* dst,
-                           int32_t* dst_idx, int64_t stride) {
-        cpu::bin_max(image + c0, a.W, C, rows[ph].start, rows[ph].end, cols[pw].start,
-                     cols[pw].end, dst, dst_idx, stride, n);
-      };
-      if (channels_last) {  // bin by bin, all channels, straight into the output
-        for (int64_t ph = 0; ph < a.PH; ++ph)
-          for (int64_t pw = 0; pw < a.PW; ++pw) {
-            const int64_t at = (k * bins + ph * a.PW + pw) * C;
-            bin(ph, pw, 0, C, out + at, argmax + at, 1);
-          }
-        continue;
-      }
-      // NCHW: 32 channels at a time through (32, bins) tiles that stay in L1, then copied out
-      // as whole rows (strided stores straight into the output would miss L1 every time)
-      for (int64_t c0 = 0; c0 < C; c0 += kTileChannels) {
-        const int64_t n = std::min(kTileChannels, C - c0);
-        for (int64_t ph = 0; ph < a.PH; ++ph)
-          for (int64_t pw = 0; pw < a.PW; ++pw)
-            bin(ph, pw, c0, n, tile.data() + ph * a.PW + pw, tile_idx.data() + ph * a.PW + pw,
-                bins);
-        std::copy_n(tile.data(), n * bins, out + (k * C + c0) * bins);
-        std::copy_n(tile_idx.data(), n * bins, argmax + (k * C + c0) * bins);
+      scalar_t* dst = channels_last ? out + k * bins * C : tile.data();
+      int32_t* dst_idx = channels_last ? argmax + k * bins * C : tile_idx.data();
+      for (int64_t ph = 0; ph < a.PH; ++ph)  // bin by bin, all channels
+        for (int64_t pw = 0; pw < a.PW; ++pw) {
+          const int64_t b = ph * a.PW + pw;
+          cpu::bin_max(image, a.W, C, rows[ph].start, rows[ph].end, cols[pw].start,
+                       cols[pw].end, dst + b * C, dst_idx + b * C, 1, C);
+        }
+      if (!channels_last) {
+        cpu::transpose(tile.data(), C, out + k * C * bins, bins, bins, C);
+        cpu::transpose(tile_idx.data(), C, argmax + k * C * bins, bins, bins, C);
       }
     }
   });
@@ -148,8 +138,10 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
            a.H, "x", a.W);
   const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   const auto options = input.options().memory_format(roi_memory_format(channels_last));
-  at::Tensor out = at::empty({a.K, a.C, a.PH, a.PW}, options);
-  at::Tensor argmax = at::empty({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
+  // fresh outputs of several MB fault in 2 MB pages, not 4 KB ones (cpu/huge_pages.h): 25 MB
+  // of output and argmax faulted in 4 KB pages took twice as long as the whole forward
+  at::Tensor out = cpu::empty_huge_pages({a.K, a.C, a.PH, a.PW}, options);
+  at::Tensor argmax = cpu::empty_huge_pages({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
   if (out.numel() == 0) return {out, argmax};
   const at::Tensor x = cpu::to_channels_last(input);
   const at::Tensor r = rois.contiguous();

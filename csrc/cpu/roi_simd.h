@@ -74,11 +74,48 @@ inline void roi_bin_max(const S* v, int64_t W, int64_t C, int64_t h0, int64_t h1
   }
 }
 
+// One bilinear sample of ROI Align: its four corners at offsets o (elements, from a grid's base
+// pointer; a corner's channels adjacent) with weights w, in torchvision's corner order.
+template <typename A>
+struct BilinearSample {
+  int64_t o[4];
+  A w[4];
+};
+
+// One corner of a sample for the backward: offset and weight.
+template <typename A>
+struct Corner {
+  int64_t o;
+  A w;
+};
+
+// A bin's samples, in order, accumulated over n channels: the same additions per channel as
+// roi_bilinear_accumulate sample by sample (one call per bin instead of per sample; the float
+// instance keeps the sums in registers).
+template <typename S, typename A>
+inline void roi_samples_accumulate(A* acc, const S* base, const BilinearSample<A>* s,
+                                   int64_t count, int64_t n) {
+  for (int64_t i = 0; i < count; ++i)
+    roi_bilinear_accumulate(acc, base + s[i].o[0], base + s[i].o[1], base + s[i].o[2],
+                            base + s[i].o[3], s[i].w[0], s[i].w[1], s[i].w[2], s[i].w[3], n);
+}
+
+// base[o + c] += w * g[c] for each corner in order (corners may repeat a pixel).
+template <typename A>
+inline void roi_corners_scatter(A* base, const Corner<A>* t, int64_t count, const A* g,
+                                int64_t n) {
+  for (int64_t i = 0; i < count; ++i) roi_scatter(base + t[i].o, g, t[i].w, n);
+}
+
 // The float instances, compiled per instruction set in roi_simd.cpp.
 void roi_bilinear_accumulate_f32(float* acc, const float* a, const float* b, const float* d,
                                  const float* e, float w1, float w2, float w3, float w4,
                                  int64_t n);
 void roi_scatter_f32(float* dst, const float* g, float w, int64_t n);
+void roi_samples_accumulate_f32(float* acc, const float* base, const BilinearSample<float>* s,
+                                int64_t count, int64_t n);
+void roi_corners_scatter_f32(float* base, const Corner<float>* t, int64_t count, const float* g,
+                             int64_t n);
 void roi_bin_max_f32(const float* v, int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
                      int64_t w1, float* dst, int32_t* dst_idx, int64_t stride, int64_t n);
 
@@ -98,6 +135,23 @@ inline void scatter(A* dst, const A* g, A w, int64_t n) {
     roi_scatter_f32(dst, g, w, n);
   } else {
     roi_scatter(dst, g, w, n);
+  }
+}
+template <typename S, typename A>
+inline void samples_accumulate(A* acc, const S* base, const BilinearSample<A>* s, int64_t count,
+                               int64_t n) {
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<A, float>) {
+    roi_samples_accumulate_f32(acc, base, s, count, n);
+  } else {
+    roi_samples_accumulate(acc, base, s, count, n);
+  }
+}
+template <typename A>
+inline void corners_scatter(A* base, const Corner<A>* t, int64_t count, const A* g, int64_t n) {
+  if constexpr (std::is_same_v<A, float>) {
+    roi_corners_scatter_f32(base, t, count, g, n);
+  } else {
+    roi_corners_scatter(base, t, count, g, n);
   }
 }
 template <typename S>
