@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #if defined(__SSE2__)
@@ -181,16 +182,41 @@ FC_INLINE void run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, i
 // arrays of C = 2048 do not even fit L1). The C % kLanes channels left over run the scalar
 // form of the same expressions (*_cols) over all of them per row. A channel's sums see the same
 // operations in the same order either way: the results do not depend on the tiling.
+// Bytes of one tensor per band (FASTCONV_BN_BAND_BYTES overrides it, for measurements;
+// results do not depend on it).
+inline int64_t band_bytes() {
+  static const int64_t bytes = [] {
+    const char* env = std::getenv("FASTCONV_BN_BAND_BYTES");
+    return env ? int64_t(std::atoll(env)) : int64_t{16384};
+  }();
+  return bytes;
+}
+
 template <typename T>
 FC_INLINE int64_t band_rows(int64_t c) {
   // even: rows_sums adds rows in pairs from the start of each call
-  return std::clamp<int64_t>((16384 / (c * int64_t(sizeof(T)))) & ~int64_t(1), 4, 64);
+  return std::clamp<int64_t>((band_bytes() / (c * int64_t(sizeof(T)))) & ~int64_t(1), 4, 64);
+}
+
+// Fewer channels than this run as whole rows (cols only), for measurements
+// (FASTCONV_BN_TILE_CHANNELS); results do not depend on it. Tiles measured faster than whole
+// rows from 64 channels up (8x64x32x32 backward, 1 thread: 0.37-0.49 ms against 0.43-0.55).
+inline int64_t tile_min_channels() {
+  static const int64_t c = [] {
+    const char* env = std::getenv("FASTCONV_BN_TILE_CHANNELS");
+    return env ? int64_t(std::atoll(env)) : int64_t{0};
+  }();
+  return c;
 }
 
 // Calls tile(row offset, rows, first channel) for every band and whole tile, then
 // cols(row offset, rows, first channel, channels) for the band's leftover channels.
 template <typename T, typename A, typename Tile, typename Cols>
 FC_INLINE void for_each_band(int64_t rows, int64_t c, Tile tile, Cols cols) {
+  if (c < tile_min_channels()) {
+    cols(0, rows, 0, c);
+    return;
+  }
   const int64_t band = band_rows<T>(c), whole = c - c % kLanes<A>;
   for (int64_t r0 = 0; r0 < rows; r0 += band) {
     const int64_t nr = std::min(band, rows - r0);
