@@ -6,8 +6,8 @@ than one K block (256 steps) and weight-gradient blocks that span images, stride
 forward read in place by the packing, or gathered; gathered weight gradient, scattered input
 gradient), NCHW images folded into the GEMM's columns, 1x1 images, C tiles split among
 threads, non-contiguous inputs and weights with any strides; that the GEMM path ran (a
-per-process counter) and FASTCONV_CPU_GEMM=0 turns it off; and bit-identical results at 1, 2
-and 3 threads.
+per-process counter), FASTCONV_CPU_GEMM=0 turns it off and =all on for every forward; and
+bit-identical results at 1, 2 and 3 threads.
 """
 import pytest
 import torch
@@ -152,6 +152,20 @@ def test_large_channels_last_forward_keeps_the_direct_kernel():
     assert_within_rounding(out, exact, mag, 8, "forward")
 
 
+def test_gemm_everywhere_switch(monkeypatch):
+    # FASTCONV_CPU_GEMM=all (for measuring) sends that channels_last forward to the GEMM too
+    x = torch.randn(1, 8, 56, 56).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(16, 8, 1, 1), torch.randn(16)
+    monkeypatch.setenv("FASTCONV_CPU_GEMM", "all")
+    before = ops._conv2d_cpu_gemm_info()
+    out = ops.conv2d(x, weight, bias, (1, 1), (0, 0), (1, 1), 1)
+    after = ops._conv2d_cpu_gemm_info()
+    assert [a - b for a, b in zip(after, before)] == [1, 0, 0]
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    exact, mag = reference(lambda x_, w_, b_: F.conv2d(x_, w_, b_), x, weight, bias)
+    assert_within_rounding(out, exact, mag, 9, "forward")
+
+
 def test_gemm_off_switch(monkeypatch):
     x, weight, bias, grad_out, stride = _inputs((1, 16, 6, 6, 24, 1, ""), torch.contiguous_format)
     monkeypatch.setenv("FASTCONV_CPU_GEMM", "0")
@@ -169,8 +183,8 @@ def test_gemm_off_switch(monkeypatch):
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[8], CASES[13], CASES[14]],
-                         ids=[IDS[0], IDS[3], IDS[8], IDS[13], IDS[14]])
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 3, 8, 13, 14, 15, 18)],
+                         ids=[IDS[i] for i in (0, 3, 8, 13, 14, 15, 18)])
 def test_results_do_not_depend_on_thread_count(case, channels_last):
     # The thread tiles change with the thread count; the summation order must not.
     fmt = torch.channels_last if channels_last else torch.contiguous_format

@@ -278,6 +278,12 @@ void pack_a(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* 
     dst[k * MR + 5] = s[5];
     return;
   }
+  if (rs == 1 && m < MR && kc > 0) {  // m contiguous elements per step (masked: none read past them)
+    const __m256i lanes = first_lanes(m);
+    for (; k + 1 < kc; ++k) _mm256_storeu_ps(dst + k * MR, _mm256_maskload_ps(src + k * cs, lanes));
+    store6(dst + k * MR, _mm256_maskload_ps(src + k * cs, lanes));
+    return;
+  }
   if (rs == 1 && m == MR) {  // MR contiguous elements per step
     for (; k < kc; ++k) {
       const float* s = src + k * cs;
