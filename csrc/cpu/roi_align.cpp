@@ -7,11 +7,13 @@
 //
 // Forward: per box, the bilinear taps of every sample row and column are computed once (the
 // 2-D weights are their products); every bin sums its samples over a block of channels at
-// once. channels_last: boxes split over threads (forward_channels_last); NCHW: (image, channel
-// block) units sweep the map in bands of rows (forward_nchw). Backward: race-free units of
-// (image, channel block), see cpu/roi_units.h, for NCHW also of a band of rows; the same taps,
-// scattered into grad_input itself where it is channels_last, or into a band buffer that is
-// then transposed into the NCHW planes (backward_nchw).
+// once. channels_last: boxes split over threads (forward_channels_last); small NCHW maps are
+// transposed whole and take the same path, writing each box's NCHW output through a transposed
+// tile; large ones are swept in bands of rows by (image, channel block) units (forward_nchw).
+// A bin's samples go to cpu/roi_simd.h in one call (sums in registers). Backward: race-free
+// units of (image, channel block), see cpu/roi_units.h, for NCHW also of a band of rows; the
+// same taps, scattered into grad_input itself where it is channels_last, or into a band buffer
+// that is then transposed into the NCHW planes (backward_nchw).
 // float/half/bfloat16 accumulate in float.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -20,6 +22,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "checks/roi.h"
@@ -200,28 +203,44 @@ void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 g
   }
 }
 
-// x: (N, H, W, C) and out: (K, PH, PW, C), channels_last. Boxes are split over threads; every
-// bin of a box sums its samples over all C channels at once, straight into the output.
+// x: (N, H, W, C), channels_last, and out: (K, PH, PW, C), channels_last, or (K, C, PH, PW)
+// where out_nchw. Boxes are split over threads; every bin of a box sums its samples over all C
+// channels at once, straight into a channels_last output, or into a (bins, C) tile that is
+// transposed into the NCHW output's C rows of bins.
 template <typename scalar_t>
 void forward_channels_last(const scalar_t* x, const scalar_t* rois, scalar_t* out,
-                           const AlignArgs& a) {
+                           bool out_nchw, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
     std::vector<cpu::BilinearSample<acc_t>> samples;
+    std::vector<scalar_t> tile(out_nchw ? bins * C : 0);
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
-      scalar_t* box_out = out + k * bins * C;
+      scalar_t* box_out = out + k * bins * C;  // (bins, C) or (C, bins)
       if (!taps.compute(roi, a)) {
         std::fill_n(box_out, bins * C, scalar_t(0));
         continue;
       }
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * HW * C;
-      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), samples, box_out, C, 1, a);
+      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), samples,
+               out_nchw ? tile.data() : box_out, C, 1, a);
+      if (out_nchw) cpu::transpose(tile.data(), C, box_out, bins, bins, C);
     }
   });
+}
+
+// NCHW maps of at most this many bytes (all images) are transposed whole to channels_last for
+// the forward (cpu/layout_transpose.h; the copy stays in the last-level cache) and pooled by
+// forward_channels_last: on such maps the bands of forward_nchw make few work units (six on
+// ra_maskrcnn_box_p4's 3.5 MB map). Larger maps, whose boxes leave much of them unread, go
+// through the bands. FASTCONV_ROI_WHOLE_MAP_BYTES overrides it (0: always bands), read on
+// every call so that tests can run both paths.
+int64_t whole_map_bytes() {
+  const char* env = std::getenv("FASTCONV_ROI_WHOLE_MAP_BYTES");
+  return env != nullptr ? std::atoll(env) : int64_t{4} << 20;
 }
 
 // The taps of every box (valid[k]: whether box k has samples), computed once for all the
@@ -426,10 +445,12 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   if (out.numel() == 0) return out;
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
-    if (channels_last) {
-      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const bool small = input.numel() * input.element_size() <= whole_map_bytes();
+    if (channels_last || small) {
+      const at::Tensor x = channels_last ? input.contiguous(at::MemoryFormat::ChannelsLast)
+                                         : cpu::to_channels_last(input);
       forward_channels_last(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-                            out.mutable_data_ptr<scalar_t>(), a);
+                            out.mutable_data_ptr<scalar_t>(), !channels_last, a);
     } else {
       forward_nchw(input.contiguous().const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
                    out.mutable_data_ptr<scalar_t>(), a);
