@@ -16,6 +16,15 @@ from fastconv.ops import roi_align, roi_pool
 from fastconv.testing import TOLERANCES
 from roi_testing import edge_case_boxes
 
+
+# ROI Align's NCHW forward takes one of two paths by map size (cpu/roi_align.cpp,
+# whole_map_bytes): bands of rows, or the whole map transposed to channels_last. Every test here
+# runs both.
+@pytest.fixture(autouse=True, params=["bands", "whole_map"])
+def roi_align_nchw_path(request, monkeypatch):
+    monkeypatch.setenv("FASTCONV_ROI_WHOLE_MAP_BYTES",
+                       "0" if request.param == "bands" else str(1 << 40))
+
 FORMATS = [torch.contiguous_format, torch.channels_last]
 
 # (N, C, H, W): pixels H*W = 32 (one column block), 143 and 259 (tails of 8 and 32); channels

@@ -13,6 +13,15 @@ from fastconv.ops import roi_align, roi_pool
 from fastconv.testing import TOLERANCES
 
 
+# ROI Align's NCHW forward takes one of two paths by map size (cpu/roi_align.cpp,
+# whole_map_bytes): bands of rows, or the whole map transposed to channels_last. Every test here
+# runs both.
+@pytest.fixture(autouse=True, params=["bands", "whole_map"])
+def roi_align_nchw_path(request, monkeypatch):
+    monkeypatch.setenv("FASTCONV_ROI_WHOLE_MAP_BYTES",
+                       "0" if request.param == "bands" else str(1 << 40))
+
+
 def grads(fn, x, rois, grad):
     xg = x.detach().requires_grad_()
     return torch.autograd.grad(fn(xg, rois), xg, grad)[0]
@@ -73,7 +82,8 @@ def test_roi_align_sparse_boxes_nchw_match_channels_last(shape, aligned):
     g = [with_threads(t, lambda: grads(lambda a, r: roi_align(a, r, *args), x, rois, grad))
          for t in (1, 2)]
     assert torch.equal(g[0], g[1])
-    assert torch.equal(g[0], grads(lambda a, r: roi_align(a, r, *args), xl, rois, grad).contiguous())
+    g_last = grads(lambda a, r: roi_align(a, r, *args), xl, rois, grad)
+    assert torch.equal(g[0], g_last.contiguous())
     g_ref = grads(lambda a, r: torchvision.ops.roi_align(a, r, *args), x, rois, grad)
     # sums of bin contributions in another order: see test_roi_layout.py
     torch.testing.assert_close(g[0], g_ref, rtol=1e-5, atol=2.5e-5)

@@ -1,9 +1,9 @@
-// See layout_transpose.h: the transpose of 4-byte elements (float, int32), one clone per instruction set (GCC
-// target_clones: AVX2 and portable; the running CPU picks at load time). 8x8 blocks go through
-// registers as three rounds of shuffles (GCC vector extensions: unpack, 64-bit pair shuffle,
-// 128-bit lane swap on AVX2); edges that are not whole blocks are moved one element at a time.
-// Elements are only loaded, shuffled and stored as bits (memcpy, no arithmetic), so int32 data
-// goes through the same code unchanged.
+// See layout_transpose.h: the transpose of 4-byte elements (float, int32), one clone per
+// instruction set (GCC target_clones: AVX2 and portable; the running CPU picks at load time).
+// 8x8 blocks go through registers as three rounds of shuffles (GCC vector extensions: unpack,
+// 64-bit pair shuffle, 128-bit lane swap on AVX2); edges that are not whole blocks are moved
+// one element at a time. Elements are only loaded, shuffled and stored as bits (memcpy, no
+// arithmetic), so int32 data goes through the same code unchanged.
 #include "cpu/layout_transpose.h"
 
 #include <cstring>

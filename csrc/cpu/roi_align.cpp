@@ -7,11 +7,13 @@
 //
 // Forward: per box, the bilinear taps of every sample row and column are computed once (the
 // 2-D weights are their products); every bin sums its samples over a block of channels at
-// once. channels_last: boxes split over threads (forward_channels_last); NCHW: (image, channel
-// block) units sweep the map in bands of rows (forward_nchw). Backward: race-free units of
-// (image, channel block), see cpu/roi_units.h, for NCHW also of a band of rows; the same taps,
-// scattered into grad_input itself where it is channels_last, or into a band buffer that is
-// then transposed into the NCHW planes (backward_nchw).
+// once. channels_last: boxes split over threads (forward_channels_last); small NCHW maps are
+// transposed whole and take the same path, writing each box's NCHW output through a transposed
+// tile; large ones are swept in bands of rows by (image, channel block) units (forward_nchw).
+// A bin's samples go to cpu/roi_simd.h in one call (sums in registers). Backward: race-free
+// units of (image, channel block), see cpu/roi_units.h, for NCHW also of a band of rows; the
+// same taps, scattered into grad_input itself where it is channels_last, or into a band buffer
+// that is then transposed into the NCHW planes (backward_nchw).
 // float/half/bfloat16 accumulate in float.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -20,6 +22,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "checks/roi.h"
@@ -157,9 +160,19 @@ void box_bins(const BoxTaps<acc_t>& taps, const scalar_t* grid, Grid g, int64_t 
 // outside the band leaves every element's additions in the same order as without bands.
 template <typename scalar_t, typename acc_t>
 void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 gs, int64_t n,
-                 acc_t* g, std::vector<cpu::Corner<acc_t>>& corners, acc_t* grid, Grid gd,
-                 const AlignArgs& a, int64_t r0 = 0, int64_t r1 = INT64_MAX) {
+                 acc_t* g, std::vector<cpu::Corner<acc_t>>& corners, std::vector<acc_t>& block,
+                 acc_t* grid, Grid gd, const AlignArgs& a, int64_t r0 = 0,
+                 int64_t r1 = INT64_MAX) {
   const bool whole = r0 <= 0 && r1 >= a.H;
+  const int64_t bins = a.PH * a.PW;
+  // An NCHW grad_output holds a bin's channels `bins` elements apart (a cache line each): its
+  // (n, bins) block is transposed once into (bins, n) so that every bin reads n adjacent values
+  // (the strided gather took a third of the NCHW backward's own time on the P2 map)
+  const bool transposed = gs.c != 1 && gs.w == 1 && gs.h == a.PW;
+  if (transposed) {
+    block.resize(bins * n);
+    cpu::transpose(gk, gs.c, block.data(), n, n, bins);
+  }
   for (int64_t ph = 0; ph < a.PH; ++ph) {
     if (!whole && !taps.bin_row_reads(ph, r0, r1)) continue;
     for (int64_t pw = 0; pw < a.PW; ++pw) {
@@ -178,35 +191,56 @@ void box_scatter(const BoxTaps<acc_t>& taps, const scalar_t* gk, cpu::Strides4 g
         }
       });
       if (corners.empty()) continue;
-      const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
-      for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
+      if (transposed) {
+        const acc_t* gb = block.data() + (ph * a.PW + pw) * n;
+        for (int64_t c = 0; c < n; ++c) g[c] = gb[c] / taps.box.count;
+      } else {
+        const scalar_t* gb = gk + ph * gs.h + pw * gs.w;
+        for (int64_t c = 0; c < n; ++c) g[c] = static_cast<acc_t>(gb[c * gs.c]) / taps.box.count;
+      }
       cpu::corners_scatter(grid, corners.data(), corners.size(), g, n);
     }
   }
 }
 
-// x: (N, H, W, C) and out: (K, PH, PW, C), channels_last. Boxes are split over threads; every
-// bin of a box sums its samples over all C channels at once, straight into the output.
+// x: (N, H, W, C), channels_last, and out: (K, PH, PW, C), channels_last, or (K, C, PH, PW)
+// where out_nchw. Boxes are split over threads; every bin of a box sums its samples over all C
+// channels at once, straight into a channels_last output, or into a (bins, C) tile that is
+// transposed into the NCHW output's C rows of bins.
 template <typename scalar_t>
 void forward_channels_last(const scalar_t* x, const scalar_t* rois, scalar_t* out,
-                           const AlignArgs& a) {
+                           bool out_nchw, const AlignArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, HW = a.H * a.W, bins = a.PH * a.PW;
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
     std::vector<acc_t> acc(C);
     std::vector<cpu::BilinearSample<acc_t>> samples;
+    std::vector<scalar_t> tile(out_nchw ? bins * C : 0);
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = rois + 5 * k;
-      scalar_t* box_out = out + k * bins * C;
+      scalar_t* box_out = out + k * bins * C;  // (bins, C) or (C, bins)
       if (!taps.compute(roi, a)) {
         std::fill_n(box_out, bins * C, scalar_t(0));
         continue;
       }
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * HW * C;
-      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), samples, box_out, C, 1, a);
+      box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), samples,
+               out_nchw ? tile.data() : box_out, C, 1, a);
+      if (out_nchw) cpu::transpose(tile.data(), C, box_out, bins, bins, C);
     }
   });
+}
+
+// NCHW maps of at most this many bytes (all images) are transposed whole to channels_last for
+// the forward (cpu/layout_transpose.h; the copy stays in the last-level cache) and pooled by
+// forward_channels_last: on such maps the bands of forward_nchw make few work units (six on
+// ra_maskrcnn_box_p4's 3.5 MB map). Larger maps, whose boxes leave much of them unread, go
+// through the bands. FASTCONV_ROI_WHOLE_MAP_BYTES overrides it (0: always bands), read on
+// every call so that tests can run both paths.
+int64_t whole_map_bytes() {
+  const char* env = std::getenv("FASTCONV_ROI_WHOLE_MAP_BYTES");
+  return env != nullptr ? std::atoll(env) : int64_t{4} << 20;
 }
 
 // The taps of every box (valid[k]: whether box k has samples), computed once for all the
@@ -329,7 +363,7 @@ void backward_channels_last(const scalar_t* go, cpu::Strides4 gs, const scalar_t
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     BoxTaps<acc_t> taps;
-    std::vector<acc_t> buf, g(blocks.width);
+    std::vector<acc_t> buf, g(blocks.width), block;
     std::vector<cpu::Corner<acc_t>> corners;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
@@ -340,7 +374,7 @@ void backward_channels_last(const scalar_t* go, cpu::Strides4 gs, const scalar_t
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!taps.compute(rois + 5 * k, a)) continue;
-        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), corners, t.data,
+        box_scatter(taps, go + k * gs.k + c0 * gs.c, gs, width, g.data(), corners, block, t.data,
                     Grid{a.W * t.pixel_stride, t.pixel_stride}, a);
       }
       t.finish();
@@ -374,7 +408,7 @@ void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, s
   std::vector<char> valid;
   all_box_taps(rois, a, taps, valid);
   at::parallel_for(0, a.N * count * bands, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf, g(width);
+    std::vector<acc_t> buf, g(width), block;
     std::vector<cpu::Corner<acc_t>> corners;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / (count * bands), c0 = (u / bands % count) * width;
@@ -384,8 +418,8 @@ void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, s
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
         if (!valid[k] || taps[k].row_max < r0 || taps[k].row_min >= r1) continue;
-        box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), corners, buf.data(),
-                    Grid{a.W * w, w}, a, r0, r1);
+        box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), corners, block,
+                    buf.data(), Grid{a.W * w, w}, a, r0, r1);
       }
       cpu::transpose(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW, (r1 - r0) * a.W, w);
     }
@@ -411,10 +445,12 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   if (out.numel() == 0) return out;
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
-    if (channels_last) {
-      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const bool small = input.numel() * input.element_size() <= whole_map_bytes();
+    if (channels_last || small) {
+      const at::Tensor x = channels_last ? input.contiguous(at::MemoryFormat::ChannelsLast)
+                                         : cpu::to_channels_last(input);
       forward_channels_last(x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-                            out.mutable_data_ptr<scalar_t>(), a);
+                            out.mutable_data_ptr<scalar_t>(), !channels_last, a);
     } else {
       forward_nchw(input.contiguous().const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
                    out.mutable_data_ptr<scalar_t>(), a);

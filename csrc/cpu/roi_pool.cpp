@@ -40,7 +40,8 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
     std::vector<RoiPoolRange> rows(a.PH), cols(a.PW);
     // NCHW: a box's bins go into (bins, C) tiles (100 KB each for C = 512, in L2) as they do
     // into a channels_last output, then through a blocked transpose into the output's (C, bins)
-    // rows: storing each bin's channels 49 elements apart instead took 3x as long
+    // rows (storing each bin's channels 49 elements apart instead: 15-16 ms against 12 ms at 1
+    // thread on rp_fastrcnn_vgg16_train, CPU time under load)
     std::vector<scalar_t> tile(channels_last ? 0 : bins * C);
     std::vector<int32_t> tile_idx(tile.size());
     for (int64_t k = begin; k < end; ++k) {
