@@ -138,7 +138,7 @@ Welford<double> chunk_stats(const scalar_t* x, const Layout& l, const PlanarChun
 // 2-2.5x faster than channel by channel); where chunks are pieces of one plane (planes of more
 // than kRun values), one channel. FASTCONV_BN_BLOCK_BYTES overrides it, for measurements;
 // results do not depend on it.
-constexpr int64_t kMaxBlock = cpu::kBnMaxChannels;
+constexpr int64_t kMaxBlock = 256;
 inline int64_t block_bytes() {
   static const int64_t bytes = [] {
     const char* env = std::getenv("FASTCONV_BN_BLOCK_BYTES");

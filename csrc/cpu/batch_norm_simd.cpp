@@ -8,16 +8,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <type_traits>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-
-// The vector locals (VecA) live inside always-inlined helpers, never across a call: the note
-// that passing them by value changes the ABI without AVX does not apply (the portable clone).
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 #define FC_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define FC_INLINE inline __attribute__((always_inline))
@@ -78,202 +71,56 @@ FC_INLINE void emit(T* out, int64_t n, bool stream, F f) {
   }
 }
 
-// 32-byte GCC vectors of the compute type (one AVX2 register): the reductions below keep their
-// sums, and the tiles their coefficients, in locals of this type, which the compiler keeps in
-// registers (arrays indexed in loops it kept in memory, with a store-to-load chain per step;
-// 64-byte vectors it splits through memory on AVX2). Lane by lane the operations are the
-// scalar ones.
-template <typename A>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct VecOf<double> {
-  typedef double type __attribute__((vector_size(32)));
-};
-template <typename A>
-using VecA = typename VecOf<A>::type;
-template <typename A>
-constexpr int64_t kLanes = 32 / sizeof(A);  // values per VecA: 8 float, 4 double
-
-template <typename A, typename T>
-FC_INLINE VecA<A> load_vec(const T* p) {
-  VecA<A> v;
-  if constexpr (std::is_same_v<T, A>) {
-    std::memcpy(&v, p, sizeof(v));
-  } else {
-    for (int64_t k = 0; k < kLanes<A>; ++k) v[k] = static_cast<A>(p[k]);
-  }
-  return v;
-}
-
-template <typename A, typename T>
-FC_INLINE void store_vec(T* p, VecA<A> v) {
-  if constexpr (std::is_same_v<T, A>) {
-    std::memcpy(p, &v, sizeof(v));
-  } else {
-    for (int64_t k = 0; k < kLanes<A>; ++k) p[k] = static_cast<T>(v[k]);
-  }
-}
-
-// The lanes of v added pairwise (halves, then quarters, ...): a fixed order.
-template <typename A>
-FC_INLINE A lanes_sum(VecA<A> v) {
-  A t[kLanes<A>];
-  std::memcpy(t, &v, sizeof(v));
-  for (int64_t w = kLanes<A> / 2; w >= 1; w /= 2) {
-    for (int64_t k = 0; k < w; ++k) t[k] += t[k + w];
-  }
-  return t[0];
-}
-
 // The run loops walk `planes` runs of n values, `stride` apart: one call per channel (or
 // chunk) rather than per NCHW plane, so small planes (7x7, 4x4) pay no call per plane. The
 // reducing ones take `channels` consecutive channels at once (channel j's runs n values after
-// channel j - 1's: adjacent NCHW planes) and walk them channel by channel, each channel's runs
-// in plane order (`planes` sequential streams through the block, one per plane row); a
-// channel's sums are kept in the kLanes lanes of a vector across all its runs (value i of a
-// run into lane i % kLanes) and the lanes added up once at the end: one horizontal reduction
-// per channel and chunk rather than one per run, which is what 4x4 and 7x7 planes (2 and 6
-// vectors per run) paid most for. Each channel sees the same operations whatever `channels`
-// is, hence the same bits whatever the blocking.
-//
-// step(v, lanes...) for each whole vector of a run (v = its first index), then tail(i, k) for
-// the values left (lane k).
-template <typename A, typename Step, typename Tail>
-FC_INLINE void for_each_lane_step(int64_t n, Step step, Tail tail) {
-  int64_t i = 0;
-  for (; i + kLanes<A> <= n; i += kLanes<A>) step(i);
-  for (int64_t k = 0; i + k < n; ++k) tail(i + k, k);
-}
-
+// channel j - 1's: adjacent NCHW planes), walking plane row by plane row, so that small planes
+// are read as `planes` long contiguous streams rather than planes * channels short ones; each
+// channel's sums (per-channel arrays, accumulated in place) see the same loop as with
+// channels == 1, hence the same bits whatever the blocking.
 template <typename T, typename A>
 FC_INLINE void run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, int64_t channels,
                         const A* pivot, A* s1, A* s2) {
-  for (int64_t j = 0; j < channels; ++j) {
-    const A p = pivot[j];
-    VecA<A> a = {}, b = {};
-    for (int64_t o = 0; o < planes * stride; o += stride) {
+  for (int64_t o = 0; o < planes * stride; o += stride) {
+    for (int64_t j = 0; j < channels; ++j) {
       const T* xj = x + o + j * n;
-      for_each_lane_step<A>(
-          n,
-          [&](int64_t i) {
-            const VecA<A> d = load_vec<A>(xj + i) - p;
-            a += d;
-            b += d * d;
-          },
-          [&](int64_t i, int64_t k) {
-            const A d = static_cast<A>(xj[i]) - p;
-            a[k] += d;
-            b[k] += d * d;
-          });
+      const A p = pivot[j];
+      A a = s1[j], b = s2[j];
+#pragma omp simd reduction(+ : a, b)
+      for (int64_t i = 0; i < n; ++i) {
+        const A d = static_cast<A>(xj[i]) - p;
+        a += d;
+        b += d * d;
+      }
+      s1[j] = a;
+      s2[j] = b;
     }
-    s1[j] += lanes_sum<A>(a);
-    s2[j] += lanes_sum<A>(b);
-  }
-}
-
-// The rows_* loops (channels_last) work in bands of rows (band_rows: ~16 KiB of a tensor, so a
-// band stays in cache and its pages in the TLB while it is walked) and, within a band, in tiles
-// of kLanes channels walked down the band's rows with the tile's per-channel coefficients and
-// sums in vector registers, rather than loaded and stored for every row (the per-channel
-// arrays of C = 2048 do not even fit L1). The C % kLanes channels left over run the scalar
-// form of the same expressions (*_cols) over all of them per row. A channel's sums see the same
-// operations in the same order either way: the results do not depend on the tiling.
-// Bytes of one tensor per band (FASTCONV_BN_BAND_BYTES overrides it, for measurements;
-// results do not depend on it).
-inline int64_t band_bytes() {
-  static const int64_t bytes = [] {
-    const char* env = std::getenv("FASTCONV_BN_BAND_BYTES");
-    return env ? int64_t(std::atoll(env)) : int64_t{16384};
-  }();
-  return bytes;
-}
-
-template <typename T>
-FC_INLINE int64_t band_rows(int64_t c) {
-  // even: rows_sums adds rows in pairs from the start of each call
-  return std::clamp<int64_t>((band_bytes() / (c * int64_t(sizeof(T)))) & ~int64_t(1), 4, 64);
-}
-
-// Fewer channels than this run as whole rows (cols only), for measurements
-// (FASTCONV_BN_TILE_CHANNELS); results do not depend on it. Tiles measured faster than whole
-// rows from 64 channels up (8x64x32x32 backward, 1 thread: 0.37-0.49 ms against 0.43-0.55).
-inline int64_t tile_min_channels() {
-  static const int64_t c = [] {
-    const char* env = std::getenv("FASTCONV_BN_TILE_CHANNELS");
-    return env ? int64_t(std::atoll(env)) : int64_t{0};
-  }();
-  return c;
-}
-
-// Calls tile(row offset, rows, first channel) for every band and whole tile, then
-// cols(row offset, rows, first channel, channels) for the band's leftover channels.
-template <typename T, typename A, typename Tile, typename Cols>
-FC_INLINE void for_each_band(int64_t rows, int64_t c, Tile tile, Cols cols) {
-  if (c < tile_min_channels()) {
-    cols(0, rows, 0, c);
-    return;
-  }
-  const int64_t band = band_rows<T>(c), whole = c - c % kLanes<A>;
-  for (int64_t r0 = 0; r0 < rows; r0 += band) {
-    const int64_t nr = std::min(band, rows - r0);
-    for (int64_t j = 0; j < whole; j += kLanes<A>) tile(r0 * c, nr, j);
-    if (whole < c) cols(r0 * c, nr, whole, c - whole);
-  }
-}
-
-// s1 += sum(x - pivot), s2 += sum((x - pivot)^2) over rows of x (row stride ld), rows in pairs
-// (pair: v1 is the next row's value); V is A (one channel) or VecA<A> (a tile).
-template <typename V>
-FC_INLINE void sums_step(V& s1, V& s2, V pivot, V v0, V v1, bool pair) {
-  const V d0 = v0 - pivot;
-  if (pair) {
-    const V d1 = v1 - pivot;
-    s1 += d0 + d1;
-    s2 += d0 * d0 + d1 * d1;
-  } else {
-    s1 += d0;
-    s2 += d0 * d0;
   }
 }
 
 template <typename T, typename A>
 FC_INLINE void rows_sums(const T* x, int64_t rows, int64_t c, const A* pivot, A* s1, A* s2) {
-  for_each_band<T, A>(
-      rows, c,
-      [&](int64_t o, int64_t nr, int64_t j) {
-        const VecA<A> p = load_vec<A>(pivot + j);
-        VecA<A> a = load_vec<A>(s1 + j), b = load_vec<A>(s2 + j);
-        const T* xj = x + o + j;
-        int64_t r = 0;
-        for (; r + 2 <= nr; r += 2) {
-          sums_step(a, b, p, load_vec<A>(xj + r * c), load_vec<A>(xj + (r + 1) * c), true);
-        }
-        if (r < nr) sums_step(a, b, p, load_vec<A>(xj + r * c), p, false);
-        store_vec<A>(s1 + j, a);
-        store_vec<A>(s2 + j, b);
-      },
-      [&](int64_t o, int64_t nr, int64_t j, int64_t n) {
-        const T* xj = x + o + j;
-        int64_t r = 0;
-        for (; r + 2 <= nr; r += 2) {
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) {  // two rows per trip: half the accumulator traffic
+    const T* x0 = x + r * c;
+    const T* x1 = x0 + c;
 #pragma omp simd
-          for (int64_t k = 0; k < n; ++k) {
-            sums_step(s1[j + k], s2[j + k], pivot[j + k], static_cast<A>(xj[r * c + k]),
-                      static_cast<A>(xj[(r + 1) * c + k]), true);
-          }
-        }
-        if (r < nr) {
+    for (int64_t j = 0; j < c; ++j) {
+      const A d0 = static_cast<A>(x0[j]) - pivot[j];
+      const A d1 = static_cast<A>(x1[j]) - pivot[j];
+      s1[j] += d0 + d1;
+      s2[j] += d0 * d0 + d1 * d1;
+    }
+  }
+  for (; r < rows; ++r) {
+    const T* x0 = x + r * c;
 #pragma omp simd
-          for (int64_t k = 0; k < n; ++k) {
-            sums_step(s1[j + k], s2[j + k], pivot[j + k], static_cast<A>(xj[r * c + k]), A(0),
-                      false);
-          }
-        }
-      });
+    for (int64_t j = 0; j < c; ++j) {
+      const A d0 = static_cast<A>(x0[j]) - pivot[j];
+      s1[j] += d0;
+      s2[j] += d0 * d0;
+    }
+  }
 }
 
 // y = [relu](x * alpha + beta [+ res]) for the n values at offset o of one channel.
@@ -312,116 +159,55 @@ FC_INLINE void planes_apply(const T* x, const T* res, T* y, int64_t planes, int6
 template <bool RELU, bool RES, typename T, typename A>
 FC_INLINE void rows_apply(const T* x, const T* res, T* y, int64_t rows, int64_t c, const A* alpha,
                           const A* beta, bool stream) {
-  // y = [relu](x * alpha + beta [+ res]) for rows of n channels from (row offset o, channel j)
-  auto cols = [&](int64_t o, int64_t nr, int64_t j, int64_t n) {
-    for (int64_t r = 0; r < nr; ++r) {
-      const int64_t at = o + r * c + j;
-      emit(y + at, n, stream, [&](int64_t k) {
-        A v = pre_activation<RES>(static_cast<A>(x[at + k]), alpha[j + k], beta[j + k], res,
-                                  at + k);
-        if constexpr (RELU) v = bn_relu(v);
-        return static_cast<T>(v);
-      });
-    }
-  };
-  if (stream) {  // whole rows through the streaming buffer
-    cols(0, rows, 0, c);
-    store_fence();
-    return;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r * c;
+    emit(y + o, c, stream, [&](int64_t j) {
+      A v = pre_activation<RES>(static_cast<A>(x[o + j]), alpha[j], beta[j], res, o + j);
+      if constexpr (RELU) v = bn_relu(v);
+      return static_cast<T>(v);
+    });
   }
-  for_each_band<T, A>(
-      rows, c,
-      [&](int64_t o, int64_t nr, int64_t j) {
-        const VecA<A> al = load_vec<A>(alpha + j), be = load_vec<A>(beta + j);
-        for (int64_t r = 0; r < nr; ++r) {
-          const int64_t at = o + r * c + j;
-          VecA<A> v = load_vec<A>(x + at) * al + be;
-          if constexpr (RES) v += load_vec<A>(res + at);
-          if constexpr (RELU) v = v < VecA<A>{} ? VecA<A>{} : v;  // bn_relu: NaN passes
-          store_vec<A>(y + at, v);
-        }
-      },
-      cols);
-}
-
-// The ReLU-masked gradient g of a vector of values (bn_masked_grad lane by lane).
-template <bool RELU, bool RES, typename T, typename A>
-FC_INLINE VecA<A> masked_vec(const T* dy, const T* res, int64_t at, VecA<A> xv, VecA<A> al,
-                             VecA<A> be) {
-  const VecA<A> g = load_vec<A>(dy + at);
-  if constexpr (!RELU) return g;
-  VecA<A> pre = xv * al + be;  // pre_activation
-  if constexpr (RES) pre += load_vec<A>(res + at);
-  return pre > VecA<A>{} ? g : VecA<A>{};
+  if (stream) store_fence();
 }
 
 template <bool RELU, bool RES, typename T, typename A>
 FC_INLINE void run_backward_sums(const T* dy, const T* x, const T* res, int64_t planes, int64_t n,
                                  int64_t stride, int64_t channels, const A* alpha, const A* beta,
                                  const A* mean, A* s_dy, A* s_dyx) {
-  for (int64_t j = 0; j < channels; ++j) {
-    const A al = alpha[j], be = beta[j], mu = mean[j];
-    VecA<A> a = {}, b = {};
-    for (int64_t o = 0; o < planes * stride; o += stride) {
+  for (int64_t o = 0; o < planes * stride; o += stride) {
+    for (int64_t j = 0; j < channels; ++j) {
       const int64_t at = o + j * n;
-      for_each_lane_step<A>(
-          n,
-          [&](int64_t i) {
-            const VecA<A> xv = load_vec<A>(x + at + i);
-            const VecA<A> g =
-                masked_vec<RELU, RES, T, A>(dy, res, at + i, xv, al + VecA<A>{}, be + VecA<A>{});
-            a += g;
-            b += g * (xv - mu);
-          },
-          [&](int64_t i, int64_t k) {
-            const A xv = static_cast<A>(x[at + i]);
-            const A g = bn_masked_grad(static_cast<A>(dy[at + i]),
-                                       pre_activation<RES>(xv, al, be, res, at + i), RELU);
-            a[k] += g;
-            b[k] += g * (xv - mu);
-          });
+      const A al = alpha[j], be = beta[j], mu = mean[j];
+      A a = s_dy[j], b = s_dyx[j];
+#pragma omp simd reduction(+ : a, b)
+      for (int64_t i = at; i < at + n; ++i) {
+        const A xv = static_cast<A>(x[i]);
+        const A g = bn_masked_grad(static_cast<A>(dy[i]), pre_activation<RES>(xv, al, be, res, i),
+                                   RELU);
+        a += g;
+        b += g * (xv - mu);
+      }
+      s_dy[j] = a;
+      s_dyx[j] = b;
     }
-    s_dy[j] += lanes_sum<A>(a);
-    s_dyx[j] += lanes_sum<A>(b);
   }
 }
 
-// s_dy[j] += sum g, s_dyx[j] += sum g * (x - mean[j]) over the rows.
 template <bool RELU, bool RES, typename T, typename A>
 FC_INLINE void rows_backward_sums(const T* dy, const T* x, const T* res, int64_t rows, int64_t c,
                                   const A* alpha, const A* beta, const A* mean, A* s_dy,
                                   A* s_dyx) {
-  for_each_band<T, A>(
-      rows, c,
-      [&](int64_t o, int64_t nr, int64_t j) {
-        const VecA<A> al = load_vec<A>(alpha + j), be = load_vec<A>(beta + j);
-        const VecA<A> mu = load_vec<A>(mean + j);
-        VecA<A> a = load_vec<A>(s_dy + j), b = load_vec<A>(s_dyx + j);
-        for (int64_t r = 0; r < nr; ++r) {
-          const int64_t at = o + r * c + j;
-          const VecA<A> xv = load_vec<A>(x + at);
-          const VecA<A> g = masked_vec<RELU, RES, T, A>(dy, res, at, xv, al, be);
-          a += g;
-          b += g * (xv - mu);
-        }
-        store_vec<A>(s_dy + j, a);
-        store_vec<A>(s_dyx + j, b);
-      },
-      [&](int64_t o, int64_t nr, int64_t j, int64_t n) {
-        for (int64_t r = 0; r < nr; ++r) {
-          const int64_t at = o + r * c + j;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r * c;
 #pragma omp simd
-          for (int64_t k = 0; k < n; ++k) {
-            const A xv = static_cast<A>(x[at + k]);
-            const A g = bn_masked_grad(static_cast<A>(dy[at + k]),
-                                       pre_activation<RES>(xv, alpha[j + k], beta[j + k], res,
-                                                           at + k),
-                                       RELU);
-            s_dy[j + k] += g;
-            s_dyx[j + k] += g * (xv - mean[j + k]);
-          }
-        }
-      });
+    for (int64_t j = 0; j < c; ++j) {
+      const A xv = static_cast<A>(x[o + j]);
+      const A g = bn_masked_grad(static_cast<A>(dy[o + j]),
+                                 pre_activation<RES>(xv, alpha[j], beta[j], res, o + j), RELU);
+      s_dy[j] += g;
+      s_dyx[j] += g * (xv - mean[j]);
+    }
+  }
 }
 
 // grad_input = g * k_g + x * k_x + k_0 (and grad_residual = g) for the n values at offset o:
@@ -491,35 +277,11 @@ template <bool RELU, bool RES, bool GRES, typename T, typename A>
 FC_INLINE void rows_backward_apply(const T* dy, const T* x, const T* res, T* dx, T* dres,
                                    int64_t rows, int64_t c, const A* alpha, const A* beta,
                                    const A* k_g, const A* k_x, const A* k_0, bool stream) {
-  // the leftover channels of a band, and whole rows when streaming
-  auto cols = [&](int64_t o, int64_t nr, int64_t j, int64_t n) {
-    const ChannelCoef<A> k{alpha + j, beta + j, k_g + j, k_x + j, k_0 + j};
-    for (int64_t r = 0; r < nr; ++r) {
-      const int64_t at = o + j + r * c;
-      backward_apply_span<RELU, RES, GRES, T, A>(dy + at, x + at, RES ? res + at : res, dx + at,
-                                                 GRES ? dres + at : dres, 0, n, stream, k);
-    }
-  };
-  if (stream) {
-    cols(0, rows, 0, c);
-    store_fence();
-    return;
+  const ChannelCoef<A> k{alpha, beta, k_g, k_x, k_0};
+  for (int64_t r = 0; r < rows; ++r) {
+    backward_apply_span<RELU, RES, GRES, T, A>(dy, x, res, dx, dres, r * c, c, stream, k);
   }
-  for_each_band<T, A>(
-      rows, c,
-      [&](int64_t o, int64_t nr, int64_t j) {
-        const VecA<A> al = load_vec<A>(alpha + j), be = load_vec<A>(beta + j);
-        const VecA<A> kg = load_vec<A>(k_g + j), kx = load_vec<A>(k_x + j);
-        const VecA<A> k0 = load_vec<A>(k_0 + j);
-        for (int64_t r = 0; r < nr; ++r) {
-          const int64_t at = o + j + r * c;
-          const VecA<A> xv = load_vec<A>(x + at);
-          const VecA<A> g = masked_vec<RELU, RES, T, A>(dy, res, at, xv, al, be);
-          store_vec<A>(dx + at, g * kg + xv * kx + k0);  // backward_apply_span's expression
-          if constexpr (GRES) store_vec<A>(dres + at, g);
-        }
-      },
-      cols);
+  if (stream) store_fence();
 }
 
 }  // namespace

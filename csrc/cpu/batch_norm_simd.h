@@ -25,9 +25,6 @@
 namespace fastconv {
 namespace cpu {
 
-// The most channels one call of the run_* reductions takes (`channels`).
-constexpr int64_t kBnMaxChannels = 256;
-
 #define FC_BN_DECLARE(T, A)                                                                     \
   /* s1[j] += sum(x - pivot[j]), s2[j] += sum((x - pivot[j])^2) over channel j's runs */       \
   void bn_run_sums(const T* x, int64_t planes, int64_t n, int64_t stride, int64_t channels,     \
