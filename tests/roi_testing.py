@@ -103,3 +103,19 @@ def reference_roi_pool(x, rois, spatial_scale, output_size):
                 if h1 > h0 and w1 > w0:
                     out[k, :, i, j] = x[int(r[0]), :, h0:h1, w0:w1].amax(dim=(1, 2))
     return out
+
+
+def grads(fn, x, rois, grad):
+    """The gradient of fn(x, rois) with respect to x for the upstream gradient grad."""
+    xg = x.detach().requires_grad_()
+    return torch.autograd.grad(fn(xg, rois), xg, grad)[0]
+
+
+def with_threads(threads, fn):
+    """fn() run with torch's intra-op thread count set to threads (restored afterwards)."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return fn()
+    finally:
+        torch.set_num_threads(previous)

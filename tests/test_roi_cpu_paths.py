@@ -10,7 +10,7 @@ import torchvision
 
 from fastconv.ops import roi_align, roi_pool
 from fastconv.testing import TOLERANCES
-from roi_testing import edge_case_boxes
+from roi_testing import edge_case_boxes, grads
 
 
 # ROI Align's NCHW forward takes one of two paths by map size (cpu/roi_align.cpp,
@@ -22,11 +22,6 @@ def roi_align_nchw_path(request, monkeypatch):
                        "0" if request.param == "bands" else str(1 << 40))
 
 FORMATS = [torch.contiguous_format, torch.channels_last]
-
-
-def grads(fn, x, rois, grad):
-    xg = x.detach().requires_grad_()
-    return torch.autograd.grad(fn(xg, rois), xg, grad)[0]
 
 
 # ---- ROI Pool -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torchvision
 
 from fastconv.ops import roi_align, roi_pool
 from fastconv.testing import TOLERANCES
-from roi_testing import edge_case_boxes
+from roi_testing import edge_case_boxes, grads, with_threads
 
 
 # ROI Align's NCHW forward takes one of two paths by map size (cpu/roi_align.cpp,
@@ -30,20 +30,6 @@ FORMATS = [torch.contiguous_format, torch.channels_last]
 # (N, C, H, W): pixels H*W = 32 (one column block), 143 and 259 (tails of 8 and 32); channels
 # 8 (one row block), 45 and 70 (tails of 5 and 6), 3 (no whole block)
 SHAPES = [(1, 8, 4, 8), (2, 45, 13, 11), (3, 70, 7, 37), (2, 3, 5, 9)]
-
-
-def grads(fn, x, rois, grad):
-    xg = x.detach().requires_grad_()
-    return torch.autograd.grad(fn(xg, rois), xg, grad)[0]
-
-
-def with_threads(threads, fn):
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        return fn()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def boxes(n, h, w, scale, repeat=2):

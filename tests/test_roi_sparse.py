@@ -11,6 +11,7 @@ import torchvision
 
 from fastconv.ops import roi_align, roi_pool
 from fastconv.testing import TOLERANCES
+from roi_testing import grads, with_threads
 
 
 # ROI Align's NCHW forward takes one of two paths by map size (cpu/roi_align.cpp,
@@ -20,20 +21,6 @@ from fastconv.testing import TOLERANCES
 def roi_align_nchw_path(request, monkeypatch):
     monkeypatch.setenv("FASTCONV_ROI_WHOLE_MAP_BYTES",
                        "0" if request.param == "bands" else str(1 << 40))
-
-
-def grads(fn, x, rois, grad):
-    xg = x.detach().requires_grad_()
-    return torch.autograd.grad(fn(xg, rois), xg, grad)[0]
-
-
-def with_threads(threads, fn):
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        return fn()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def sparse_boxes(n_images, height, width, scale, count=24, seed=0):
