@@ -62,6 +62,21 @@ bool too_few(int64_t items) {
   return items < 4 * T || (items < 8 * T && items % T != 0);
 }
 
+// Halves the run lengths, `a` first (down to a_min) and then `b` (down to 1), until
+// items(a, b) gives every thread enough work (too_few) or neither can shrink.
+template <typename Items>
+void shrink_runs(int64_t& a, int64_t a_min, int64_t& b, Items items) {
+  while (too_few(items(a, b))) {
+    if (a > a_min) {
+      a = ceil_div(a, 2);
+    } else if (b > 1) {
+      b = ceil_div(b, 2);
+    } else {
+      break;
+    }
+  }
+}
+
 // Y_n[K, P] = W[K, RSC] im2col_n[RSC, P]: A = weights (mr output channels per panel), B =
 // pixels (nr per panel, the flattened output pixels of one image, so panels run across rows).
 void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x, const float* w,
@@ -80,16 +95,8 @@ void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
   // Items: (image, run of pp pixel panels, run of mb channel panels); runs shrink until each
   // thread has four items or more, in equal numbers where they are few.
   int64_t pp = 4, mb = mt;
-  auto items = [&] { return g.n * ceil_div(pt, pp) * ceil_div(mt, mb); };
-  while (too_few(items())) {
-    if (pp > 1) {
-      pp = ceil_div(pp, 2);
-    } else if (mb > 1) {
-      mb = ceil_div(mb, 2);
-    } else {
-      break;
-    }
-  }
+  shrink_runs(pp, 1, mb,
+              [&](int64_t p, int64_t m) { return g.n * ceil_div(pt, p) * ceil_div(mt, m); });
   const int64_t npb = ceil_div(pt, pp), nmb = ceil_div(mt, mb);
   at::parallel_for(0, g.n * npb * nmb, 1, [&](int64_t begin, int64_t end) {
     float* bbuf = fastk::workspace(2, pp * NR * red.kc_len + 8);
@@ -143,16 +150,8 @@ void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
   // Items: (run of pm pixel panels, run of nb channel panels); runs shrink until each thread
   // has four items or more, in equal numbers where they are few.
   int64_t pm = 16, nb = nt;
-  auto items = [&] { return ceil_div(mt, pm) * ceil_div(nt, nb); };
-  while (too_few(items())) {
-    if (pm > 2) {
-      pm = ceil_div(pm, 2);
-    } else if (nb > 1) {
-      nb = ceil_div(nb, 2);
-    } else {
-      break;
-    }
-  }
+  shrink_runs(pm, 2, nb,
+              [&](int64_t p, int64_t n) { return ceil_div(mt, p) * ceil_div(nt, n); });
   const int64_t npb = ceil_div(mt, pm), nnb = ceil_div(nt, nb);
   at::parallel_for(0, npb * nnb, 1, [&](int64_t begin, int64_t end) {
     float* abuf = fastk::workspace(2, pm * MR * red.kc_len + 8);
