@@ -21,7 +21,7 @@
 
 #include "checks/batch_norm.h"
 #include "cpu/batch_norm_passes.h"
-#include "cpu/batch_norm_buffers.h"
+#include "cpu/buffer_cache.h"
 #include "schemas/batch_norm.h"
 
 namespace fastconv {
@@ -100,9 +100,9 @@ struct Prepared {
   at::MemoryFormat fmt;
   Layout layout;
   // outputs (y, grad_input, grad_residual): activation-sized, written completely, and
-  // allocated again at every training step, so from the block cache of cpu/batch_norm_buffers.h
+  // allocated again at every training step, so from the block cache of cpu/buffer_cache.h
   at::Tensor empty_like_x() const {
-    return cpu::empty_bn_output(x.sizes(), x.options().memory_format(fmt));
+    return cpu::empty_cached(x.sizes(), x.options().memory_format(fmt));
   }
 };
 

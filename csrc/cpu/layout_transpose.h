@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cpu/huge_pages.h"
+#include "cpu/buffer_cache.h"
 
 namespace fastconv::cpu {
 
@@ -76,13 +76,14 @@ void transpose_batch(const T* src, int64_t src_batch, T* dst, int64_t dst_batch,
 }
 
 // x in channels_last, the same tensor when it already is; an NCHW-contiguous 4-D x is
-// transposed here into a new huge-page buffer, anything else goes through torch's copy.
+// transposed here into a buffer from the block cache (cpu/buffer_cache.h), anything else goes
+// through torch's copy.
 inline at::Tensor to_channels_last(const at::Tensor& x) {
   if (x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
   if (x.dim() != 4 || !x.is_contiguous()) return x.contiguous(at::MemoryFormat::ChannelsLast);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   at::Tensor y =
-      empty_huge_pages(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+      empty_cached(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channels_last", [&] {
     transpose_batch(x.const_data_ptr<scalar_t>(), C * HW, y.mutable_data_ptr<scalar_t>(), C * HW,
                     N, C, HW);

@@ -440,8 +440,8 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   const AlignArgs a = align_args(g, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned);
   check_roi_values(rois, a.N, "roi_align");
   const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  at::Tensor out = at::empty({a.K, a.C, a.PH, a.PW},
-                             input.options().memory_format(roi_memory_format(channels_last)));
+  const auto options = input.options().memory_format(roi_memory_format(channels_last));
+  at::Tensor out = cpu::empty_cached({a.K, a.C, a.PH, a.PW}, options);
   if (out.numel() == 0) return out;
   const at::Tensor r = rois.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
@@ -467,7 +467,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                            input_size, "_roi_align_backward");
   const AlignArgs a = align_args(g, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned);
   check_roi_values(rois, a.N, "_roi_align_backward");
-  at::Tensor gi = cpu::empty_huge_pages(
+  at::Tensor gi = cpu::empty_cached(
       {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();

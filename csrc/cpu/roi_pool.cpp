@@ -139,10 +139,10 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
            a.H, "x", a.W);
   const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   const auto options = input.options().memory_format(roi_memory_format(channels_last));
-  // fresh outputs of several MB fault in 2 MB pages, not 4 KB ones (cpu/huge_pages.h): 25 MB
-  // of output and argmax faulted in 4 KB pages took twice as long as the whole forward
-  at::Tensor out = cpu::empty_huge_pages({a.K, a.C, a.PH, a.PW}, options);
-  at::Tensor argmax = cpu::empty_huge_pages({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
+  // outputs of several MB come from the block cache (cpu/buffer_cache.h): 25 MB of output and
+  // argmax faulted in 4 KB pages took twice as long as the whole forward
+  at::Tensor out = cpu::empty_cached({a.K, a.C, a.PH, a.PW}, options);
+  at::Tensor argmax = cpu::empty_cached({a.K, a.C, a.PH, a.PW}, options.dtype(at::kInt));
   if (out.numel() == 0) return {out, argmax};
   const at::Tensor x = cpu::to_channels_last(input);
   const at::Tensor r = rois.contiguous();
@@ -164,7 +164,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   check_roi_argmax(argmax, grad_output, op);
   const PoolArgs a = pool_args(g, spatial_scale, pooled_h, pooled_w);
   check_roi_values(rois, a.N, op);
-  at::Tensor gi = cpu::empty_huge_pages(
+  at::Tensor gi = cpu::empty_cached(
       {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
   if (a.K == 0) return gi.zero_();

@@ -9,7 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "cpu/huge_pages.h"
+#include "cpu/buffer_cache.h"
 #include "cpu/layout_transpose.h"
 
 #include <algorithm>

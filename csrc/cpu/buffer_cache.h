@@ -1,19 +1,21 @@
-// Activation-sized outputs of the CPU BatchNorm kernels (y, grad_input, grad_residual) from a
-// small cache of huge-page blocks.
+// Large CPU outputs (BatchNorm's y, grad_input and grad_residual; ROI outputs, argmax and
+// grad_input; the channels_last copies of ROI feature maps) from a small cache of huge-page
+// blocks.
 //
 // Why: a training step allocates the same large outputs every iteration and frees them soon
 // after. glibc serves a 25 MB request from a fresh mmap or from the heap top, which it trims
 // back to the kernel once more than twice its mmap threshold is free there; either way the
 // next step faults the memory in again, 4 KB at a time, ~0.45 ms per MB here: 11 ms for one
-// 25 MB output, against 5-10 ms for the whole fused forward + backward of such a layer.
-// Measured (1 thread, 8x64x112x112 channels_last, forward + backward): 6272 minor faults in
-// most iterations with at::empty; 759 with at::empty + MADV_HUGEPAGE (the 2 MB pages inside
-// the block, 4 KB pages at its unaligned ends, and 2 MB of zeroing per huge fault remain);
-// none with this cache.
+// 25 MB output, against 5-10 ms for the whole fused BatchNorm forward + backward of such a
+// layer, and a 62 MB FPN P2 map took longer to fault in than the whole ROI backward over it.
+// Measured (1 thread, BatchNorm 8x64x112x112 channels_last, forward + backward): 6272 minor
+// faults in most iterations with at::empty; 759 with at::empty + MADV_HUGEPAGE (the 2 MB pages
+// inside the block, 4 KB pages at its unaligned ends, and 2 MB of zeroing per huge fault
+// remain); none with this cache.
 //
 // The cache: blocks of at least kMinBytes are 2 MB aligned (so huge pages cover them whole)
 // and advised MADV_HUGEPAGE; a freed block is kept (most recently freed last) while the cache
-// holds at most FASTCONV_BN_CACHE_BYTES (default 256 MB; 0 turns the cache off), dropping the
+// holds at most FASTCONV_CPU_CACHE_BYTES (default 256 MB; 0 turns the cache off), dropping the
 // oldest blocks beyond that, and a request takes the smallest kept block that fits without
 // wasting more than an eighth of it. Thread-safe; smaller requests go to the default CPU
 // allocator. The tensors are ordinary resizable CPU tensors.
@@ -33,13 +35,13 @@
 
 namespace fastconv::cpu {
 
-class BnBufferCache final : public c10::Allocator {
+class BufferCache final : public c10::Allocator {
  public:
   static constexpr size_t kMinBytes = size_t{4} << 20;
   static constexpr size_t kAlign = size_t{2} << 20;
 
-  static BnBufferCache& instance() {
-    static BnBufferCache* cache = new BnBufferCache();  // never destroyed: frees at exit are safe
+  static BufferCache& instance() {
+    static BufferCache* cache = new BufferCache();  // never destroyed: frees at exit are safe
     return *cache;
   }
 
@@ -50,7 +52,7 @@ class BnBufferCache final : public c10::Allocator {
     if (p == nullptr) {
       p = std::aligned_alloc(kAlign, capacity);
       TORCH_CHECK_WITH(OutOfMemoryError, p != nullptr,
-                       "fastconv::batch_norm: expected to allocate ", capacity,
+                       "fastconv: expected to allocate ", capacity,
                        " bytes, got out of memory");
 #ifdef __linux__
       madvise(p, capacity, MADV_HUGEPAGE);  // a hint: nothing changes where THP is off
@@ -72,8 +74,8 @@ class BnBufferCache final : public c10::Allocator {
     size_t capacity;
   };
 
-  BnBufferCache() {
-    const char* env = std::getenv("FASTCONV_BN_CACHE_BYTES");
+  BufferCache() {
+    const char* env = std::getenv("FASTCONV_CPU_CACHE_BYTES");
     limit_ = env ? size_t(std::strtoull(env, nullptr, 10)) : size_t{256} << 20;
   }
 
@@ -121,9 +123,9 @@ class BnBufferCache final : public c10::Allocator {
 };
 
 // An uninitialized CPU tensor like at::empty(sizes, options) (memory format from options), its
-// storage from BnBufferCache. For outputs that the caller then writes completely.
-inline at::Tensor empty_bn_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  return at::detail::empty_generic(sizes, &BnBufferCache::instance(),
+// storage from BufferCache. For outputs that the caller then writes completely.
+inline at::Tensor empty_cached(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return at::detail::empty_generic(sizes, &BufferCache::instance(),
                                    c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    options.dtype().toScalarType(),
                                    options.memory_format_opt());

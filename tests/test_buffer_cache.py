@@ -1,12 +1,14 @@
-"""Activation-sized outputs of the CPU BatchNorm kernels come from a cache of 2 MB-aligned
-huge-page blocks (csrc/cpu/batch_norm_buffers.h): a training step that frees its outputs gets
-the same memory back at the next step (no page faults), and the tensors stay ordinary ones."""
+"""Large outputs of the CPU BatchNorm and ROI kernels come from one cache of 2 MB-aligned
+huge-page blocks (csrc/cpu/buffer_cache.h): a training step that frees its outputs gets the
+same memory back at the next step (no page faults), and the tensors stay ordinary ones."""
 import resource
 
 import torch
 import torch.nn.functional as tF
+import torchvision
 
 import fastconv.nn.functional as F
+from fastconv.ops import roi_align, roi_pool
 
 
 def step(x, gy, rm, rv, w, b):
@@ -51,3 +53,36 @@ def test_cached_output_is_an_ordinary_tensor():
     z = y._lazy_clone()  # copy-on-write clones need a "simple" data pointer (context == data)
     z.add_(1)
     assert torch.equal(y[:2], y2 + 1) and torch.equal(z[:2], (y2 + 1) + 1)
+
+
+def roi_step(op, x, boxes, **kwargs):
+    xg = x.detach().requires_grad_()
+    y = op(xg, boxes, **kwargs)
+    (gx,) = torch.autograd.grad(y, xg, torch.ones_like(y))
+    return y, gx
+
+
+def test_roi_outputs_and_gradients_reuse_freed_blocks():
+    # 2x64x96x96 map: 4.7 MB input gradient; 160 boxes x 64 x 11 x 11: 4.96 MB output (and
+    # as much argmax for roi_pool); all above the cache's 4 MB floor
+    x = torch.randn(2, 64, 96, 96)
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(160, 2, generator=g) * 60
+    wh = torch.rand(160, 2, generator=g) * 30 + 1
+    boxes = torch.cat([torch.arange(160).remainder(2)[:, None].float(), xy, xy + wh], 1)
+    for op, ref, kwargs in [
+        (roi_pool, torchvision.ops.roi_pool, {}),
+        (roi_align, torchvision.ops.roi_align, {"sampling_ratio": 2, "aligned": True}),
+    ]:
+        y, gx = roi_step(op, x, boxes, output_size=11, **kwargs)
+        pointers = {y.data_ptr(), gx.data_ptr()}
+        assert all(p % (2 << 20) == 0 for p in pointers), op
+        y_ref, gx_ref = roi_step(ref, x, boxes, output_size=11, **kwargs)
+        del y, gx
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        y, gx = roi_step(op, x, boxes, output_size=11, **kwargs)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        assert {y.data_ptr(), gx.data_ptr()} == pointers, op
+        assert faults < 100, (op, faults)  # fresh outputs: ~2400 faults in 4 KB pages
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-4)
