@@ -10,7 +10,7 @@ import torchvision
 
 from fastconv.ops import roi_align, roi_pool
 from fastconv.testing import TOLERANCES
-from roi_testing import edge_case_boxes, grads
+from roi_testing import edge_case_boxes, grads, with_threads
 
 
 # ROI Align's NCHW forward takes one of two paths by map size (cpu/roi_align.cpp,
@@ -183,3 +183,24 @@ def test_roi_align_nchw_gradcheck():
     x = torch.randn(1, 9, 12, 14, dtype=torch.float64, requires_grad=True)
     rois = torch.tensor([[0, 3.3, 2.6, 6.1, 5.7], [0, 8.2, 1.1, 12.9, 4.4]], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (2, 3), 1.0, 2, False), (x,))
+
+
+# The NCHW backward writes each band of rows into the channel planes with non-temporal stores
+# of whole 64-byte lines (cpu/layout_transpose.h, transpose_32bit_streaming) where the planes
+# are a whole number of lines (here 200 x 20 pixels), and ordinary stores for the elements
+# before the first whole line of a band (at 1 thread the units are 20 or 23 channels by 163 or
+# 142 rows: the second band starts 3260 or 2840 pixels into a plane, not a multiple of 16),
+# after the last one, and for the channels past a multiple of 8 (20 = 16 + 4, 23 = 16 + 7).
+@pytest.mark.parametrize("channels", [40, 45])
+def test_roi_align_nchw_backward_streamed_bands_at_any_alignment(channels):
+    x = torch.randn(1, channels, 200, 20)
+    rois = torch.cat([edge_case_boxes(1, 200, 20, 1.0)] * 2).float()
+    args = ((5, 4), 1.0, 2, False)
+    grad = torch.randn(rois.shape[0], channels, 5, 4)
+    g = with_threads(1, lambda: grads(lambda t, r: roi_align(t, r, *args), x, rois, grad))
+    g_last = with_threads(1, lambda: grads(lambda t, r: roi_align(t, r, *args),
+                                           x.contiguous(memory_format=torch.channels_last),
+                                           rois, grad))
+    assert torch.equal(g, g_last.contiguous())  # the same sums, only stored differently
+    g_ref = grads(lambda t, r: torchvision.ops.roi_align(t, r, *args), x, rois, grad)
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=2.5e-5)  # as above

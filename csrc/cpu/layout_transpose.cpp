@@ -6,6 +6,8 @@
 // arithmetic), so int32 data goes through the same code unchanged.
 #include "cpu/layout_transpose.h"
 
+#include <xmmintrin.h>
+
 #include <cstring>
 
 namespace fastconv::cpu {
@@ -14,9 +16,9 @@ namespace {
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
-// dst[j * dst_ld + i] = src[i * src_ld + j] for i, j < 8.
-__attribute__((always_inline)) inline void transpose8x8(const float* src, int64_t src_ld,
-                                                        float* dst, int64_t dst_ld) {
+// out[j][i] = src[i * src_ld + j] for i, j < 8: column j of the block in register j.
+__attribute__((always_inline)) inline void transpose8x8_registers(const float* src,
+                                                                  int64_t src_ld, f32x8 out[8]) {
   f32x8 r[8];
   for (int i = 0; i < 8; ++i) std::memcpy(&r[i], src + i * src_ld, sizeof(f32x8));
   // pairs of rows interleaved: t[2p] = (r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]) ...
@@ -36,11 +38,26 @@ __attribute__((always_inline)) inline void transpose8x8(const float* src, int64_
     u[4 * h + 3] = __builtin_shuffle(s[1], s[3], i32x8{2, 3, 10, 11, 6, 7, 14, 15});
   }
   for (int q = 0; q < 4; ++q) {
-    const f32x8 lo = __builtin_shuffle(u[q], u[4 + q], i32x8{0, 1, 2, 3, 8, 9, 10, 11});
-    const f32x8 hi = __builtin_shuffle(u[q], u[4 + q], i32x8{4, 5, 6, 7, 12, 13, 14, 15});
-    std::memcpy(dst + q * dst_ld, &lo, sizeof(f32x8));
-    std::memcpy(dst + (q + 4) * dst_ld, &hi, sizeof(f32x8));
+    out[q] = __builtin_shuffle(u[q], u[4 + q], i32x8{0, 1, 2, 3, 8, 9, 10, 11});
+    out[q + 4] = __builtin_shuffle(u[q], u[4 + q], i32x8{4, 5, 6, 7, 12, 13, 14, 15});
   }
+}
+
+// dst[j * dst_ld + i] = src[i * src_ld + j] for i, j < 8.
+__attribute__((always_inline)) inline void transpose8x8(const float* src, int64_t src_ld,
+                                                        float* dst, int64_t dst_ld) {
+  f32x8 t[8];
+  transpose8x8_registers(src, src_ld, t);
+  for (int j = 0; j < 8; ++j) std::memcpy(dst + j * dst_ld, &t[j], sizeof(f32x8));
+}
+
+// 32 bytes at p (16-byte aligned) with non-temporal stores (SSE: both clones have them).
+__attribute__((always_inline)) inline void stream32(float* p, const f32x8& v) {
+  __m128 lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  _mm_stream_ps(p, lo);
+  _mm_stream_ps(p + 4, hi);
 }
 
 // One element's 4 bytes, unchanged (the data may be int32 viewed through float pointers).
@@ -71,6 +88,41 @@ __attribute__((target_clones("avx2", "default"))) void transpose_32bit(
       }
     }
   }
+}
+
+}  // namespace fastconv::cpu
+
+namespace fastconv::cpu {
+
+__attribute__((target_clones("avx2", "default"))) void transpose_32bit_streaming(
+    const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
+  constexpr int64_t kLine = 16;  // floats per 64-byte line
+  if (dst_ld % kLine != 0 || reinterpret_cast<uintptr_t>(dst) % sizeof(float) != 0) {
+    transpose_32bit(src, src_ld, dst, dst_ld, rows, cols);  // rows would not share alignment
+    return;
+  }
+  // elements before the first whole line of every destination row, and the whole lines
+  const int64_t head = std::min<int64_t>(
+      rows, (kLine - reinterpret_cast<uintptr_t>(dst) / sizeof(float) % kLine) % kLine);
+  const int64_t body = head + (rows - head) / kLine * kLine;
+  const int64_t cols8 = cols / 8 * 8;
+  for (int64_t j = 0; j < cols8; j += 8) {
+    for (int64_t i = head; i < body; i += kLine) {
+      f32x8 a[8], b[8];  // rows i .. i + 7 and i + 8 .. i + 15 of source columns j .. j + 7
+      transpose8x8_registers(src + i * src_ld + j, src_ld, a);
+      transpose8x8_registers(src + (i + 8) * src_ld + j, src_ld, b);
+      for (int q = 0; q < 8; ++q) {  // one destination line after the other, written whole
+        float* line = dst + (j + q) * dst_ld + i;
+        stream32(line, a[q]);
+        stream32(line + 8, b[q]);
+      }
+    }
+  }
+  // the edges: rows before and after the whole lines, columns past the last 8
+  transpose_32bit(src, src_ld, dst, dst_ld, head, cols8);
+  transpose_32bit(src + body * src_ld, src_ld, dst + body, dst_ld, rows - body, cols8);
+  transpose_32bit(src + cols8, src_ld, dst + cols8 * dst_ld, dst_ld, rows, cols - cols8);
+  _mm_sfence();  // the streamed lines reach memory before other threads read them
 }
 
 }  // namespace fastconv::cpu

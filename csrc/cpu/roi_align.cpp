@@ -421,7 +421,8 @@ void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, s
         box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), corners, block,
                     buf.data(), Grid{a.W * w, w}, a, r0, r1);
       }
-      cpu::transpose(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW, (r1 - r0) * a.W, w);
+      cpu::transpose_streaming(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW,
+                               (r1 - r0) * a.W, w);
     }
   });
 }
