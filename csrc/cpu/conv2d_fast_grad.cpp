@@ -255,8 +255,12 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const bool fold = G == 1 && g.dil_w == 1;
   const int64_t nruns = fold ? g.r : g.r * g.s, runlen = fold ? g.s * Cg : Cg;
   const int64_t tiles_per_run = ceil_div(runlen, M);
-  const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
-  const float* src = nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const bool pack = C * g.stride_w >= 128;  // packed tiles (see below)
+  // The in-place tiles read the input with zero columns (a padded NHWC copy); packing reads it
+  // unpadded (channels_last: the input itself, not a copy of it: 13 MB for res3a at batch 8)
+  // and assembles the runs of border pixels with zeros.
+  const int64_t Wp = pack ? g.w : std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
+  const float* src = pack ? nhwc_padded(input, 0, g.h, 0, g.w, 0) : nhwc_with_column_padding(input, g.pad_w, Wp, 0);
   const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
   // acc[G][KB][run][element][B]: per channel block, the B channels of every element in order
   // (a tile's accumulators are adjacent, and the unpacking below reads them sequentially).
@@ -273,13 +277,17 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // pixel a different cache line, in few sets); with few input channels (first layers, C <= 64)
   // the tiles read the NHWC data in place, in chunks of about 64 pixels (measured, AVX2; also
   // for the 1x1 64 -> 256 layer of ResNet-50, where packing measured ~1.3x slower).
-  const bool pack = C * g.stride_w >= 128;
-  const int64_t chunk_rows = std::max<int64_t>(1, (pack ? 128 : 64) / g.q);
+  // Chunks of at most ~128 (packed) or ~64 pixels, evened out over the rows: a short last chunk
+  // costs a whole sweep of the accumulators for a few pixels (ResNet-50's res5a, 8 x 7 rows of
+  // 7: chunks of 18, 18, 18 and 2 rows swept 9.4 MB four times; 4 x 14 rows measured ~10%
+  // faster in a one-thread harness, CPU time, load ~6).
   const int64_t total_rows = g.n * g.p;
+  const int64_t max_rows = std::max<int64_t>(1, (pack ? 128 : 64) / g.q);
+  const int64_t chunk_rows = ceil_div(total_rows, ceil_div(total_rows, max_rows));
   const int64_t items = G * nruns * KB * tiles_per_run;  // (group, run, block, tile), tile fastest
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     const int64_t chunk_px = chunk_rows * g.q;
-    std::vector<float> apack(tiles_per_run * chunk_px * M), gpack(chunk_px * B);
+    std::vector<float> apack(tiles_per_run * chunk_px * M), gpack(chunk_px * B), edge(pack ? runlen : 0);
     std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
     std::vector<int64_t> rows;  // chunk rows (n * P + oh) whose input row exists for this run
     for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
@@ -323,9 +331,23 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
           for (size_t i = 0; i < rows.size(); ++i) {
             const int64_t n = rows[i] / g.p, oh = rows[i] % g.p;
             const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
-            const float* a_row = src + ((n * g.h + ih) * Wp + s * g.dil_w) * C + gi * Cg;
+            const float* x_row = src + (n * g.h + ih) * g.w * C + gi * Cg;
             for (int64_t q = 0; q < g.q; ++q) {
-              const float* a_px = a_row + q * g.stride_w * C;
+              // The run's columns (fold: S consecutive ones, dil_w = 1): in place where all are
+              // inside the image, else assembled with zeros for the padding.
+              const int64_t iw0 = q * g.stride_w - g.pad_w + s * g.dil_w, ncols = fold ? g.s : 1;
+              const float* a_px = x_row + iw0 * C;
+              if (iw0 < 0 || iw0 + ncols > g.w) {
+                for (int64_t j = 0; j < ncols; ++j) {
+                  float* e = edge.data() + j * Cg;
+                  if (iw0 + j >= 0 && iw0 + j < g.w) {
+                    std::copy(x_row + (iw0 + j) * C, x_row + (iw0 + j) * C + Cg, e);
+                  } else {
+                    std::fill(e, e + Cg, 0.0f);
+                  }
+                }
+                a_px = edge.data();
+              }
               float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * M;
               for (int64_t t = 0; t < full_tiles; ++t) copy_floats(a_px + t * M, M, dst + t * npix * M);
               if (tail > 0) copy_floats(a_px + full_tiles * M, tail, dst + full_tiles * npix * M);
