@@ -336,8 +336,10 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
               // The run's columns (fold: S consecutive ones, dil_w = 1): in place where all are
               // inside the image, else assembled with zeros for the padding.
               const int64_t iw0 = q * g.stride_w - g.pad_w + s * g.dil_w, ncols = fold ? g.s : 1;
-              const float* a_px = x_row + iw0 * C;
-              if (iw0 < 0 || iw0 + ncols > g.w) {
+              const float* a_px = edge.data();
+              if (iw0 >= 0 && iw0 + ncols <= g.w) {
+                a_px = x_row + iw0 * C;
+              } else {
                 for (int64_t j = 0; j < ncols; ++j) {
                   float* e = edge.data() + j * Cg;
                   if (iw0 + j >= 0 && iw0 + j < g.w) {
@@ -346,7 +348,6 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
                     std::fill(e, e + Cg, 0.0f);
                   }
                 }
-                a_px = edge.data();
               }
               float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * M;
               for (int64_t t = 0; t < full_tiles; ++t) copy_floats(a_px + t * M, M, dst + t * npix * M);
