@@ -68,7 +68,9 @@ def test_roi_pool_backward_reads_any_grad_layout(memory_format):
         torch.contiguous_format
     for make_grad in (lambda s: torch.randn(s).contiguous(memory_format=other),  # other layout
                       lambda s: torch.randn(s[1:]).expand(s),                  # expanded
-                      lambda s: torch.randn(s[0], s[2], s[3], s[1]).permute(0, 3, 1, 2)):
+                      lambda s: torch.randn(s[0], s[2], s[3], s[1]).permute(0, 3, 1, 2),
+                      # neither a channel's bins nor a bin's channels adjacent: copied one by one
+                      lambda s: torch.randn(s[0], s[1], s[3], s[2]).transpose(2, 3)):
         grad = make_grad((rois.shape[0], 37, 3, 2))
         g = grads(lambda t, r: roi_pool(t, r, (3, 2), 1.0), x, rois, grad)
         g_ref = grads(lambda t, r: torchvision.ops.roi_pool(t, r, (3, 2), 1.0), x, rois,
@@ -77,10 +79,11 @@ def test_roi_pool_backward_reads_any_grad_layout(memory_format):
         torch.testing.assert_close(g, g_ref, **TOLERANCES[torch.float32])
 
 
-# The backward adds a pass of cpu::l2_channels channels at a time (a multiple of 16: 16 on maps
-# of 4096 pixels or more), into a compact (pixels, pass) buffer for channels_last: 45 channels
-# on a 64x70 map take passes of 16, 16 and a 13-channel tail; 1 and 3 threads give different
-# channel blocks per unit (whole images, or halves and quarters of the channels).
+# The NCHW backward adds a pass of cpu::l2_channels channels at a time (a multiple of 16: 16 on
+# maps of 4096 pixels or more): 45 channels on a 64x70 map take passes of 16, 16 and a 13-channel
+# tail; the channels_last one (argmax channels_last) goes bin by bin over a unit's channels, into
+# grad_input itself (float) or a (pixels, channels) buffer (bfloat16); 1 and 3 threads give
+# different channel blocks per unit (whole images, or halves and quarters of the channels).
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("memory_format", FORMATS, ids=str)
 def test_roi_pool_backward_passes_with_tails_match_torchvision(dtype, memory_format):

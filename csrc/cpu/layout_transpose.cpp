@@ -51,6 +51,13 @@ __attribute__((always_inline)) inline void transpose8x8(const float* src, int64_
   for (int j = 0; j < 8; ++j) std::memcpy(dst + j * dst_ld, &t[j], sizeof(f32x8));
 }
 
+// Whether any of the n flags at f is set.
+__attribute__((always_inline)) inline bool any_set(const uint8_t* f, int64_t n) {
+  uint8_t any = 0;
+  for (int64_t i = 0; i < n; ++i) any |= f[i];
+  return any != 0;
+}
+
 // 32 bytes at p (16-byte aligned) with non-temporal stores (SSE: both clones have them).
 __attribute__((always_inline)) inline void stream32(float* p, const f32x8& v) {
   __m128 lo, hi;
@@ -95,12 +102,14 @@ __attribute__((target_clones("avx2", "default"))) void transpose_32bit(
 namespace fastconv::cpu {
 
 __attribute__((target_clones("avx2", "default"))) void transpose_32bit_streaming(
-    const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols) {
+    const float* src, int64_t src_ld, float* dst, int64_t dst_ld, int64_t rows, int64_t cols,
+    const uint8_t* nonzero) {
   constexpr int64_t kLine = 16;  // floats per 64-byte line
   if (dst_ld % kLine != 0 || reinterpret_cast<uintptr_t>(dst) % sizeof(float) != 0) {
     transpose_32bit(src, src_ld, dst, dst_ld, rows, cols);  // rows would not share alignment
     return;
   }
+  const f32x8 zero = {};
   // elements before the first whole line of every destination row, and the whole lines
   const int64_t head = std::min<int64_t>(
       rows, (kLine - reinterpret_cast<uintptr_t>(dst) / sizeof(float) % kLine) % kLine);
@@ -108,6 +117,14 @@ __attribute__((target_clones("avx2", "default"))) void transpose_32bit_streaming
   const int64_t cols8 = cols / 8 * 8;
   for (int64_t j = 0; j < cols8; j += 8) {
     for (int64_t i = head; i < body; i += kLine) {
+      if (nonzero != nullptr && !any_set(nonzero + i, kLine)) {
+        for (int q = 0; q < 8; ++q) {
+          float* line = dst + (j + q) * dst_ld + i;
+          stream32(line, zero);
+          stream32(line + 8, zero);
+        }
+        continue;
+      }
       f32x8 a[8], b[8];  // rows i .. i + 7 and i + 8 .. i + 15 of source columns j .. j + 7
       transpose8x8_registers(src + i * src_ld + j, src_ld, a);
       transpose8x8_registers(src + (i + 8) * src_ld + j, src_ld, b);

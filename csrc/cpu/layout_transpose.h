@@ -36,8 +36,11 @@ void transpose_32bit(const float* src, int64_t src_ld, float* dst, int64_t dst_l
 // not a buffer in cache): whole 64-byte lines of every destination row go out with
 // non-temporal stores, which write memory without first reading the lines (half the traffic
 // of ordinary stores for a map larger than the caches). Same results as transpose_32bit.
+// nonzero: null, or one flag per source row, clear where the caller knows the row holds only
+// zeros; the destination lines of 16 such rows are streamed zeros without reading the source
+// (ROI Align's gradient bands, about half of which no box reaches on a P2 map).
 void transpose_32bit_streaming(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
-                               int64_t rows, int64_t cols);
+                               int64_t rows, int64_t cols, const uint8_t* nonzero = nullptr);
 
 // The same for any pair of element types (one thread): float -> float and int32 -> int32 as
 // above, others in the same blocked order with scalar moves.
@@ -63,9 +66,9 @@ void transpose(const S* src, int64_t src_ld, D* dst, int64_t dst_ld, int64_t row
 // streams, other types go through transpose().
 template <typename S, typename D>
 void transpose_streaming(const S* src, int64_t src_ld, D* dst, int64_t dst_ld, int64_t rows,
-                         int64_t cols) {
+                         int64_t cols, const uint8_t* nonzero = nullptr) {
   if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
-    transpose_32bit_streaming(src, src_ld, dst, dst_ld, rows, cols);
+    transpose_32bit_streaming(src, src_ld, dst, dst_ld, rows, cols, nonzero);
   } else {
     transpose(src, src_ld, dst, dst_ld, rows, cols);
   }

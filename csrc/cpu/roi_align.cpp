@@ -410,19 +410,25 @@ void backward_nchw(const scalar_t* go, cpu::Strides4 gs, const scalar_t* rois, s
   at::parallel_for(0, a.N * count * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf, g(width), block;
     std::vector<cpu::Corner<acc_t>> corners;
+    std::vector<uint8_t> reached;  // per pixel of the band: whether a box's taps cover it
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n = u / (count * bands), c0 = (u / bands % count) * width;
       const int64_t r0 = u % bands * band, r1 = std::min(a.H, r0 + band);
       const int64_t w = std::min(width, a.C - c0);
       buf.assign((r1 - r0) * a.W * w, acc_t(0));
+      reached.assign((r1 - r0) * a.W, 0);
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
-        if (!valid[k] || taps[k].row_max < r0 || taps[k].row_min >= r1) continue;
-        box_scatter(taps[k], go + k * gs.k + c0 * gs.c, gs, w, g.data(), corners, block,
-                    buf.data(), Grid{a.W * w, w}, a, r0, r1);
+        const BoxTaps<acc_t>& t = taps[k];
+        if (!valid[k] || t.row_max < r0 || t.row_min >= r1) continue;
+        box_scatter(t, go + k * gs.k + c0 * gs.c, gs, w, g.data(), corners, block, buf.data(),
+                    Grid{a.W * w, w}, a, r0, r1);
+        for (int64_t r = std::max(r0, t.row_min); r <= std::min(r1 - 1, t.row_max); ++r)
+          std::fill(reached.begin() + (r - r0) * a.W + t.col_min,
+                    reached.begin() + (r - r0) * a.W + t.col_max + 1, uint8_t{1});
       }
       cpu::transpose_streaming(buf.data(), w, gi + (n * a.C + c0) * HW + r0 * a.W, HW,
-                               (r1 - r0) * a.W, w);
+                               (r1 - r0) * a.W, w, reached.data());
     }
   });
 }

@@ -5,9 +5,10 @@
 // a channels_last output, or into a tile transposed into an NCHW one; an NCHW input is
 // transposed once. Backward:
 // race-free units of (image, channel block) that add grad_output at the argmax in box order
-// (cpu/roi_units.h) into channel planes, reading each box's block of grad_output and argmax in
-// place where a channel's bins are adjacent, else through a small transposed copy (prefetching
-// the next box's block).
+// (cpu/roi_units.h), prefetching the next box's block. An NCHW argmax adds channel by channel
+// into channel planes (grad_output read in place where a channel's bins are adjacent, else
+// through a small transposed copy); a channels_last one bin by bin over the unit's channels into
+// a pixel-major gradient (grad_output read in place where a bin's channels are adjacent).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -69,12 +70,13 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
   });
 }
 
-// grad_input element i of a plane += v, for argmax i: negative i (an empty bin) adds nothing,
-// i >= HW is an IndexError.
+// The gradient of pixel i (at base[i * pixel_stride]) += v, for argmax i: negative i (an empty
+// bin) adds nothing, i >= HW is an IndexError.
 template <typename scalar_t, typename acc_t>
-C10_ALWAYS_INLINE void add_at(acc_t* plane, int64_t HW, int32_t i, scalar_t v) {
+C10_ALWAYS_INLINE void add_at(acc_t* base, int64_t pixel_stride, int64_t HW, int32_t i,
+                              scalar_t v) {
   if (C10_LIKELY(static_cast<uint64_t>(static_cast<int64_t>(i)) < static_cast<uint64_t>(HW))) {
-    plane[i] += static_cast<acc_t>(v);
+    base[i * pixel_stride] += static_cast<acc_t>(v);
   } else if (C10_UNLIKELY(i >= 0)) {
     fail_index_out_of_range("_roi_pool_backward", i, HW);
   }
@@ -115,17 +117,98 @@ void add_box(acc_t* planes, int64_t plane_stride, int64_t HW, int64_t w, int64_t
     acc_t* plane = planes + c * plane_stride;
     const int32_t* a = am + c * bins;
     const scalar_t* g = go + c * bins;
-    for (int64_t b = 0; b < bins; ++b) add_at(plane, HW, a[b], g[b]);
+    for (int64_t b = 0; b < bins; ++b) add_at(plane, 1, HW, a[b], g[b]);
   }
+}
+
+// A box's block of grad_output at p (strides s) as PH x PW runs of w channels, bin (ph, pw)'s
+// at ptr + ph * h + pw * w: p itself where each bin's channels are adjacent, else a copy in
+// tile (a blocked transpose from NCHW, element by element otherwise).
+template <typename T>
+struct BinRuns {
+  const T* ptr;
+  int64_t h, w;
+};
+
+template <typename T>
+BinRuns<T> channels_by_bin(const T* p, cpu::Strides4 s, int64_t w, int64_t PH, int64_t PW,
+                           std::vector<T>& tile) {
+  if (s.c == 1 || w == 1) return {p, s.h, s.w};
+  tile.resize(w * PH * PW);
+  if (s.w == 1 && s.h == PW) {  // (w, bins) with leading dimension s.c
+    cpu::transpose(p, s.c, tile.data(), w, w, PH * PW);
+  } else {
+    for (int64_t ph = 0; ph < PH; ++ph)
+      for (int64_t pw = 0; pw < PW; ++pw)
+        for (int64_t c = 0; c < w; ++c)
+          tile[(ph * PW + pw) * w + c] = p[c * s.c + ph * s.h + pw * s.w];
+  }
+  return {tile.data(), PW * w, w};
+}
+
+// One box's bins for w channels, bin by bin: each bin's run of channels adds at its pixels, a
+// pixel's channels adjacent (data + i * pixel_stride + c). am: the box's first channel, each
+// bin's channels adjacent (strides as, as.c == 1).
+template <typename scalar_t, typename acc_t, typename Prefetch>
+void add_box_by_bin(acc_t* data, int64_t pixel_stride, int64_t HW, int64_t w, int64_t PH,
+                    int64_t PW, const int32_t* am, cpu::Strides4 as, BinRuns<scalar_t> go,
+                    const Prefetch& prefetch) {
+  for (int64_t ph = 0; ph < PH; ++ph)
+    for (int64_t pw = 0; pw < PW; ++pw) {
+      prefetch(ph * PW + pw);
+      const int32_t* a = am + ph * as.h + pw * as.w;
+      const scalar_t* g = go.ptr + ph * go.h + pw * go.w;
+      for (int64_t c = 0; c < w; ++c) add_at(data + c, pixel_stride, HW, a[c], g[c]);
+    }
+}
+
+// The backward where argmax holds each bin's channels adjacent (the forward ran on a
+// channels_last map): per unit, box by box and bin by bin over all the unit's channels, into a
+// pixel-major gradient (channels_last grad_input itself for float and double). Reading such an
+// argmax a pass of planes at a time (128-byte runs 2 KB apart, once per pass) took twice as
+// long as the NCHW case (rp_fastrcnn_vgg16_train, 1 thread, CPU time: 16 ms vs 8).
+template <typename scalar_t>
+void backward_by_bin(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Strides4 as,
+                     const cpu::BoxesByImage& boxes, cpu::ChannelBlocks blocks, scalar_t* gi,
+                     bool channels_last, const PoolArgs& a) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = a.H * a.W, bins = a.PH * a.PW;
+  at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf;
+    std::vector<scalar_t> go_tile;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
+      const int64_t w = std::min(blocks.width, a.C - c0);
+      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, w, a.C, HW, channels_last,
+                                             /*pixel_major=*/true);
+      for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
+        const int64_t k = boxes.order[j];
+        // the next box's blocks are fetched a piece per bin of this one
+        const int64_t next = j + 1 < boxes.begin[n + 1] ? boxes.order[j + 1] : k;
+        const int32_t* am_next = am + next * as.k + c0 * as.c;
+        const scalar_t* go_next = go + next * gs.k + c0 * gs.c;
+        const auto prefetch = [&](int64_t b) {
+          cpu::prefetch_block_part(am_next, as, w, a.PH, a.PW, b, bins);
+          cpu::prefetch_block_part(go_next, gs, w, a.PH, a.PW, b, bins);
+        };
+        const BinRuns<scalar_t> gok =
+            channels_by_bin(go + k * gs.k + c0 * gs.c, gs, w, a.PH, a.PW, go_tile);
+        add_box_by_bin(t.data, t.pixel_stride, HW, w, a.PH, a.PW, am + k * as.k + c0 * as.c,
+                       as, gok, prefetch);
+      }
+      t.finish();
+    }
+  });
 }
 
 // go and am: (K, C, PH, PW) with strides gs and as; gi: (N, C, H, W). Each unit adds
 // grad_output at the argmax a pass of cpu::l2_channels channels at a time, box by box and
 // channel by channel (add_box), into one plane per channel (NCHW grad_input itself, or a
 // private buffer that finish() transposes into channels_last grad_input), so every grad_input
-// element receives its terms in box order, then bin order. Those planes stay in L2; walking a
-// channels_last slice of grad_input bin by bin instead (each bin's channels at up to C
-// different pixels) took 3x as long on rp_fastrcnn_vgg16_train.
+// element receives its terms in box order, then bin order. Those planes stay in L2; with an NCHW
+// argmax, walking a channels_last slice of grad_input bin by bin instead (each bin's channels
+// at up to C different pixels) took 3x as long on rp_fastrcnn_vgg16_train. A channels_last
+// argmax goes to backward_by_bin.
 template <typename scalar_t>
 void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Strides4 as,
               const scalar_t* rois, scalar_t* gi, bool channels_last, const PoolArgs& a) {
@@ -133,6 +216,10 @@ void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Stri
   const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
   const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
+  if (as.c == 1 && a.C > 1) {
+    backward_by_bin(go, gs, am, as, boxes, blocks, gi, channels_last, a);
+    return;
+  }
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf;
     std::vector<int32_t> am_tile;
