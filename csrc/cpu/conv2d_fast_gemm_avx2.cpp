@@ -109,15 +109,34 @@ using ::fastconv::cpu::avx2::transpose8;
 // assembly they are an MR x 2 array.
 using Acc = __m256[MR][2];
 
+// Where the k loop reads A: packed panels, rows a_rs apart, or one pointer per row (a_rows),
+// the last two in place (unit stride along k).
+enum class AFrom { kPanel, kRows, kRowPointers };
+
 // The full 6 x 16 tile with unit column stride and no bias, all in registers: accumulators
-// zeroed, the k loop, then C written (or added to) straight from them. kRowsA: A read in place
-// (rows a_rs apart, unit stride along k) instead of from a packed panel.
-template <bool kAccumulate, bool kRowsA>
-void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* b, float* c, int64_t rs) {
+// zeroed, the k loop, then C written (or added to) straight from them.
+template <bool kAccumulate, AFrom kA>
+void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* const* a_rows, const float* b, float* c,
+                int64_t rs) {
   int64_t k = kc;
   float* c3 = c + 3 * rs;
   const int64_t rs_bytes = rs * static_cast<int64_t>(sizeof(float));
-  if constexpr (kRowsA) {
+  if constexpr (kA == AFrom::kRowPointers) {
+    int64_t ix = 0;
+    if constexpr (kAccumulate) {
+      asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_PTRS FC_ADD_C
+                   : [ix] "+r"(ix), [b] "+r"(b), [k] "+r"(k)
+                   : [p0] "r"(a_rows[0]), [p1] "r"(a_rows[1]), [p2] "r"(a_rows[2]), [p3] "r"(a_rows[3]),
+                     [p4] "r"(a_rows[4]), [p5] "r"(a_rows[5]), [c0] "r"(c), [c3] "r"(c3), [rs] "r"(rs_bytes)
+                   : FC_GEMM_CLOBBERS);
+    } else {
+      asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_PTRS FC_STORE_C
+                   : [ix] "+r"(ix), [b] "+r"(b), [k] "+r"(k)
+                   : [p0] "r"(a_rows[0]), [p1] "r"(a_rows[1]), [p2] "r"(a_rows[2]), [p3] "r"(a_rows[3]),
+                     [p4] "r"(a_rows[4]), [p5] "r"(a_rows[5]), [c0] "r"(c), [c3] "r"(c3), [rs] "r"(rs_bytes)
+                   : FC_GEMM_CLOBBERS);
+    }
+  } else if constexpr (kA == AFrom::kRows) {
     const float* a3 = a + 3 * a_rs;
     const int64_t ars_bytes = a_rs * static_cast<int64_t>(sizeof(float));
     if constexpr (kAccumulate) {
@@ -158,9 +177,6 @@ void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* b, float*
   "vmovaps %%ymm6, 192(%[acc])\n\t" "vmovaps %%ymm7, 224(%[acc])\n\t"                      \
   "vmovaps %%ymm8, 256(%[acc])\n\t" "vmovaps %%ymm9, 288(%[acc])\n\t"                      \
   "vmovaps %%ymm10, 320(%[acc])\n\t" "vmovaps %%ymm11, 352(%[acc])\n\t"
-
-// Where the k loop reads A: packed panels, rows a_rs apart, or one pointer per row.
-enum class AFrom { kPanel, kRows, kRowPointers };
 
 // Edge tiles, bias, strided columns, A through row pointers (a_rows): the accumulators start
 // from and end in acc, then go to C.
@@ -252,9 +268,9 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t rs
                 int n, bool accumulate, const float* bias, bool bias_per_row) {
   if (m == MR && n == NR && cs == 1 && bias == nullptr && kc > 0) {
     if (accumulate) {
-      micro_full<true, false>(kc, a, 0, b, c, rs);
+      micro_full<true, AFrom::kPanel>(kc, a, 0, nullptr, b, c, rs);
     } else {
-      micro_full<false, false>(kc, a, 0, b, c, rs);
+      micro_full<false, AFrom::kPanel>(kc, a, 0, nullptr, b, c, rs);
     }
     return;
   }
@@ -265,9 +281,9 @@ void micro_6x16_rows(int64_t kc, const float* a, int64_t a_rs, const float* b, f
                      int64_t cs, int n, bool accumulate, const float* bias, bool bias_per_row) {
   if (n == NR && cs == 1 && bias == nullptr && kc > 0) {
     if (accumulate) {
-      micro_full<true, true>(kc, a, a_rs, b, c, rs);
+      micro_full<true, AFrom::kRows>(kc, a, a_rs, nullptr, b, c, rs);
     } else {
-      micro_full<false, true>(kc, a, a_rs, b, c, rs);
+      micro_full<false, AFrom::kRows>(kc, a, a_rs, nullptr, b, c, rs);
     }
     return;
   }
@@ -276,6 +292,14 @@ void micro_6x16_rows(int64_t kc, const float* a, int64_t a_rs, const float* b, f
 
 void micro_6x16_ptrs(int64_t kc, const float* const* a_rows, const float* b, float* c, int64_t rs,
                      int64_t cs, int m, int n, bool accumulate, const float* bias, bool bias_per_row) {
+  if (m == MR && n == NR && cs == 1 && bias == nullptr && kc > 0) {
+    if (accumulate) {
+      micro_full<true, AFrom::kRowPointers>(kc, nullptr, 0, a_rows, b, c, rs);
+    } else {
+      micro_full<false, AFrom::kRowPointers>(kc, nullptr, 0, a_rows, b, c, rs);
+    }
+    return;
+  }
   micro_general<AFrom::kRowPointers>(kc, nullptr, 0, a_rows, b, c, rs, cs, m, n, accumulate, bias,
                                      bias_per_row);
 }

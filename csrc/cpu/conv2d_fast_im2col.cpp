@@ -32,7 +32,10 @@ namespace {
 using fastk::ceil_div;
 
 // Reduction steps per block: a KC x 16 panel is 24 KiB (L1: 32 KiB). Measured against 256 and
-// 512 (channels_last res3a/res4a/res5a_branch2b at batch 8, 1 thread): 384 was 0-9% faster.
+// 512 (channels_last res3a/res4a/res5a_branch2b at batch 8, 1 thread): 384 was 0-9% faster
+// with gathered panels; with A read in place (session 8, CPU time, load ~6) 256, 384 and 512
+// and runs of 8 or 16 channel panels per work item instead of all were within 2% of each
+// other.
 constexpr int64_t KC = 384;
 
 std::atomic<int64_t> forward_calls{0};
