@@ -65,6 +65,10 @@ struct Kernels {
                        int64_t cs, int n, bool accumulate, const float* bias, bool bias_per_row);
   // pack_a for ceil(m / mr) consecutive panels of rows [0, m): panel q at dst + q * kc * mr.
   void (*pack_a_panels)(const float* src, int64_t rs, int64_t cs, int m, int64_t kc, float* dst);
+  // micro with row i of A read in place at a_rows[i][k] (k < kc, unit stride along k), one
+  // pointer per row: all mr rows are read (rows past m may point at zeros), only m are stored.
+  void (*micro_a_ptrs)(int64_t kc, const float* const* a_rows, const float* b, float* c, int64_t rs,
+                       int64_t cs, int m, int n, bool accumulate, const float* bias, bool bias_per_row);
 };
 const Kernels& avx2_kernels();
 

@@ -62,6 +62,10 @@ using ::fastconv::cpu::avx2::transpose8;
 #define FC_GEMM_K_LOOP_ROWS                                                                   \
   FC_GEMM_K_LOOP_A("(%[a])", "(%[a],%[ars],1)", "(%[a],%[ars],2)", "(%[a3])", "(%[a3],%[ars],1)", \
                    "(%[a3],%[ars],2)", "add $4, %[a]\n\t" "add $4, %[a3]\n\t")
+// A read in place through one pointer per row (p0-p5), all at the same step index ix.
+#define FC_GEMM_K_LOOP_PTRS                                                                   \
+  FC_GEMM_K_LOOP_A("(%[p0],%[ix],4)", "(%[p1],%[ix],4)", "(%[p2],%[ix],4)", "(%[p3],%[ix],4)", \
+                   "(%[p4],%[ix],4)", "(%[p5],%[ix],4)", "inc %[ix]\n\t")
 
 #define FC_GEMM_CLOBBERS                                                                        \
   "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", \
@@ -105,15 +109,34 @@ using ::fastconv::cpu::avx2::transpose8;
 // assembly they are an MR x 2 array.
 using Acc = __m256[MR][2];
 
+// Where the k loop reads A: packed panels, rows a_rs apart, or one pointer per row (a_rows),
+// the last two in place (unit stride along k).
+enum class AFrom { kPanel, kRows, kRowPointers };
+
 // The full 6 x 16 tile with unit column stride and no bias, all in registers: accumulators
-// zeroed, the k loop, then C written (or added to) straight from them. kRowsA: A read in place
-// (rows a_rs apart, unit stride along k) instead of from a packed panel.
-template <bool kAccumulate, bool kRowsA>
-void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* b, float* c, int64_t rs) {
+// zeroed, the k loop, then C written (or added to) straight from them.
+template <bool kAccumulate, AFrom kA>
+void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* const* a_rows, const float* b, float* c,
+                int64_t rs) {
   int64_t k = kc;
   float* c3 = c + 3 * rs;
   const int64_t rs_bytes = rs * static_cast<int64_t>(sizeof(float));
-  if constexpr (kRowsA) {
+  if constexpr (kA == AFrom::kRowPointers) {
+    int64_t ix = 0;
+    if constexpr (kAccumulate) {
+      asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_PTRS FC_ADD_C
+                   : [ix] "+r"(ix), [b] "+r"(b), [k] "+r"(k)
+                   : [p0] "r"(a_rows[0]), [p1] "r"(a_rows[1]), [p2] "r"(a_rows[2]), [p3] "r"(a_rows[3]),
+                     [p4] "r"(a_rows[4]), [p5] "r"(a_rows[5]), [c0] "r"(c), [c3] "r"(c3), [rs] "r"(rs_bytes)
+                   : FC_GEMM_CLOBBERS);
+    } else {
+      asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_PTRS FC_STORE_C
+                   : [ix] "+r"(ix), [b] "+r"(b), [k] "+r"(k)
+                   : [p0] "r"(a_rows[0]), [p1] "r"(a_rows[1]), [p2] "r"(a_rows[2]), [p3] "r"(a_rows[3]),
+                     [p4] "r"(a_rows[4]), [p5] "r"(a_rows[5]), [c0] "r"(c), [c3] "r"(c3), [rs] "r"(rs_bytes)
+                   : FC_GEMM_CLOBBERS);
+    }
+  } else if constexpr (kA == AFrom::kRows) {
     const float* a3 = a + 3 * a_rs;
     const int64_t ars_bytes = a_rs * static_cast<int64_t>(sizeof(float));
     if constexpr (kAccumulate) {
@@ -155,10 +178,12 @@ void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* b, float*
   "vmovaps %%ymm8, 256(%[acc])\n\t" "vmovaps %%ymm9, 288(%[acc])\n\t"                      \
   "vmovaps %%ymm10, 320(%[acc])\n\t" "vmovaps %%ymm11, 352(%[acc])\n\t"
 
-// Edge tiles, bias, strided columns: the accumulators start from and end in acc, then go to C.
-template <bool kRowsA>
-void micro_general(int64_t kc, const float* a, int64_t a_rs, const float* b, float* c, int64_t rs,
-                   int64_t cs, int m, int n, bool accumulate, const float* bias, bool bias_per_row) {
+// Edge tiles, bias, strided columns, A through row pointers (a_rows): the accumulators start
+// from and end in acc, then go to C.
+template <AFrom kA>
+void micro_general(int64_t kc, const float* a, int64_t a_rs, const float* const* a_rows, const float* b,
+                   float* c, int64_t rs, int64_t cs, int m, int n, bool accumulate, const float* bias,
+                   bool bias_per_row) {
   alignas(32) Acc acc;
   if (bias != nullptr && bias_per_row) {
 #pragma GCC unroll 6
@@ -177,7 +202,14 @@ void micro_general(int64_t kc, const float* a, int64_t a_rs, const float* b, flo
   }
   if (kc > 0) {
     int64_t k = kc;
-    if constexpr (kRowsA) {
+    if constexpr (kA == AFrom::kRowPointers) {
+      int64_t ix = 0;
+      asm volatile(FC_LOAD_ACC FC_GEMM_K_LOOP_PTRS FC_SAVE_ACC
+                   : [ix] "+r"(ix), [b] "+r"(b), [k] "+r"(k)
+                   : [p0] "r"(a_rows[0]), [p1] "r"(a_rows[1]), [p2] "r"(a_rows[2]), [p3] "r"(a_rows[3]),
+                     [p4] "r"(a_rows[4]), [p5] "r"(a_rows[5]), [acc] "r"(&acc[0][0])
+                   : FC_GEMM_CLOBBERS);
+    } else if constexpr (kA == AFrom::kRows) {
       const float* a3 = a + 3 * a_rs;
       const int64_t ars_bytes = a_rs * static_cast<int64_t>(sizeof(float));
       asm volatile(FC_LOAD_ACC FC_GEMM_K_LOOP_ROWS FC_SAVE_ACC
@@ -236,26 +268,40 @@ void micro_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t rs
                 int n, bool accumulate, const float* bias, bool bias_per_row) {
   if (m == MR && n == NR && cs == 1 && bias == nullptr && kc > 0) {
     if (accumulate) {
-      micro_full<true, false>(kc, a, 0, b, c, rs);
+      micro_full<true, AFrom::kPanel>(kc, a, 0, nullptr, b, c, rs);
     } else {
-      micro_full<false, false>(kc, a, 0, b, c, rs);
+      micro_full<false, AFrom::kPanel>(kc, a, 0, nullptr, b, c, rs);
     }
     return;
   }
-  micro_general<false>(kc, a, 0, b, c, rs, cs, m, n, accumulate, bias, bias_per_row);
+  micro_general<AFrom::kPanel>(kc, a, 0, nullptr, b, c, rs, cs, m, n, accumulate, bias, bias_per_row);
 }
 
 void micro_6x16_rows(int64_t kc, const float* a, int64_t a_rs, const float* b, float* c, int64_t rs,
                      int64_t cs, int n, bool accumulate, const float* bias, bool bias_per_row) {
   if (n == NR && cs == 1 && bias == nullptr && kc > 0) {
     if (accumulate) {
-      micro_full<true, true>(kc, a, a_rs, b, c, rs);
+      micro_full<true, AFrom::kRows>(kc, a, a_rs, nullptr, b, c, rs);
     } else {
-      micro_full<false, true>(kc, a, a_rs, b, c, rs);
+      micro_full<false, AFrom::kRows>(kc, a, a_rs, nullptr, b, c, rs);
     }
     return;
   }
-  micro_general<true>(kc, a, a_rs, b, c, rs, cs, MR, n, accumulate, bias, bias_per_row);
+  micro_general<AFrom::kRows>(kc, a, a_rs, nullptr, b, c, rs, cs, MR, n, accumulate, bias, bias_per_row);
+}
+
+void micro_6x16_ptrs(int64_t kc, const float* const* a_rows, const float* b, float* c, int64_t rs,
+                     int64_t cs, int m, int n, bool accumulate, const float* bias, bool bias_per_row) {
+  if (m == MR && n == NR && cs == 1 && bias == nullptr && kc > 0) {
+    if (accumulate) {
+      micro_full<true, AFrom::kRowPointers>(kc, nullptr, 0, a_rows, b, c, rs);
+    } else {
+      micro_full<false, AFrom::kRowPointers>(kc, nullptr, 0, a_rows, b, c, rs);
+    }
+    return;
+  }
+  micro_general<AFrom::kRowPointers>(kc, nullptr, 0, a_rows, b, c, rs, cs, m, n, accumulate, bias,
+                                     bias_per_row);
 }
 
 // The first 6 lanes of v to d[0..6) (the panels' last step: nothing may be written past it).
@@ -415,7 +461,8 @@ void pack_b(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* 
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{MR, NR, &micro_6x16, &pack_a, &pack_b, &micro_6x16_rows, &pack_a_panels};
+  static const Kernels k{MR, NR, &micro_6x16, &pack_a, &pack_b, &micro_6x16_rows, &pack_a_panels,
+                         &micro_6x16_ptrs};
   return k;
 }
 

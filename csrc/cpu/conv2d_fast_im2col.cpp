@@ -4,12 +4,12 @@
 //  - the weights are permuted to (K, R, S, C), so that a row of W[K, RSC] is contiguous, and
 //    packed once per call, in parallel, into micro-panels per reduction block (A panels of mr
 //    output channels for NCHW, B panels of nr output channels for channels_last);
-//  - the reduction RSC is cut into nk equal blocks of at most KC steps (set by the shape
-//    alone); per block, a work item gathers its pixel panels straight from the input (kc x nr
-//    pixels for NCHW, kc x mr for channels_last: at most 64 or 96 pixels, in L1/L2) and runs
-//    the micro-kernel over them and all the weight panels of its output channels (those of
-//    one block, in L2); blocks add to the result in order, the first one starting from the
-//    bias;
+//  - the reduction RSC is cut into blocks of at most KC steps (set by the shape alone); per
+//    block, a work item gathers its pixel panels straight from the input (NCHW: kc x nr
+//    pixels, at most 64, in L1/L2) or points at each pixel's steps in the input
+//    (channels_last: they are contiguous there), and runs the micro-kernel over them and all
+//    the weight panels of its output channels (those of one block, in L2); blocks add to the
+//    result in order, the first one starting from the bias;
 //  - work items are tiles of (image,) pixels x output channels, sized so that each thread gets
 //    several; an element's sum never depends on the tile it is in, so the bits are the same
 //    at any thread count.
@@ -32,7 +32,10 @@ namespace {
 using fastk::ceil_div;
 
 // Reduction steps per block: a KC x 16 panel is 24 KiB (L1: 32 KiB). Measured against 256 and
-// 512 (channels_last res3a/res4a/res5a_branch2b at batch 8, 1 thread): 384 was 0-9% faster.
+// 512 (channels_last res3a/res4a/res5a_branch2b at batch 8, 1 thread): 384 was 0-9% faster
+// with gathered panels; with A read in place (session 8, CPU time, load ~6) 256, 384 and 512
+// and runs of 8 or 16 channel panels per work item instead of all were within 2% of each
+// other.
 constexpr int64_t KC = 384;
 
 std::atomic<int64_t> forward_calls{0};
@@ -132,18 +135,43 @@ void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
   });
 }
 
+// The channels_last reduction: runs of steps that are contiguous in the input for one pixel
+// (a kernel row's S x C elements where the column dilation is 1, else one tap's C channels),
+// each cut into equal blocks of at most KC steps. A block never crosses a run, so a pixel
+// reads it at one place, in place; the blocks depend on the shape alone.
+struct RunBlocks {
+  int64_t len, per_run, kc_len, nk;  // steps per run, blocks per run, steps per block, blocks
+  explicit RunBlocks(const ConvGeometry& g) : len(g.dil_w == 1 ? g.s * g.c : g.c) {
+    per_run = std::max<int64_t>(1, ceil_div(len, KC));
+    kc_len = ceil_div(len, per_run);
+    nk = g.r * g.s * g.c / len * per_run;
+  }
+  int64_t run(int64_t kb) const { return kb / per_run; }
+  int64_t t0(int64_t kb) const { return (kb % per_run) * kc_len; }  // first step within the run
+  int64_t k0(int64_t kb) const { return run(kb) * len + t0(kb); }
+  int64_t kc(int64_t kb) const { return std::min(kc_len, len - t0(kb)); }
+};
+
+// Zeros that row pointers of padding and of pixels past the end read (kc <= KC).
+alignas(64) const float kZeroRow[KC] = {};
+
 // Y[N*P, K] = im2col[N*P, RSC] W[K, RSC]^T: A = pixels (mr per panel, the output pixels of all
-// images as one index), B = weights (nr output channels per panel).
+// images as one index), B = weights (nr output channels per panel). A is never copied: per
+// reduction block, each pixel's row of A is a pointer into the input (micro_a_ptrs), or to
+// zeros where the block is all padding; only a block that is part padding (a pixel at the
+// image's left or right edge) is copied, with its zeros, into a per-pixel buffer.
 void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x, const float* w,
                   const float* bias, float* out) {
-  const int64_t MR = kk.mr, NR = kk.nr, N = g.k, P = g.p * g.q, M = g.n * P;
-  const Reduction red(g);
-  const int64_t nt = ceil_div(N, NR), Npad = nt * NR, mt = ceil_div(M, MR);
-  float* bpre = fastk::workspace(0, Npad * red.total);  // block kb, panel j at k0 * Npad + j * kc
+  const int64_t MR = kk.mr, NR = kk.nr, N = g.k, P = g.p * g.q, M = g.n * P, C = g.c;
+  const RunBlocks red(g);
+  const bool fold = g.dil_w == 1;
+  const int64_t runs_per_row = fold ? 1 : g.s, taps_per_run = fold ? g.s : 1;
+  const int64_t nt = ceil_div(N, NR), Npad = nt * NR, mt = ceil_div(M, MR), total = g.r * g.s * C;
+  float* bpre = fastk::workspace(0, Npad * total);  // block kb, panel j at k0 * Npad + j * kc
   at::parallel_for(0, red.nk * nt, 8, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
       const int64_t kb = it % red.nk, j = (it / red.nk) * NR, k0 = red.k0(kb), kc = red.kc(kb);
-      kk.pack_b(w + j * red.total + k0, 1, red.total, static_cast<int>(std::min(NR, N - j)), kc,
+      kk.pack_b(w + j * total + k0, 1, total, static_cast<int>(std::min(NR, N - j)), kc,
                 bpre + k0 * Npad + j * kc);
     }
   });
@@ -154,32 +182,52 @@ void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
               [&](int64_t p, int64_t n) { return ceil_div(mt, p) * ceil_div(nt, n); });
   const int64_t npb = ceil_div(mt, pm), nnb = ceil_div(nt, nb);
   at::parallel_for(0, npb * nnb, 1, [&](int64_t begin, int64_t end) {
-    float* abuf = fastk::workspace(2, pm * MR * red.kc_len + 8);
+    float* edge = fastk::workspace(2, pm * MR * red.kc_len);  // part-padding blocks, per pixel
+    std::vector<const float*> rows(pm * MR);
     std::vector<int64_t> img(pm * MR), ih0(pm * MR), iw0(pm * MR);
     for (int64_t it = begin; it < end; ++it) {
       const int64_t jb = it % nnb, ib = it / nnb;
       const int64_t i0 = ib * pm, i1 = std::min(mt, i0 + pm);  // pixel panels
       const int64_t c0 = jb * nb * NR, c1 = std::min(N, c0 + nb * NR);
-      for (int64_t i = 0; i < (i1 - i0) * MR; ++i) {
+      const int64_t npix = (i1 - i0) * MR;
+      for (int64_t i = 0; i < npix; ++i) {
         const int64_t pix = i0 * MR + i, p = pix % P;
         img[i] = pix < M ? pix / P : -1;
         ih0[i] = conv_input_coord(p / g.q, 0, g.stride_h, g.pad_h, g.dil_h);
         iw0[i] = conv_input_coord(p % g.q, 0, g.stride_w, g.pad_w, g.dil_w);
       }
       for (int64_t kb = 0; kb < red.nk; ++kb) {
-        const int64_t k0 = red.k0(kb), kc = red.kc(kb);
-        for (int64_t ip = i0; ip < i1; ++ip) {  // in order: each may write into the next's start
-          const int64_t o = (ip - i0) * MR;
-          const NhwcPanel panel{x, g.h, g.w, g.c, g.s, g.dil_h, g.dil_w, img.data() + o, ih0.data() + o,
-                                iw0.data() + o};
-          gather_nhwc(panel, static_cast<int>(MR), k0, kc, abuf + (ip - i0) * kc * MR);
+        const int64_t k0 = red.k0(kb), kc = red.kc(kb), t0 = red.t0(kb);
+        const int64_t r = red.run(kb) / runs_per_row, s = red.run(kb) % runs_per_row;
+        for (int64_t i = 0; i < npix; ++i) {
+          // the run of pixel i starts at input column iw, its steps [lo, hi) inside the image
+          const int64_t ih = ih0[i] + r * g.dil_h, iw = iw0[i] + s * g.dil_w;
+          int64_t lo = 0, hi = 0;
+          if (img[i] >= 0 && ih >= 0 && ih < g.h) {
+            lo = std::clamp<int64_t>(-iw, 0, taps_per_run) * C;
+            hi = std::clamp<int64_t>(g.w - iw, 0, taps_per_run) * C;
+          }
+          const int64_t a = std::max(lo, t0), b = std::min(hi, t0 + kc);
+          if (b <= a) {
+            rows[i] = kZeroRow;
+            continue;
+          }
+          const float* start = x + ((img[i] * g.h + ih) * g.w + iw) * C;  // may lie before the row
+          if (a == t0 && b == t0 + kc) {
+            rows[i] = start + t0;
+            continue;
+          }
+          float* e = edge + i * red.kc_len;
+          std::fill(e, e + kc, 0.0f);
+          std::copy(start + a, start + b, e + (a - t0));
+          rows[i] = e;
         }
         for (int64_t j = c0; j < c1; j += NR) {
           const int nvalid = static_cast<int>(std::min(NR, N - j));
           for (int64_t ip = i0; ip < i1; ++ip) {
             const int m = static_cast<int>(std::min(MR, M - ip * MR));
-            kk.micro(kc, abuf + (ip - i0) * kc * MR, bpre + k0 * Npad + j * kc, out + ip * MR * N + j, N, 1, m,
-                     nvalid, kb > 0, (kb == 0 && bias) ? bias + j : nullptr, false);
+            kk.micro_a_ptrs(kc, rows.data() + (ip - i0) * MR, bpre + k0 * Npad + j * kc, out + ip * MR * N + j,
+                            N, 1, m, nvalid, kb > 0, (kb == 0 && bias) ? bias + j : nullptr, false);
           }
         }
       }

@@ -1,13 +1,14 @@
 // The forward convolution as a packed implicit GEMM (cpu/conv2d_fast_im2col.cpp: blocking,
-// weight packing, threading; cpu/conv2d_fast_im2col_avx2.cpp: the gathers of pixel panels),
+// weight packing, threading; cpu/conv2d_fast_im2col_avx2.cpp: the gather of NCHW pixel panels),
 // on the micro-kernel of the 1x1 GEMM (cpu/conv2d_fast_gemm.h, gemm::Kernels).
 //
 // The reduction index runs over taps, then input channels: k = (r * S + s) * C + c. Per layout:
 //   NCHW           Y_n[K, P] = W[K, RSC] im2col_n[RSC, P]   (pixels are the GEMM's N side)
 //   channels_last  Y[N*P, K] = im2col[N*P, RSC] W[K, RSC]^T  (pixels are the M side)
-// The weight operand is packed once per call; the im2col operand is never built: each
-// micro-panel of pixels (nr pixels x kc steps for NCHW, mr pixels x kc steps for
-// channels_last) is gathered straight from the input, padding read as zeros.
+// The weight operand is packed once per call; the im2col operand is never built: NCHW
+// micro-panels of pixels (nr pixels x kc steps) are gathered straight from the input, padding
+// read as zeros; channels_last rows of A (one pixel's kc steps, contiguous in the input) are
+// read in place by the micro-kernel (gemm::Kernels::micro_a_ptrs).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -30,19 +31,6 @@ struct NchwPanel {
 // dst[(k - k0) * nr + j] = im2col element (k, pixel j) for k in [k0, k0 + kc); nr % 8 == 0.
 // May write up to 8 floats past the panel's end (callers leave that room).
 void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst);
-
-// One channels_last panel: per pixel i < mr (mr <= 8), the image and the input row and column
-// of its tap (0, 0); n < 0 marks a pixel past the end (all padding).
-struct NhwcPanel {
-  const float* x;  // the whole NHWC input
-  int64_t H, W, C, S, dh, dw;
-  const int64_t* n;
-  const int64_t* ih0;
-  const int64_t* iw0;
-};
-// dst[(k - k0) * mr + i] = im2col element (pixel i, k) for k in [k0, k0 + kc). May write up to
-// 8 floats past the panel's end.
-void gather_nhwc(const NhwcPanel& pp, int mr, int64_t k0, int64_t kc, float* dst);
 
 // Whether this path takes the forward pass (fp32, no groups, the AVX2 kernels on; the
 // FASTCONV_CPU_IM2COL switch: 0 off, 1 on wherever it can run, unset: where it measured

@@ -1,5 +1,5 @@
-// The AVX2 gathers of the implicit-GEMM forward (cpu/conv2d_fast_im2col.h): micro-panels of
-// im2col read straight from the input, padding as zeros, 8 lanes at a time.
+// The AVX2 gather of the implicit-GEMM forward's NCHW panels (cpu/conv2d_fast_im2col.h):
+// micro-panels of im2col read straight from the input, padding as zeros, 8 lanes at a time.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -8,8 +8,6 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-
-#include "cpu/avx2_transpose8.h"
 
 namespace fastconv::cpu::im2col {
 namespace {
@@ -85,57 +83,6 @@ void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst
     done += len;
     c0 = 0;
     if (++s == pp.S) s = 0, ++r;
-  }
-}
-
-// channels_last: the reduction steps of one kernel row (dw == 1: its S x C elements are one
-// contiguous run of an input row) or of one tap (C elements) are read per pixel 8 at a time,
-// the padding masked off, and turned into 8 steps of the panel by an 8 x 8 transpose.
-void gather_nhwc(const NhwcPanel& pp, int mr, int64_t k0, int64_t kc, float* dst) {
-  const bool fold = pp.dw == 1;
-  const int64_t C = pp.C, L = fold ? pp.S * C : C;
-  const float* row[8];
-  int64_t lo[8], hi[8];
-  const int64_t S = fold ? 1 : pp.S;  // segments per kernel row
-  // (r, s, t0): the step k0 + done, advanced without divisions
-  int64_t t0 = k0 % L, r = (k0 / L) / S, s = (k0 / L) % S;
-  for (int64_t done = 0; done < kc;) {
-    const int64_t len = std::min(L - t0, kc - done);
-    for (int i = 0; i < 8; ++i) {  // the run of pixel i and its valid elements [lo, hi)
-      lo[i] = hi[i] = 0;
-      row[i] = nullptr;
-      if (i >= mr || pp.n[i] < 0) continue;
-      const int64_t ih = pp.ih0[i] + r * pp.dh, iw = pp.iw0[i] + s * pp.dw;
-      if (ih < 0 || ih >= pp.H) continue;
-      row[i] = pp.x + ((pp.n[i] * pp.H + ih) * pp.W + iw) * C;  // may point before the row: masked
-      if (fold) {
-        lo[i] = std::clamp<int64_t>(-iw, 0, pp.S) * C;
-        hi[i] = std::clamp<int64_t>(pp.W - iw, 0, pp.S) * C;
-      } else if (iw >= 0 && iw < pp.W) {
-        hi[i] = C;
-      }
-    }
-    float* d = dst + done * mr;
-    for (int64_t t = t0; t < t0 + len; t += 8) {
-      const int64_t tend = std::min(t + 8, t0 + len);
-      __m256 v[8];
-      for (int i = 0; i < 8; ++i) {
-        const int64_t a = std::max(lo[i], t), b = std::min(hi[i], tend);
-        if (b - a == 8) {
-          v[i] = _mm256_loadu_ps(row[i] + t);
-        } else if (b <= a) {
-          v[i] = _mm256_setzero_ps();
-        } else {
-          v[i] = _mm256_maskload_ps(row[i] + t, lanes_between(a - t, b - t));
-        }
-      }
-      avx2::transpose8(v);
-      // 8 floats per step of which mr are kept: the rest is overwritten by the next step
-      for (int64_t q = 0; q < tend - t; ++q) _mm256_storeu_ps(d + (t - t0 + q) * mr, v[q]);
-    }
-    done += len;
-    t0 = 0;
-    if (++s == S) s = 0, ++r;
   }
 }
 
