@@ -75,14 +75,14 @@ def test_roi_outputs_and_gradients_reuse_freed_blocks():
         (roi_align, torchvision.ops.roi_align, {"sampling_ratio": 2, "aligned": True}),
     ]:
         y, gx = roi_step(op, x, boxes, output_size=11, **kwargs)
-        pointers = {y.data_ptr(), gx.data_ptr()}
-        assert all(p % (2 << 20) == 0 for p in pointers), op
+        assert all(p % (2 << 20) == 0 for p in (y.data_ptr(), gx.data_ptr())), op
         y_ref, gx_ref = roi_step(ref, x, boxes, output_size=11, **kwargs)
         del y, gx
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         y, gx = roi_step(op, x, boxes, output_size=11, **kwargs)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        assert {y.data_ptr(), gx.data_ptr()} == pointers, op
-        assert faults < 100, (op, faults)  # fresh outputs: ~2400 faults in 4 KB pages
+        # (roi_pool's output and its argmax have the same size, so they may trade blocks: the
+        # pointers are not compared; reused blocks show as the missing page faults)
+        assert faults < 100, (op, faults)  # fresh outputs: ~4800 faults in 4 KB pages
         torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-4)
