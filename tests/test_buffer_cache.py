@@ -1,7 +1,12 @@
 """Large outputs of the CPU BatchNorm and ROI kernels come from one cache of 2 MB-aligned
 huge-page blocks (csrc/cpu/buffer_cache.h): a training step that frees its outputs gets the
-same memory back at the next step (no page faults), and the tensors stay ordinary ones."""
+same memory back at the next step (no page faults), and the tensors stay ordinary ones.
+
+The reuse checks run in a fresh process each: blocks that earlier tests freed into the same
+cache (of the same rounded size) would otherwise be handed out first."""
 import resource
+import subprocess
+import sys
 
 import torch
 import torch.nn.functional as tF
@@ -18,7 +23,18 @@ def step(x, gy, rm, rv, w, b):
     return y, gx
 
 
+def in_fresh_process(check):
+    """Runs this module's function `check` in a new Python process; fails with its output."""
+    run = subprocess.run([sys.executable, __file__, check.__name__], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_outputs_reuse_freed_blocks_without_page_faults():
+    in_fresh_process(check_outputs_reuse_freed_blocks)
+
+
+def check_outputs_reuse_freed_blocks():
     x = torch.randn(2, 16, 256, 160)  # 5.2 MB: above the cache's 4 MB floor
     gy = torch.randn_like(x)
     w, b = torch.rand(16) + 0.5, torch.randn(16)
@@ -72,6 +88,10 @@ def roi_align_step(x, boxes, size):
 
 
 def test_roi_outputs_and_gradients_reuse_freed_blocks():
+    in_fresh_process(check_roi_outputs_reuse_freed_blocks)
+
+
+def check_roi_outputs_reuse_freed_blocks():
     # 2x64x96x96 map: 4.7 MB input gradient; 160 boxes x 64 x 11 x 11: 4.96 MB output (and
     # as much argmax for roi_pool); all above the cache's 4 MB floor. Blocks of one size may
     # come back in another order, so the sets of pointers are compared.
@@ -103,3 +123,7 @@ def test_roi_outputs_and_gradients_reuse_freed_blocks():
     (gx_ref,) = torch.autograd.grad(y_ref, xg, torch.ones_like(y_ref))
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-4)
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()

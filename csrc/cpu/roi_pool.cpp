@@ -162,6 +162,31 @@ void add_box_by_bin(acc_t* data, int64_t pixel_stride, int64_t HW, int64_t w, in
     }
 }
 
+// The next box's (w channels) blocks of argmax and grad_output (the unit's boxes in order:
+// box j + 1 of image n, or box j itself at the end), fetched a piece at a time (part of
+// parts) while box j is being added.
+template <typename scalar_t>
+struct NextBoxPrefetch {
+  const int32_t* am;
+  const scalar_t* go;
+  cpu::Strides4 as, gs;
+  int64_t w, PH, PW;
+
+  NextBoxPrefetch(const cpu::BoxesByImage& boxes, int64_t n, int64_t j, const int32_t* am0,
+                  cpu::Strides4 as_, const scalar_t* go0, cpu::Strides4 gs_, int64_t c0,
+                  int64_t w_, int64_t PH_, int64_t PW_)
+      : as(as_), gs(gs_), w(w_), PH(PH_), PW(PW_) {
+    const int64_t next = j + 1 < boxes.begin[n + 1] ? boxes.order[j + 1] : boxes.order[j];
+    am = am0 + next * as.k + c0 * as.c;
+    go = go0 + next * gs.k + c0 * gs.c;
+  }
+
+  void operator()(int64_t part, int64_t parts) const {
+    cpu::prefetch_block_part(am, as, w, PH, PW, part, parts);
+    cpu::prefetch_block_part(go, gs, w, PH, PW, part, parts);
+  }
+};
+
 // The backward where argmax holds each bin's channels adjacent (the forward ran on a
 // channels_last map): per unit, box by box and bin by bin over all the unit's channels, into a
 // pixel-major gradient (channels_last grad_input itself for float and double). Reading such an
@@ -183,14 +208,8 @@ void backward_by_bin(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cp
                                              /*pixel_major=*/true);
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
-        // the next box's blocks are fetched a piece per bin of this one
-        const int64_t next = j + 1 < boxes.begin[n + 1] ? boxes.order[j + 1] : k;
-        const int32_t* am_next = am + next * as.k + c0 * as.c;
-        const scalar_t* go_next = go + next * gs.k + c0 * gs.c;
-        const auto prefetch = [&](int64_t b) {
-          cpu::prefetch_block_part(am_next, as, w, a.PH, a.PW, b, bins);
-          cpu::prefetch_block_part(go_next, gs, w, a.PH, a.PW, b, bins);
-        };
+        const NextBoxPrefetch<scalar_t> next(boxes, n, j, am, as, go, gs, c0, w, a.PH, a.PW);
+        const auto prefetch = [&](int64_t b) { next(b, bins); };  // a piece per bin
         const BinRuns<scalar_t> gok =
             channels_by_bin(go + k * gs.k + c0 * gs.c, gs, w, a.PH, a.PW, go_tile);
         add_box_by_bin(t.data, t.pixel_stride, HW, w, a.PH, a.PW, am + k * as.k + c0 * as.c,
@@ -234,14 +253,9 @@ void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Stri
                                                /*pixel_major=*/false);
         for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
           const int64_t k = boxes.order[j];
-          // the next box's blocks are fetched a piece per channel of this one
-          const int64_t next = j + 1 < boxes.begin[n + 1] ? boxes.order[j + 1] : k;
-          const int32_t* am_next = am + next * as.k + s0 * as.c;
-          const scalar_t* go_next = go + next * gs.k + s0 * gs.c;
-          const auto prefetch = [&](int64_t c) {
-            cpu::prefetch_block_part(am_next, as, w, a.PH, a.PW, c, w);
-            cpu::prefetch_block_part(go_next, gs, w, a.PH, a.PW, c, w);
-          };
+          const NextBoxPrefetch<scalar_t> next(boxes, n, j, am, as, go, gs, s0, w, a.PH,
+                                               a.PW);
+          const auto prefetch = [&](int64_t c) { next(c, w); };  // a piece per channel
           const int32_t* amk =
               bins_by_channel(am + k * as.k + s0 * as.c, as, w, a.PH, a.PW, am_tile);
           const scalar_t* gok =
