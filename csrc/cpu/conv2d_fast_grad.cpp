@@ -259,8 +259,10 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // The in-place tiles read the input with zero columns (a padded NHWC copy); packing reads it
   // unpadded (channels_last: the input itself, not a copy of it: 13 MB for res3a at batch 8)
   // and assembles the runs of border pixels with zeros.
-  const int64_t Wp = pack ? g.w : std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
-  const float* src = pack ? nhwc_padded(input, 0, g.h, 0, g.w, 0) : nhwc_with_column_padding(input, g.pad_w, Wp, 0);
+  const int64_t Wp =
+      pack ? g.w : std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
+  const float* src = pack ? nhwc_padded(input, 0, g.h, 0, g.w, 0)
+                          : nhwc_with_column_padding(input, g.pad_w, Wp, 0);
   const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1);
   // acc[G][KB][run][element][B]: per channel block, the B channels of every element in order
   // (a tile's accumulators are adjacent, and the unpacking below reads them sequentially).
@@ -287,7 +289,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const int64_t items = G * nruns * KB * tiles_per_run;  // (group, run, block, tile), tile fastest
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     const int64_t chunk_px = chunk_rows * g.q;
-    std::vector<float> apack(tiles_per_run * chunk_px * M), gpack(chunk_px * B), edge(pack ? runlen : 0);
+    std::vector<float> apack(tiles_per_run * chunk_px * M), gpack(chunk_px * B);
+    std::vector<float> edge(pack ? runlen : 0);  // a border pixel's run, padding as zeros
     std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
     std::vector<int64_t> rows;  // chunk rows (n * P + oh) whose input row exists for this run
     for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
