@@ -81,9 +81,10 @@ def test_roi_pool_backward_reads_any_grad_layout(memory_format):
 
 # The NCHW backward adds a pass of cpu::l2_channels channels at a time (a multiple of 16: 16 on
 # maps of 4096 pixels or more): 45 channels on a 64x70 map take passes of 16, 16 and a 13-channel
-# tail; the channels_last one (argmax channels_last) goes bin by bin over a unit's channels, into
-# grad_input itself (float) or a (pixels, channels) buffer (bfloat16); 1 and 3 threads give
-# different channel blocks per unit (whole images, or halves and quarters of the channels).
+# tail; the channels_last one (argmax channels_last) goes bin by bin over all channels in units
+# of (image, band of rows), into grad_input itself (float) or a (pixels, channels) buffer
+# (bfloat16); 1, 3 and 8 threads give 1, 2 and 4 bands per image (the two NCHW ones: different
+# channel blocks per unit), with bins across the bands' borders.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("memory_format", FORMATS, ids=str)
 def test_roi_pool_backward_passes_with_tails_match_torchvision(dtype, memory_format):
@@ -95,14 +96,15 @@ def test_roi_pool_backward_passes_with_tails_match_torchvision(dtype, memory_for
     previous = torch.get_num_threads()
     try:
         results = []
-        for threads in (1, 3):
+        for threads in (1, 3, 8):
             torch.set_num_threads(threads)
             results.append(grads(lambda t, r: roi_pool(t, r, (5, 4), 0.5), x, rois, grad))
     finally:
         torch.set_num_threads(previous)
     g = results[0]
     assert g.dtype == dtype and g.is_contiguous(memory_format=memory_format)
-    assert torch.equal(results[0], results[1])  # fixed order of additions, any thread count
+    for other in results[1:]:  # fixed order of additions, any thread count
+        assert torch.equal(results[0], other)
     # a few terms per pixel in box order, accumulated in float by both; bfloat16 rounds once
     torch.testing.assert_close(g.float(), g_ref, **TOLERANCES[dtype])
 

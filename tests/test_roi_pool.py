@@ -180,7 +180,8 @@ def test_backward_op_checks_argmax():
     with pytest.raises(RuntimeError, match="expected argmax of dtype int32, got Long"):
         torch.ops.fastconv._roi_pool_backward(go, rois, torch.zeros(1, 2, 2, 2, dtype=torch.long),
                                               1.0, 2, 2, [1, 2, 5, 5], False)
-    with pytest.raises(IndexError, match=r"expected indices in \[0, 25\), got 25"):
-        torch.ops.fastconv._roi_pool_backward(go, rois, torch.full((1, 2, 2, 2), 25,
-                                                                   dtype=torch.int32),
-                                              1.0, 2, 2, [1, 2, 5, 5], False)
+    for layout in (torch.contiguous_format, torch.channels_last):  # argmax in planes, by bin
+        bad = torch.full((1, 2, 2, 2), 25, dtype=torch.int32).contiguous(memory_format=layout)
+        with pytest.raises(IndexError, match=r"expected indices in \[0, 25\), got 25"):
+            torch.ops.fastconv._roi_pool_backward(go, rois, bad, 1.0, 2, 2, [1, 2, 5, 5],
+                                                  layout == torch.channels_last)

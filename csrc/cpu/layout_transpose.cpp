@@ -143,3 +143,30 @@ __attribute__((target_clones("avx2", "default"))) void transpose_32bit_streaming
 }
 
 }  // namespace fastconv::cpu
+
+namespace fastconv::cpu {
+
+__attribute__((target_clones("avx2", "default"))) void transpose_32bit_dense_streaming(
+    const float* src, int64_t src_ld, float* dst, int64_t rows, int64_t cols) {
+  constexpr int64_t kGroup = 16;     // columns per group: rows whole lines of the destination
+  constexpr int64_t kMaxRows = 256;  // the group's buffer: 16 KB on the stack
+  if (reinterpret_cast<uintptr_t>(dst) % 64 != 0 || rows > kMaxRows) {
+    transpose_32bit(src, src_ld, dst, rows, rows, cols);
+    return;
+  }
+  alignas(64) float group[kGroup * kMaxRows];
+  const int64_t cols16 = cols / kGroup * kGroup;
+  for (int64_t j = 0; j < cols16; j += kGroup) {
+    transpose_32bit(src + j, src_ld, group, rows, rows, kGroup);
+    float* line = dst + j * rows;
+    for (int64_t e = 0; e < kGroup * rows; e += 8) {
+      f32x8 v;
+      std::memcpy(&v, group + e, sizeof(v));
+      stream32(line + e, v);
+    }
+  }
+  transpose_32bit(src + cols16, src_ld, dst + cols16 * rows, rows, rows, cols - cols16);
+  _mm_sfence();  // the streamed lines reach memory before other threads read them
+}
+
+}  // namespace fastconv::cpu

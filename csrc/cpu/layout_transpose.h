@@ -42,6 +42,15 @@ void transpose_32bit(const float* src, int64_t src_ld, float* dst, int64_t dst_l
 void transpose_32bit_streaming(const float* src, int64_t src_ld, float* dst, int64_t dst_ld,
                                int64_t rows, int64_t cols, const uint8_t* nonzero = nullptr);
 
+// transpose_32bit into a dense destination (dst_ld == rows, e.g. one box's (C, bins) block of
+// an NCHW ROI output) that the caller will not read soon: 16 columns at a time are transposed
+// into a small buffer in L1 and go out as whole 64-byte lines with non-temporal stores (16
+// columns of a dense destination are rows * 64 bytes, line-aligned when dst is). Transposing
+// straight into ROI Pool's NCHW output (rows 196 bytes apart, so every line was read before it
+// was written) took more time than the pooling itself. Same results as transpose_32bit.
+void transpose_32bit_dense_streaming(const float* src, int64_t src_ld, float* dst, int64_t rows,
+                                     int64_t cols);
+
 // The same for any pair of element types (one thread): float -> float and int32 -> int32 as
 // above, others in the same blocked order with scalar moves.
 template <typename S, typename D>
@@ -71,6 +80,19 @@ void transpose_streaming(const S* src, int64_t src_ld, D* dst, int64_t dst_ld, i
     transpose_32bit_streaming(src, src_ld, dst, dst_ld, rows, cols, nonzero);
   } else {
     transpose(src, src_ld, dst, dst_ld, rows, cols);
+  }
+}
+
+// transpose() into a dense destination in memory (dst_ld == rows; see
+// transpose_32bit_dense_streaming): float and int32 stream, other types go through transpose().
+template <typename T>
+void transpose_dense_streaming(const T* src, int64_t src_ld, T* dst, int64_t rows,
+                               int64_t cols) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, int32_t>) {
+    transpose_32bit_dense_streaming(reinterpret_cast<const float*>(src), src_ld,
+                                    reinterpret_cast<float*>(dst), rows, cols);
+  } else {
+    transpose(src, src_ld, dst, rows, rows, cols);
   }
 }
 

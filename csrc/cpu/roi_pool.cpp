@@ -7,15 +7,18 @@
 // race-free units of (image, channel block) that add grad_output at the argmax in box order
 // (cpu/roi_units.h), prefetching the next box's block. An NCHW argmax adds channel by channel
 // into channel planes (grad_output read in place where a channel's bins are adjacent, else
-// through a small transposed copy); a channels_last one bin by bin over the unit's channels into
-// a pixel-major gradient (grad_output read in place where a bin's channels are adjacent).
+// through a small transposed copy); a channels_last one goes to units of (image, band of rows)
+// instead, each adding bin by bin over all channels what lands in its rows, into a pixel-major
+// gradient (grad_output read in place where a bin's channels are adjacent).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cfloat>
+#include <type_traits>
 #include <vector>
 
 #include "checks/roi.h"
@@ -41,9 +44,13 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
   at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
     std::vector<RoiPoolRange> rows(a.PH), cols(a.PW);
     // NCHW: a box's bins go into (bins, C) tiles (100 KB each for C = 512, in L2) as they do
-    // into a channels_last output, then through a blocked transpose into the output's (C, bins)
-    // rows (storing each bin's channels 49 elements apart instead: 15-16 ms against 12 ms at 1
-    // thread on rp_fastrcnn_vgg16_train, CPU time under load)
+    // into a channels_last output, then into the box's (C, bins) block of the output (contiguous)
+    // as whole lines with non-temporal stores. Storing each bin's channels 49 elements apart
+    // instead took 15-16 ms against 12 ms at 1 thread on rp_fastrcnn_vgg16_train (CPU time under
+    // load); the tile transposed with ordinary stores (every output line read before it was
+    // written), 16.0 / 12.7 ms against 13.9 / 10.4 ms now on the train / test rows (1 thread,
+    // CPU time, interleaved, load 3 on 2 cores). Passes of 64 channels (tiles in L1) measured
+    // 15.1 / 12.8 ms.
     std::vector<scalar_t> tile(channels_last ? 0 : bins * C);
     std::vector<int32_t> tile_idx(tile.size());
     for (int64_t k = begin; k < end; ++k) {
@@ -63,8 +70,8 @@ void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* ar
                        cols[pw].end, dst + b * C, dst_idx + b * C, 1, C);
         }
       if (!channels_last) {
-        cpu::transpose(tile.data(), C, out + k * C * bins, bins, bins, C);
-        cpu::transpose(tile_idx.data(), C, argmax + k * C * bins, bins, bins, C);
+        cpu::transpose_dense_streaming(tile.data(), C, out + k * C * bins, bins, C);
+        cpu::transpose_dense_streaming(tile_idx.data(), C, argmax + k * C * bins, bins, C);
       }
     }
   });
@@ -130,10 +137,13 @@ struct BinRuns {
   int64_t h, w;
 };
 
+// Only rows [ph0, ph1) of bins are copied; bin (ph, pw) is at ptr + (ph - ph0) * h + pw * w.
 template <typename T>
-BinRuns<T> channels_by_bin(const T* p, cpu::Strides4 s, int64_t w, int64_t PH, int64_t PW,
-                           std::vector<T>& tile) {
+BinRuns<T> channels_by_bin(const T* p, cpu::Strides4 s, int64_t w, int64_t ph0, int64_t ph1,
+                           int64_t PW, std::vector<T>& tile) {
+  p += ph0 * s.h;
   if (s.c == 1 || w == 1) return {p, s.h, s.w};
+  const int64_t PH = ph1 - ph0;
   tile.resize(w * PH * PW);
   if (s.w == 1 && s.h == PW) {  // (w, bins) with leading dimension s.c
     cpu::transpose(p, s.c, tile.data(), w, w, PH * PW);
@@ -146,21 +156,71 @@ BinRuns<T> channels_by_bin(const T* p, cpu::Strides4 s, int64_t w, int64_t PH, i
   return {tile.data(), PW * w, w};
 }
 
-// One box's bins for w channels, bin by bin: each bin's run of channels adds at its pixels, a
-// pixel's channels adjacent (data + i * pixel_stride + c). am: the box's first channel, each
-// bin's channels adjacent (strides as, as.c == 1).
-template <typename scalar_t, typename acc_t, typename Prefetch>
-void add_box_by_bin(acc_t* data, int64_t pixel_stride, int64_t HW, int64_t w, int64_t PH,
-                    int64_t PW, const int32_t* am, cpu::Strides4 as, BinRuns<scalar_t> go,
-                    const Prefetch& prefetch) {
-  for (int64_t ph = 0; ph < PH; ++ph)
-    for (int64_t pw = 0; pw < PW; ++pw) {
-      prefetch(ph * PW + pw);
-      const int32_t* a = am + ph * as.h + pw * as.w;
-      const scalar_t* g = go.ptr + ph * go.h + pw * go.w;
-      for (int64_t c = 0; c < w; ++c) add_at(data + c, pixel_stride, HW, a[c], g[c]);
+// band[(a[c] - p0) * pixel_stride + c] += g[c] for the c < w whose pixel a[c] lies in [p0, p1)
+// (a bin's channels at their argmax pixels: no two the same element); others belong to another
+// band, or, negative, to an empty bin. Returns an a[c] >= HW (the caller raises), else -1: the
+// check stays out of the loop's body so that GCC keeps the loop in registers.
+template <typename scalar_t, typename acc_t>
+C10_ALWAYS_INLINE int32_t add_run_in_band(acc_t* __restrict band, int64_t pixel_stride, int32_t p0,
+                                          int32_t p1, int32_t HW, int64_t w,
+                                          const int32_t* __restrict a,
+                                          const scalar_t* __restrict g) {
+  const uint32_t pixels = static_cast<uint32_t>(p1 - p0);
+  int32_t bad = -1;
+  for (int64_t c = 0; c < w; ++c) {
+    const int32_t i = a[c];
+    const uint32_t r = static_cast<uint32_t>(i - p0);
+    if (r < pixels) {
+      band[static_cast<int64_t>(r) * pixel_stride + c] += static_cast<acc_t>(g[c]);
+    } else if (i >= HW) {
+      bad = i;
     }
+  }
+  return bad;
 }
+
+// Row bands per image for the channels_last-argmax backward: one per image when there are
+// enough images for the threads, else halves, quarters, ... of the rows.
+inline int64_t row_bands(int64_t N, int64_t H) {
+  int64_t bands = 1;
+  while (N * bands < at::get_num_threads() && 2 * bands <= H) bands *= 2;
+  return bands;
+}
+
+// The gradient of one band, rows [r0, r1) of image n over all C channels, pixel-major: pixel
+// p0 + r at data + r * C. Adds into channels_last grad_input itself where it holds acc_t
+// (float, double); else into a zeroed buffer, which finish() writes into grad_input (a
+// transpose into NCHW planes, or a conversion).
+template <typename scalar_t, typename acc_t>
+struct BandGrad {
+  BandGrad(scalar_t* gi, std::vector<acc_t>& buf, int64_t n, int64_t p0, int64_t p1, int64_t C,
+           int64_t HW, bool channels_last)
+      : gi(gi), n(n), p0(p0), p1(p1), C(C), HW(HW), channels_last(channels_last) {
+    direct = std::is_same_v<scalar_t, acc_t> && channels_last;
+    if (direct) {
+      data = reinterpret_cast<acc_t*>(gi) + (n * HW + p0) * C;
+      std::fill_n(data, (p1 - p0) * C, acc_t(0));
+    } else {
+      buf.assign((p1 - p0) * C, acc_t(0));
+      data = buf.data();
+    }
+  }
+
+  void finish() const {
+    if (direct) return;
+    if (channels_last) {
+      scalar_t* dst = gi + (n * HW + p0) * C;
+      for (int64_t e = 0; e < (p1 - p0) * C; ++e) dst[e] = static_cast<scalar_t>(data[e]);
+    } else {  // pixels -> the band's part of every channel plane
+      cpu::transpose(data, C, gi + n * C * HW + p0, HW, p1 - p0, C);
+    }
+  }
+
+  acc_t* data;
+  scalar_t* gi;
+  int64_t n, p0, p1, C, HW;
+  bool channels_last, direct;
+};
 
 // The next box's (w channels) blocks of argmax and grad_output (the unit's boxes in order:
 // box j + 1 of image n, or box j itself at the end), fetched a piece at a time (part of
@@ -188,32 +248,56 @@ struct NextBoxPrefetch {
 };
 
 // The backward where argmax holds each bin's channels adjacent (the forward ran on a
-// channels_last map): per unit, box by box and bin by bin over all the unit's channels, into a
-// pixel-major gradient (channels_last grad_input itself for float and double). Reading such an
-// argmax a pass of planes at a time (128-byte runs 2 KB apart, once per pass) took twice as
-// long as the NCHW case (rp_fastrcnn_vgg16_train, 1 thread, CPU time: 16 ms vs 8).
+// channels_last map): units of (image, band of rows) over all C channels; each visits the
+// image's boxes in order and, bin by bin over the bin rows that reach its band, adds the
+// channels whose argmax lies in the band. Every grad_input element still receives its terms in
+// box order, then bin order, whatever the bands. (An argmax outside its own bin, which the
+// forward never writes, is added only if that bin reaches the element's band, as the CUDA
+// gather only looks at the bins over each pixel.) Units of (image, channel block) instead, with
+// the image's whole gradient per unit: 256 channels took 19.7 ms and 128 channels 26.2 ms
+// against 14.1 ms for 512 on rp_fasterrcnn_vgg16_test (1 thread, CPU time, load 3): each bin's
+// run of channels costs the same per unit, however narrow.
 template <typename scalar_t>
 void backward_by_bin(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Strides4 as,
-                     const cpu::BoxesByImage& boxes, cpu::ChannelBlocks blocks, scalar_t* gi,
+                     const scalar_t* rois, const cpu::BoxesByImage& boxes, scalar_t* gi,
                      bool channels_last, const PoolArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t HW = a.H * a.W, bins = a.PH * a.PW;
-  at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
+  const int64_t HW = a.H * a.W, C = a.C;
+  const int64_t bands = row_bands(a.N, a.H);
+  at::parallel_for(0, a.N * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf;
     std::vector<scalar_t> go_tile;
+    std::vector<RoiPoolRange> rows(a.PH);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = u / blocks.count, c0 = (u % blocks.count) * blocks.width;
-      const int64_t w = std::min(blocks.width, a.C - c0);
-      const cpu::UnitGrad<scalar_t, acc_t> t(gi, buf, n, c0, w, a.C, HW, channels_last,
-                                             /*pixel_major=*/true);
+      const int64_t n = u / bands, band = u % bands;
+      const int64_t r0 = band * a.H / bands, r1 = (band + 1) * a.H / bands;
+      const BandGrad<scalar_t, acc_t> t(gi, buf, n, r0 * a.W, r1 * a.W, C, HW, channels_last);
       for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
         const int64_t k = boxes.order[j];
-        const NextBoxPrefetch<scalar_t> next(boxes, n, j, am, as, go, gs, c0, w, a.PH, a.PW);
-        const auto prefetch = [&](int64_t b) { next(b, bins); };  // a piece per bin
-        const BinRuns<scalar_t> gok =
-            channels_by_bin(go + k * gs.k + c0 * gs.c, gs, w, a.PH, a.PW, go_tile);
-        add_box_by_bin(t.data, t.pixel_stride, HW, w, a.PH, a.PW, am + k * as.k + c0 * as.c,
-                       as, gok, prefetch);
+        const RoiPoolBox box =
+            roi_pool_box<acc_t>(rois + 5 * k, static_cast<acc_t>(a.spatial_scale));
+        int64_t ph0 = a.PH, ph1 = 0;  // the bin rows that reach the band
+        for (int64_t ph = 0; ph < a.PH; ++ph) {
+          rows[ph] = roi_pool_range<acc_t>(box.start_h, box.roi_h, a.PH, ph, a.H);
+          if (rows[ph].start < r1 && rows[ph].end > r0) {
+            ph0 = std::min(ph0, ph);
+            ph1 = ph + 1;
+          }
+        }
+        if (ph0 >= ph1) continue;
+        const NextBoxPrefetch<scalar_t> next(boxes, n, j, am, as, go, gs, 0, C, a.PH, a.PW);
+        const BinRuns<scalar_t> gok = channels_by_bin(go + k * gs.k, gs, C, ph0, ph1, a.PW,
+                                                      go_tile);
+        for (int64_t ph = ph0; ph < ph1; ++ph) {  // bin rows reach the band in one run
+          next(ph - ph0, ph1 - ph0);  // a piece of the next box's blocks per bin row
+          for (int64_t pw = 0; pw < a.PW; ++pw) {
+            const int32_t bad = add_run_in_band(
+                t.data, C, static_cast<int32_t>(t.p0), static_cast<int32_t>(t.p1),
+                static_cast<int32_t>(HW), C, am + k * as.k + ph * as.h + pw * as.w,
+                gok.ptr + (ph - ph0) * gok.h + pw * gok.w);
+            if (C10_UNLIKELY(bad >= 0)) fail_index_out_of_range("_roi_pool_backward", bad, HW);
+          }
+        }
       }
       t.finish();
     }
@@ -234,11 +318,11 @@ void backward(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cpu::Stri
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = a.H * a.W;
   const cpu::BoxesByImage boxes = cpu::boxes_by_image(rois, a.K, a.N);
-  const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
   if (as.c == 1 && a.C > 1) {
-    backward_by_bin(go, gs, am, as, boxes, blocks, gi, channels_last, a);
+    backward_by_bin(go, gs, am, as, rois, boxes, gi, channels_last, a);
     return;
   }
+  const cpu::ChannelBlocks blocks = cpu::channel_blocks(a.N, a.C);
   at::parallel_for(0, a.N * blocks.count, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf;
     std::vector<int32_t> am_tile;
@@ -309,6 +393,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_output, const at::Tensor
   check_roi_argmax(argmax, grad_output, op);
   const PoolArgs a = pool_args(g, spatial_scale, pooled_h, pooled_w);
   check_roi_values(rois, a.N, op);
+  FC_CHECK(a.H * a.W <= INT32_MAX, op, "feature maps of fewer than 2^31 pixels, got ", a.H, "x",
+           a.W);
   at::Tensor gi = cpu::empty_cached(
       {a.N, a.C, a.H, a.W}, grad_output.options().memory_format(roi_memory_format(channels_last)));
   if (gi.numel() == 0) return gi;
