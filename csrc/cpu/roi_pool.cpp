@@ -35,13 +35,40 @@ struct PoolArgs {
   double spatial_scale;
 };
 
+// Splits boxes [0, K) into `parts` ranges of about equal work, part p = [first[p], first[p + 1]):
+// a box costs the pixels its bins read (inside the map) and its bins (written). Proposal boxes
+// differ up to ~20x in area: halves of 64 boxes of the roi suite's rows differed by 8%.
+template <typename scalar_t>
+std::vector<int64_t> balanced_box_ranges(const scalar_t* rois, const PoolArgs& a,
+                                         int64_t parts) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<double> cost(a.K + 1, 0.0);  // cost[k]: boxes before k
+  for (int64_t k = 0; k < a.K; ++k) {
+    const RoiPoolBox b = roi_pool_box<acc_t>(rois + 5 * k, static_cast<acc_t>(a.spatial_scale));
+    const int64_t h = std::min(a.H, b.start_h + b.roi_h) - std::max<int64_t>(0, b.start_h);
+    const int64_t w = std::min(a.W, b.start_w + b.roi_w) - std::max<int64_t>(0, b.start_w);
+    cost[k + 1] = cost[k] + static_cast<double>(std::max<int64_t>(h, 0) * std::max<int64_t>(w, 0) +
+                                                a.PH * a.PW);
+  }
+  std::vector<int64_t> first(parts + 1, a.K);
+  first[0] = 0;
+  for (int64_t p = 1, k = 0; p < parts; ++p) {
+    while (k < a.K && cost[k] < cost[a.K] * static_cast<double>(p) / parts) ++k;
+    first[p] = k;
+  }
+  return first;
+}
+
 // x: (N, H, W, C); out and argmax: (K, C, PH, PW) in NCHW or channels_last.
 template <typename scalar_t>
 void forward(const scalar_t* x, const scalar_t* rois, scalar_t* out, int32_t* argmax,
              bool channels_last, const PoolArgs& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t C = a.C, bins = a.PH * a.PW;
-  at::parallel_for(0, a.K, 1, [&](int64_t begin, int64_t end) {
+  const int64_t parts = std::min<int64_t>(at::get_num_threads(), a.K);
+  const std::vector<int64_t> first = balanced_box_ranges(rois, a, parts);
+  at::parallel_for(0, parts, 1, [&](int64_t part_begin, int64_t part_end) {
+    const int64_t begin = first[part_begin], end = first[part_end];
     std::vector<RoiPoolRange> rows(a.PH), cols(a.PW);
     // NCHW: a box's bins go into (bins, C) tiles (100 KB each for C = 512, in L2) as they do
     // into a channels_last output, then into the box's (C, bins) block of the output (contiguous)
