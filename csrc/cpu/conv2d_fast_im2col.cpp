@@ -11,8 +11,8 @@
 //    the weight panels of its output channels (those of one block, in L2); blocks add to the
 //    result in order, the first one starting from the bias;
 //  - work items are tiles of (image,) pixels x output channels, sized so that each thread gets
-//    several; an element's sum never depends on the tile it is in, so the bits are the same
-//    at any thread count.
+//    several (channels_last: equal runs of about 16 pixel panels, see Tiling); an element's
+//    sum never depends on the tile it is in, so the bits are the same at any thread count.
 #include "cpu/conv2d_fast_im2col.h"
 
 #include <ATen/Parallel.h>

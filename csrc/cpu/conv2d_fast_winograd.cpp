@@ -150,12 +150,14 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
   //    steps read contiguous runs.)
   float* U = scratch(0, A2 * OB * cin * B);
   const int64_t so = pb.flipped ? pb.ws[1] : pb.ws[0], si = pb.flipped ? pb.ws[0] : pb.ws[1];
-  const int64_t i_run = 32, i_runs = ceil_div(cin, i_run);
   // Where the input channels are contiguous (channels_last weights in the forward pass: there
   // the output channels are 9 C apart) the run's taps come from 8 x 8 register transposes of
   // B rows x i_run channels per tap, not scalar loads a cache line apart (res5b_branch2b, C =
-  // K = 512, 8 x 7 x 7, channels_last, 1 thread: that gather was 16% of the pass's time).
+  // K = 512, 8 x 7 x 7, channels_last, 1 thread, perf: that gather was 16% of the pass's time;
+  // the transposes of runs of 32 channels 5.6% of samples, of runs of 128 3.4%, which read
+  // each weight row in longer pieces).
   const bool rows_contiguous = si == 1;
+  const int64_t i_run = rows_contiguous ? 128 : 32, i_runs = ceil_div(cin, i_run);
   at::parallel_for(0, OB * i_runs, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf(i_run * 9 * B);  // [input channel of the run][tap][lane]
     for (int64_t it = begin; it < end; ++it) {
