@@ -3,7 +3,8 @@
 rounding bound, over first layers with C = 3 and C = 1, 5x5 and 5x20 kernels, stride 2, 3 and 4,
 dilation (with and without unit column dilation, which decides how channels_last panels are
 read), padding larger than half the kernel, tails of K (not a multiple of 16 or 6), of the
-pixels and of the reduction blocks (384 steps), channels_last blocks that are part padding (read
+pixels and of the reduction blocks (384 steps), several runs of pixel panels per thread
+(channels_last work items), channels_last blocks that are part padding (read
 from a copy; the others in place), batch 1 and more, with and without bias;
 that the path ran (a per-process counter) under FASTCONV_CPU_IM2COL=1 and not under =0, where
 the direct kernel gives the same values within the same bound; non-contiguous inputs and
@@ -37,6 +38,7 @@ CASES = [
     (1, 2, 5, 5, 3, (5, 5), 1, 0, 1, "one output pixel"),
     (2, 64, 8, 8, 96, (3, 5), 1, (1, 2), 1, "3x5 kernel, 64 -> 96 channels"),
     (2, 200, 7, 9, 24, (3, 3), 2, 1, 1, "C=200 stride 2: blocks of 300 steps, part padding at both edges"),
+    (2, 24, 30, 30, 40, (3, 3), 2, 1, 1, "450 pixels: 75 panels in runs of 12-16 per thread count"),
 ]
 IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
        for c in CASES]
@@ -133,8 +135,8 @@ def test_off_switch_gives_the_direct_kernel(case, fmt, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[10], CASES[12], CASES[13]],
-                         ids=[IDS[0], IDS[3], IDS[10], IDS[12], IDS[13]])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[10], CASES[12], CASES[13], CASES[14]],
+                         ids=[IDS[0], IDS[3], IDS[10], IDS[12], IDS[13], IDS[14]])
 def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
     # The work tiles change with the thread count; the summation order must not.
     x, weight, bias, args = _inputs(case, fmt, seed=3)

@@ -115,6 +115,28 @@ def test_non_contiguous_inputs_and_no_bias(tile, weight_layout, winograd):
 
 
 @pytest.mark.parametrize("tile", [2, 4])
+def test_weight_layout_gives_the_same_bits(tile, winograd):
+    # channels_last weights are gathered by register transposes (input channels contiguous),
+    # other layouts element by element: the same filter values, so the same bits. C = 140: a
+    # run of 128 input channels and a tail of 12 (other layouts: runs of 32); K = 20: a partial
+    # block of output channels.
+    winograd(tile)
+    x = torch.randn(2, 140, 9, 8).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(20, 140, 3, 3), torch.randn(20)
+    grad_out = torch.randn(2, 20, 9, 8).contiguous(memory_format=torch.channels_last)
+    results = []
+    for w in (weight, weight.contiguous(memory_format=torch.channels_last)):
+        before = _calls()
+        out = ops.conv2d(x, w, bias, (1, 1), (1, 1), (1, 1), 1)
+        grad_in = ops._conv2d_input_grad(grad_out, w, list(x.shape), (1, 1), (1, 1), (1, 1), 1)
+        assert _calls()[0] == before[0] + 1 and _calls()[1] == before[1] + 1
+        results.append((out, grad_in))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    (ref, ref_mag), _ = _fp64_refs(x, weight, bias, grad_out, 1)
+    _assert_within_direct_bound(results[1][0], ref, ref_mag, 140 * 9 + 1, "forward", tile)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
 def test_autograd_through_the_public_function(tile, winograd):
     winograd(tile)
     x = torch.randn(2, 16, 10, 9).contiguous(memory_format=torch.channels_last).requires_grad_()

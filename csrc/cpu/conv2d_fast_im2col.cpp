@@ -11,8 +11,8 @@
 //    the weight panels of its output channels (those of one block, in L2); blocks add to the
 //    result in order, the first one starting from the bias;
 //  - work items are tiles of (image,) pixels x output channels, sized so that each thread gets
-//    several; an element's sum never depends on the tile it is in, so the bits are the same
-//    at any thread count.
+//    several (channels_last: equal runs of about 16 pixel panels, see Tiling); an element's
+//    sum never depends on the tile it is in, so the bits are the same at any thread count.
 #include "cpu/conv2d_fast_im2col.h"
 
 #include <ATen/Parallel.h>
@@ -152,6 +152,35 @@ struct RunBlocks {
   int64_t kc(int64_t kb) const { return std::min(kc_len, len - t0(kb)); }
 };
 
+// `total` panels cut into `parts` runs whose lengths differ by one at most.
+struct Runs {
+  int64_t total, parts;
+  int64_t begin(int64_t i) const { return i * total / parts; }
+  int64_t most() const { return ceil_div(total, parts); }
+};
+
+// The channels_last work items: runs of pixel panels x runs of output-channel panels.
+//  - about kPixelPanels pixel panels per run: a weight micro-panel, streamed from L2/L3,
+//    serves that many register tiles from L1. res5a_branch2b (8 x 512 x 14 x 14, stride 2)
+//    at 1 thread, CPU time, load ~3: runs of 16 panels 73% of the FMA peak, 8: 66%, 4 (the
+//    old 2-thread choice): 62%.
+//  - the pixel runs come in a multiple of the thread count, equal to within a panel, so that
+//    every thread gets the same work (the old split gave res4a/res5a/batch-1 res3a 17 items:
+//    9 on one thread, 8 on the other, one of them part empty);
+//  - output channels are split in halves only while there are fewer than two items per
+//    thread (each channel run reads all of its pixels' inputs again).
+struct Tiling {
+  static constexpr int64_t kPixelPanels = 16;
+  Runs pixels, channels;
+  Tiling(int64_t mt, int64_t nt, int64_t threads) {
+    const int64_t T = std::max<int64_t>(1, threads);
+    pixels = {mt, std::min(mt, ceil_div(ceil_div(mt, kPixelPanels), T) * T)};
+    channels = {nt, 1};
+    while (pixels.parts * channels.parts < 2 * T && channels.parts * 2 <= nt) channels.parts *= 2;
+  }
+  int64_t items() const { return pixels.parts * channels.parts; }
+};
+
 // Zeros that row pointers of padding and of pixels past the end read (kc <= KC).
 alignas(64) const float kZeroRow[KC] = {};
 
@@ -175,20 +204,16 @@ void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
                 bpre + k0 * Npad + j * kc);
     }
   });
-  // Items: (run of pm pixel panels, run of nb channel panels); runs shrink until each thread
-  // has four items or more, in equal numbers where they are few.
-  int64_t pm = 16, nb = nt;
-  shrink_runs(pm, 2, nb,
-              [&](int64_t p, int64_t n) { return ceil_div(mt, p) * ceil_div(nt, n); });
-  const int64_t npb = ceil_div(mt, pm), nnb = ceil_div(nt, nb);
-  at::parallel_for(0, npb * nnb, 1, [&](int64_t begin, int64_t end) {
+  const Tiling tiles(mt, nt, at::get_num_threads());
+  const int64_t pm = tiles.pixels.most();  // pixel panels in the longest run
+  at::parallel_for(0, tiles.items(), 1, [&](int64_t begin, int64_t end) {
     float* edge = fastk::workspace(2, pm * MR * red.kc_len);  // part-padding blocks, per pixel
     std::vector<const float*> rows(pm * MR);
     std::vector<int64_t> img(pm * MR), ih0(pm * MR), iw0(pm * MR);
     for (int64_t it = begin; it < end; ++it) {
-      const int64_t jb = it % nnb, ib = it / nnb;
-      const int64_t i0 = ib * pm, i1 = std::min(mt, i0 + pm);  // pixel panels
-      const int64_t c0 = jb * nb * NR, c1 = std::min(N, c0 + nb * NR);
+      const int64_t jb = it % tiles.channels.parts, ib = it / tiles.channels.parts;
+      const int64_t i0 = tiles.pixels.begin(ib), i1 = tiles.pixels.begin(ib + 1);  // pixel panels
+      const int64_t c0 = tiles.channels.begin(jb) * NR, c1 = std::min(N, tiles.channels.begin(jb + 1) * NR);
       const int64_t npix = (i1 - i0) * MR;
       for (int64_t i = 0; i < npix; ++i) {
         const int64_t pix = i0 * MR + i, p = pix % P;
