@@ -188,6 +188,19 @@ def test_gemm_form_matches_torch_fp64(case):
         assert _gemm_calls() - before == 1
 
 
+@pytest.mark.parametrize("case", GEMM_CASES[:2], ids=GEMM_IDS[:2])
+def test_gemm_form_packs_weights_of_any_strides(case):
+    # the weights are packed from their strides: a channels_last weight gives the same bits
+    n, c, h, w, k, r, s, stride, padding, _ = case
+    weight = torch.randn(k, c, r, s)
+    p, q = (h + 2 * padding - r) // stride + 1, (w + 2 * padding - s) // stride + 1
+    grad_out = torch.randn(n, k, p, q).contiguous(memory_format=torch.channels_last)
+    args = ((stride, stride), (padding, padding), (1, 1), 1)
+    dense = ops._conv2d_input_grad(grad_out, weight, [n, c, h, w], *args)
+    wcl = weight.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(ops._conv2d_input_grad(grad_out, wcl, [n, c, h, w], *args), dense)
+
+
 STRIDE1 = [(1, 20, 7, 9, 24, 3, 3, 1, 1, "stride 1: one class of 9 taps"),
             (2, 16, 9, 8, 12, 5, 5, 1, 2, "5x5 stride 1")]
 

@@ -1,5 +1,7 @@
-// The input gradient of column-strided convolutions (cpu/conv2d_fast_stride2.h) as a sum of
-// stride-1 sub-convolutions.
+// The input gradient of strided convolutions (cpu/conv2d_fast_stride2.h) as a sum of stride-1
+// sub-convolutions, in two forms: on the direct kernels' register tiles (conv2d_input_grad_strided)
+// and as implicit GEMMs on the 6 x 16 GEMM micro-kernel (conv2d_input_grad_strided_gemm, at the
+// end of the file).
 //
 // Input pixel (ih, iw) receives grad_output pixel (oh, ow) through tap (r, s) when
 // ih + pad_h - r = oh * stride_h and iw + pad_w - s = ow * stride_w. The input pixels of one
@@ -277,7 +279,8 @@ struct GemmBlock {
 
 struct GemmClass {
   int64_t rho, phi, nrow, ncol, row_res, col_res, pixels;
-  std::vector<GemmBlock> blocks;
+  int64_t per_run = 1, kc_len = 0;  // blocks per row tap, steps per block (the last may be shorter)
+  std::vector<GemmBlock> blocks;    // row tap (run) major
   std::vector<int64_t> src_off;
 };
 
@@ -316,8 +319,6 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
   const int64_t nt = ceil_div(C, NR), Cpad = nt * NR;
   const PhaseClasses pc(g);
   const float* src = nhwc_padded(grad_output, pc.top, pc.Hp, pc.left, pc.Wp, 0);
-  const at::Tensor w_rskc = weight.permute({2, 3, 0, 1}).contiguous();  // row (r, s, k): C floats
-  const float* wt = w_rskc.data_ptr<float>();
   float* packed = workspace(1, g.r * g.s * K * Cpad);
 
   std::vector<GemmClass> classes;
@@ -328,11 +329,12 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
       cl.nrow = pc.rows.count(cl.row_res);
       cl.ncol = pc.cols.count(cl.col_res);
       if (cl.ncol == 0) cl.nrow = 0;  // no tap: the class's pixels get zeros
-      const int64_t len = cl.ncol * K, per_run = std::max<int64_t>(1, ceil_div(len, kGemmKC));
-      const int64_t kc_len = ceil_div(len, per_run);
+      const int64_t len = cl.ncol * K;
+      cl.per_run = std::max<int64_t>(1, ceil_div(len, kGemmKC));
+      cl.kc_len = ceil_div(len, cl.per_run);
       for (int64_t run = 0; run < cl.nrow; ++run) {
-        for (int64_t t0 = 0; t0 < len; t0 += kc_len) {
-          const int64_t kc = std::min(kc_len, len - t0);
+        for (int64_t t0 = 0; t0 < len; t0 += cl.kc_len) {
+          const int64_t kc = std::min(cl.kc_len, len - t0);
           cl.blocks.push_back({run, t0, kc, packed + steps * Cpad});
           steps += kc;
         }
@@ -342,24 +344,42 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
     }
   }
 
-  // Pack: step t of block (run i, t0) is tap (r, s) = (row_res + (nrow - 1 - i) * stride_h,
-  // col_res + (ncol - 1 - (t0 + t) / K) * stride_w), output channel (t0 + t) % K.
-  std::vector<std::pair<const GemmClass*, const GemmBlock*>> all_blocks;
-  for (const GemmClass& cl : classes) {
-    for (const GemmBlock& b : cl.blocks) all_blocks.emplace_back(&cl, &b);
-  }
-  const int64_t nblocks = static_cast<int64_t>(all_blocks.size());
-  at::parallel_for(0, nblocks * nt, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t it = begin; it < end; ++it) {
-      const GemmClass& cl = *all_blocks[it / nt].first;
-      const GemmBlock& b = *all_blocks[it / nt].second;
-      const int64_t j = (it % nt) * NR, r = cl.row_res + (cl.nrow - 1 - b.run) * g.stride_h;
-      for (int64_t t = b.t0; t < b.t0 + b.kc;) {  // segments of one tap: consecutive k
-        const int64_t jpos = t / K, k = t % K, seg = std::min(K - k, b.t0 + b.kc - t);
+  // Pack: tap (r, s) = (row_res + (nrow - 1 - i) * stride_h, col_res + (ncol - 1 - jpos) *
+  // stride_w) of a class is its row tap (run) i, steps jpos * K + k of the run. In parallel over
+  // the layer's output channels k: weight[k] (C x R x S, in L1) goes to a 16-float row of every
+  // panel of every tap. (A permuted copy of the weights first, then packed from rows, cost ~20%
+  // of res5a_branch2b's time at batch 8: 9.4 MB through memory twice more; perf, 1 thread.)
+  struct TapSlot {
+    int64_t cls = -1, run = 0, jpos = 0;  // cls -1: a tap no pixel uses (image under a stride)
+  };
+  std::vector<TapSlot> slots(g.r * g.s);
+  for (int64_t c = 0; c < static_cast<int64_t>(classes.size()); ++c) {
+    const GemmClass& cl = classes[c];
+    for (int64_t i = 0; i < cl.nrow; ++i) {
+      for (int64_t jpos = 0; jpos < cl.ncol; ++jpos) {
+        const int64_t r = cl.row_res + (cl.nrow - 1 - i) * g.stride_h;
         const int64_t s = cl.col_res + (cl.ncol - 1 - jpos) * g.stride_w;
-        kk.pack_b(wt + ((r * g.s + s) * K + k) * C + j, C, 1, static_cast<int>(std::min(NR, C - j)), seg,
-                  b.packed + (it % nt) * b.kc * NR + (t - b.t0) * NR);
-        t += seg;
+        slots[r * g.s + s] = {c, i, jpos};
+      }
+    }
+  }
+  const float* w = weight.data_ptr<float>();
+  const int64_t wk = weight.stride(0), wc = weight.stride(1), wr = weight.stride(2), wsd = weight.stride(3);
+  at::parallel_for(0, K, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      for (int64_t tap = 0; tap < g.r * g.s; ++tap) {
+        const TapSlot& slot = slots[tap];
+        if (slot.cls < 0) continue;
+        const GemmClass& cl = classes[slot.cls];
+        const int64_t t = slot.jpos * K + k;
+        const GemmBlock& b = cl.blocks[slot.run * cl.per_run + t / cl.kc_len];
+        const float* src_k = w + k * wk + (tap / g.s) * wr + (tap % g.s) * wsd;
+        for (int64_t j = 0; j < nt; ++j) {
+          float* d = b.packed + j * b.kc * NR + (t - b.t0) * NR;
+          const int64_t c0 = j * NR, nc = std::min(NR, C - c0);
+          for (int64_t i = 0; i < nc; ++i) d[i] = src_k[(c0 + i) * wc];
+          for (int64_t i = nc; i < NR; ++i) d[i] = 0.0f;
+        }
       }
     }
   });
@@ -405,32 +425,44 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
     const int64_t ldc = nb * NR;
     float* cbuf = workspace(2, pm * MR * ldc);
     std::vector<const float*> rows(pm * MR);
+    std::vector<float*> cdst(pm);  // where each pixel panel's results go: grad_input or cbuf
+    std::vector<int64_t> crs(pm);  // and the distance between its pixels there
+    std::vector<char> buffered(pm);
     for (int64_t it = begin; it < end; ++it) {
       const GemmItem& item = items[it];
       const GemmClass& cl = classes[item.cls];
-      const int64_t npix = std::min(cl.pixels, item.p1 * MR) - item.p0 * MR;
-      const int64_t c0 = item.j0 * NR, c1 = std::min(C, item.j1 * NR);
-      if (cl.blocks.empty()) {
-        for (int64_t i = 0; i < npix; ++i) std::fill(cbuf + i * ldc, cbuf + i * ldc + (c1 - c0), 0.0f);
+      const int64_t np = item.p1 - item.p0, npix = std::min(cl.pixels, item.p1 * MR) - item.p0 * MR;
+      const int64_t c0 = item.j0 * NR, c1 = std::min(C, item.j1 * NR), ws = pc.sub_w(cl.phi);
+      // A panel within one sub-image row is computed in place (its pixels stride_w * C floats
+      // apart in grad_input); one that wraps to the next row, through cbuf. (All through cbuf,
+      // the copies out of it took ~15% of res3a_branch2b's time at batch 8, perf, 1 thread.)
+      for (int64_t ip = 0; ip < np; ++ip) {
+        const int64_t idx = (item.p0 + ip) * MR, m = std::min(MR, npix - ip * MR);
+        const bool in_place = !cl.blocks.empty() && idx % ws + m <= ws;
+        cdst[ip] = in_place ? out.data + pc.nhwc_offset(cl.rho, cl.phi, idx) + c0 : cbuf + ip * MR * ldc;
+        crs[ip] = in_place ? g.stride_w * C : ldc;
+        buffered[ip] = !in_place;
       }
+      if (cl.blocks.empty()) std::fill(cbuf, cbuf + npix * ldc, 0.0f);
       for (size_t kb = 0; kb < cl.blocks.size(); ++kb) {
         const GemmBlock& b = cl.blocks[kb];
         const float* base = src + pc.first_read(cl.rho, cl.phi, b.run) + b.t0;
-        for (int64_t i = 0; i < (item.p1 - item.p0) * MR; ++i) {
-          rows[i] = i < npix ? base + cl.src_off[item.p0 * MR + i] : kZeroSteps;
-        }
+        for (int64_t i = 0; i < np * MR; ++i) rows[i] = i < npix ? base + cl.src_off[item.p0 * MR + i] : kZeroSteps;
         for (int64_t j = item.j0; j < item.j1; ++j) {
           const int n = static_cast<int>(std::min(NR, C - j * NR));
-          for (int64_t ip = 0; ip < item.p1 - item.p0; ++ip) {
+          for (int64_t ip = 0; ip < np; ++ip) {
             const int m = static_cast<int>(std::min(MR, npix - ip * MR));
-            kk.micro_a_ptrs(b.kc, rows.data() + ip * MR, b.packed + j * b.kc * NR,
-                            cbuf + ip * MR * ldc + (j - item.j0) * NR, ldc, 1, m, n, kb > 0, nullptr, false);
+            kk.micro_a_ptrs(b.kc, rows.data() + ip * MR, b.packed + j * b.kc * NR, cdst[ip] + (j - item.j0) * NR,
+                            crs[ip], 1, m, n, kb > 0, nullptr, false);
           }
         }
       }
-      for (int64_t i = 0; i < npix; ++i) {
-        const float* row = cbuf + i * ldc;
-        std::copy(row, row + (c1 - c0), out.data + pc.nhwc_offset(cl.rho, cl.phi, item.p0 * MR + i) + c0);
+      for (int64_t ip = 0; ip < np; ++ip) {
+        if (!buffered[ip]) continue;
+        for (int64_t i = ip * MR; i < std::min(npix, (ip + 1) * MR); ++i) {
+          const float* row = cbuf + i * ldc;
+          std::copy(row, row + (c1 - c0), out.data + pc.nhwc_offset(cl.rho, cl.phi, item.p0 * MR + i) + c0);
+        }
       }
     }
   });
