@@ -349,6 +349,7 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
   // the layer's output channels k: weight[k] (C x R x S, in L1) goes to a 16-float row of every
   // panel of every tap. (A permuted copy of the weights first, then packed from rows, cost ~20%
   // of res5a_branch2b's time at batch 8: 9.4 MB through memory twice more; perf, 1 thread.)
+  // weight[k] is first transposed to [tap][C] (8 x 8 register transposes) in a small buffer.
   struct TapSlot {
     int64_t cls = -1, run = 0, jpos = 0;  // cls -1: a tap no pixel uses (image under a stride)
   };
@@ -365,20 +366,35 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
   }
   const float* w = weight.data_ptr<float>();
   const int64_t wk = weight.stride(0), wc = weight.stride(1), wr = weight.stride(2), wsd = weight.stride(3);
+  const int64_t RS = g.r * g.s;
+  const bool taps_dense = wr == g.s && wsd == 1;  // weight[k] a [C][R * S] matrix, rows wc apart
+  const auto transpose = pick_kernels()->transpose;  // non-null: the fast paths only
   at::parallel_for(0, K, 16, [&](int64_t begin, int64_t end) {
+    float* by_tap = workspace(2, RS * C);  // weight[k] as [tap][C]
     for (int64_t k = begin; k < end; ++k) {
-      for (int64_t tap = 0; tap < g.r * g.s; ++tap) {
+      if (taps_dense) {
+        transpose(w + k * wk, wc, by_tap, C, C, RS);
+      } else {
+        for (int64_t tap = 0; tap < RS; ++tap) {
+          for (int64_t c = 0; c < C; ++c) by_tap[tap * C + c] = w[k * wk + c * wc + (tap / g.s) * wr + (tap % g.s) * wsd];
+        }
+      }
+      for (int64_t tap = 0; tap < RS; ++tap) {
         const TapSlot& slot = slots[tap];
         if (slot.cls < 0) continue;
         const GemmClass& cl = classes[slot.cls];
         const int64_t t = slot.jpos * K + k;
         const GemmBlock& b = cl.blocks[slot.run * cl.per_run + t / cl.kc_len];
-        const float* src_k = w + k * wk + (tap / g.s) * wr + (tap % g.s) * wsd;
         for (int64_t j = 0; j < nt; ++j) {
           float* d = b.packed + j * b.kc * NR + (t - b.t0) * NR;
-          const int64_t c0 = j * NR, nc = std::min(NR, C - c0);
-          for (int64_t i = 0; i < nc; ++i) d[i] = src_k[(c0 + i) * wc];
-          for (int64_t i = nc; i < NR; ++i) d[i] = 0.0f;
+          const float* src_row = by_tap + tap * C + j * NR;
+          if (NR == 16 && (j + 1) * NR <= C) {
+            for (int i = 0; i < 16; ++i) d[i] = src_row[i];  // a few vector moves
+          } else {
+            const int64_t nc = std::min(NR, C - j * NR);
+            for (int64_t i = 0; i < nc; ++i) d[i] = src_row[i];
+            for (int64_t i = nc; i < NR; ++i) d[i] = 0.0f;
+          }
         }
       }
     }
