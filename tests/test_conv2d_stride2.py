@@ -162,14 +162,14 @@ def test_strided_transposed_convolutions(shape, channels_last):
 
 
 # The implicit-GEMM form (channels_last, csrc/cpu/conv2d_fast_stride2.cpp): taken by default
-# for strided layers with >= 128 channels in and out and >= 256 grad_output pixels, forced
+# for strided layers with >= 128 channels in and out and >= 512 grad_output pixels, forced
 # anywhere (stride 1 included) with FASTCONV_CPU_STRIDED_GEMM=1.
 # (n, c, h, w, k, r, s, stride, padding, what it reaches)
 GEMM_CASES = [
-    (2, 136, 26, 25, 128, 3, 3, 2, 1, "default: odd rows, C tail of 8, classes spanning images"),
-    (1, 136, 34, 33, 400, 3, 3, 2, 1, "K = 400: runs of 800 steps cut into 3 blocks mid-tap"),
-    (8, 128, 14, 14, 128, 3, 3, 2, 0, "pad 0, 7 x 7 sub-images"),
-    (1, 128, 48, 50, 128, 3, 3, 3, 1, "stride 3: one tap per class"),
+    (2, 136, 36, 35, 128, 3, 3, 2, 1, "default: odd rows, C tail of 8, classes spanning images"),
+    (1, 136, 48, 47, 400, 3, 3, 2, 1, "K = 400: runs of 800 steps cut into 3 blocks mid-tap"),
+    (16, 128, 14, 14, 128, 3, 3, 2, 0, "pad 0, 7 x 7 sub-images"),
+    (1, 128, 72, 70, 128, 3, 3, 3, 1, "stride 3: one tap per class"),
 ]
 GEMM_IDS = [c[-1].split(":")[0].replace(" ", "_") for c in GEMM_CASES]
 

@@ -301,15 +301,17 @@ bool strided_input_grad_gemm_applies(const ConvGeometry& g, const at::Tensor& gr
                     !grad_input.is_contiguous();
   if (g.groups != 1 || g.dil_h != 1 || g.dil_w != 1 || !nhwc) return false;
   if (env != nullptr && std::strcmp(env, "1") == 0) return true;  // also stride 1: one class
-  // Measured against the paths it replaces (1 thread, min of 10, interleaved with oneDNN in the
-  // same process, load 2-4; speedup over oneDNN, before -> after): ResNet-50 batch 8 res3a_branch2b
-  // 0.62 -> 0.94x, res4a 0.87 -> 1.17x, res5a 1.48 -> 1.96x; res3a at batch 1 1.01 -> 0.94x
-  // (equal within the noise). Slower where the weights serve few pixels or channels are few
-  // (its weight packing is a separate pass over all of them): DCGAN's transposed 4x4 s2
-  // 512 -> 256 at batch 1 (16 pixels) 2.0 -> 9.3 ms, at batch 8 9.2 -> 13.8 ms, 128 -> 64 at
-  // 16 x 16 1.06 -> 1.46 ms; stride 1 (forced): AlexNet conv2 (5 x 5, C = 64) 5.6 -> 7.7 ms,
-  // ResNet-50 res4b at batch 1 (14 x 14, Winograd declines it) 4.65 -> 4.88 ms.
-  return (g.stride_h > 1 || g.stride_w > 1) && g.c >= 128 && g.k >= 128 && g.n * g.p * g.q >= 256;
+  // Measured against the paths it replaces (ResNet-50, channels_last, load ~3 on the 2 cores, so
+  // minima of 10-20 calls over alternating processes; speedup over oneDNN in the same run):
+  // 2 threads: res3a_branch2b b8 (per-row gather path) ~0.8-1.0x -> 0.93-1.08x, res4a b8 (class
+  // path) 0.93-0.95x -> 1.06-1.10x, res3a b1 0.81x -> 0.98x; but res5a b8 (392 grad_output
+  // pixels for 9.4 MB of weights) 1.46x -> 1.16x, and 1 thread (CPU time) 27.0 -> 29.0 ms: its
+  // class path packs each weight block per thread while it is used, where this path packs all
+  // weights in a pass of their own, so it needs >= 512 pixels. Slower too with few pixels or
+  // channels: DCGAN's transposed 4x4 s2 512 -> 256 at batch 1 (16 pixels) 2.0 -> 9.3 ms, at
+  // batch 8 9.2 -> 13.8 ms, 128 -> 64 at 16 x 16 1.06 -> 1.46 ms; stride 1 (forced): AlexNet
+  // conv2 (5 x 5, C = 64) 5.6 -> 7.7 ms, ResNet-50 res4b at batch 1 4.65 -> 4.88 ms.
+  return (g.stride_h > 1 || g.stride_w > 1) && g.c >= 128 && g.k >= 128 && g.n * g.p * g.q >= 512;
 }
 
 bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
