@@ -159,3 +159,91 @@ def test_strided_transposed_convolutions(shape, channels_last):
     assert y.is_contiguous(memory_format=fmt)
     if _fast_info()[0] != "generic":
         assert _fast_info()[1] > before
+
+
+# The implicit-GEMM form (channels_last, csrc/cpu/conv2d_fast_stride2.cpp): taken by default
+# for strided layers with >= 128 channels in and out and >= 512 grad_output pixels, forced
+# anywhere (stride 1 included) with FASTCONV_CPU_STRIDED_GEMM=1.
+# (n, c, h, w, k, r, s, stride, padding, what it reaches)
+GEMM_CASES = [
+    (2, 136, 36, 35, 128, 3, 3, 2, 1, "default: odd rows, C tail of 8, classes spanning images"),
+    (1, 136, 48, 47, 400, 3, 3, 2, 1, "K = 400: runs of 800 steps cut into 3 blocks mid-tap"),
+    (16, 128, 14, 14, 128, 3, 3, 2, 0, "pad 0, 7 x 7 sub-images"),
+    (1, 128, 72, 70, 128, 3, 3, 3, 1, "stride 3: one tap per class"),
+]
+GEMM_IDS = [c[-1].split(":")[0].replace(" ", "_") for c in GEMM_CASES]
+
+
+def _gemm_calls():
+    return ops._conv2d_cpu_strided_gemm_info()
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=GEMM_IDS)
+def test_gemm_form_matches_torch_fp64(case):
+    before = _gemm_calls()
+    got, want = _passes(case, channels_last=True)
+    _assert_close_to_fp64(got[1], want[1], case[4] * case[5] * case[6])
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+    if _fast_info()[0] != "generic":
+        assert _gemm_calls() - before == 1
+
+
+@pytest.mark.parametrize("case", GEMM_CASES[:2], ids=GEMM_IDS[:2])
+def test_gemm_form_packs_weights_of_any_strides(case):
+    # the weights are packed from their strides: a channels_last weight gives the same bits
+    n, c, h, w, k, r, s, stride, padding, _ = case
+    weight = torch.randn(k, c, r, s)
+    p, q = (h + 2 * padding - r) // stride + 1, (w + 2 * padding - s) // stride + 1
+    grad_out = torch.randn(n, k, p, q).contiguous(memory_format=torch.channels_last)
+    args = ((stride, stride), (padding, padding), (1, 1), 1)
+    dense = ops._conv2d_input_grad(grad_out, weight, [n, c, h, w], *args)
+    wcl = weight.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(ops._conv2d_input_grad(grad_out, wcl, [n, c, h, w], *args), dense)
+
+
+STRIDE1 = [(1, 20, 7, 9, 24, 3, 3, 1, 1, "stride 1: one class of 9 taps"),
+            (2, 16, 9, 8, 12, 5, 5, 1, 2, "5x5 stride 1")]
+
+
+@pytest.mark.parametrize("case", CASES + STRIDE1, ids=IDS + [c[-1].replace(" ", "_") for c in STRIDE1])
+def test_gemm_form_forced_on_small_layers(case, monkeypatch):
+    # every stride, padding and tap-less class of CASES, stride 1, few channels (tails in every
+    # panel)
+    monkeypatch.setenv("FASTCONV_CPU_STRIDED_GEMM", "1")
+    before = _gemm_calls()
+    got, want = _passes(case, channels_last=True)
+    _assert_close_to_fp64(got[1], want[1], case[4] * case[5] * case[6])
+    if _fast_info()[0] != "generic":
+        assert _gemm_calls() - before == 1
+
+
+def test_gemm_form_off_and_nchw_take_the_other_paths(monkeypatch):
+    case = GEMM_CASES[0]
+    before = _gemm_calls()
+    _passes(case, channels_last=False)
+    monkeypatch.setenv("FASTCONV_CPU_STRIDED_GEMM", "0")
+    off, want = _passes(case, channels_last=True)
+    assert _gemm_calls() == before
+    _assert_close_to_fp64(off[1], want[1], case[4] * case[5] * case[6])
+
+
+def test_gemm_form_does_not_depend_on_thread_count_or_batch(monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_STRIDED_GEMM", "1")
+    before = _gemm_calls()
+    fmt = torch.channels_last
+    x_shape, w = [3, 64, 15, 22], torch.randn(96, 64, 3, 3)
+    grad_out = torch.randn(3, 96, 8, 11).contiguous(memory_format=fmt)
+    args = ((2, 2), (1, 1), (1, 1), 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops._conv2d_input_grad(grad_out, w, x_shape, *args)
+        torch.set_num_threads(3)
+        three = ops._conv2d_input_grad(grad_out, w, x_shape, *args)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    alone = ops._conv2d_input_grad(grad_out[1:2], w, [1] + x_shape[1:], *args)
+    assert torch.equal(one[1:2], alone)
+    if _fast_info()[0] != "generic":
+        assert _gemm_calls() - before == 3

@@ -93,6 +93,9 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   if (grad_input.numel() == 0) return handled();
   if (winograd_input_grad_applies(g, grad_output)) return conv2d_input_grad_winograd(g, grad_output, weight, grad_input);
   if (gemm::input_grad_applies(g, grad_output)) return gemm::conv2d_input_grad_gemm(g, grad_output, weight, grad_input);
+  if (strided_input_grad_gemm_applies(g, grad_input)) {
+    return conv2d_input_grad_strided_gemm(g, grad_output, weight, grad_input);
+  }
 
   const bool depthwise = g.depthwise() && g.k == g.c;
   if (nchw_input_grad_applies(g, grad_output, grad_input)) return nchw_input_grad(*kk, g, grad_output, weight, grad_input);

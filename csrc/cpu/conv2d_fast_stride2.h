@@ -31,4 +31,13 @@ inline bool stride2_input_grad_applies(const ConvGeometry& g, int max_m) {
 bool conv2d_input_grad_strided(const fastk::Kernels& kk, const ConvGeometry& g, const at::Tensor& grad_output,
                                const at::Tensor& weight, at::Tensor& grad_input);
 
+// The same gradient as a dense implicit GEMM per phase class on the 6 x 16 GEMM micro-kernel
+// (gemm::Kernels::micro_a_ptrs, grad_output rows read in place), for channels_last results of
+// dense, undilated layers: by default strided ones with >= 128 channels in and out and >= 512
+// grad_output pixels (the measurements are at the definition). FASTCONV_CPU_STRIDED_GEMM=0 turns it off, =1 takes it
+// wherever it can run (stride 1 included). Defined in cpu/conv2d_fast_stride2.cpp.
+bool strided_input_grad_gemm_applies(const ConvGeometry& g, const at::Tensor& grad_input);
+bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
+                                    const at::Tensor& weight, at::Tensor& grad_input);
+
 }  // namespace fastconv::cpu
