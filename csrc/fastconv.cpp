@@ -7,6 +7,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/buffer_cache.h"
 #include "cpu/machine_limits.h"
 
 // `import fastconv._C` only has to run the static registrations below; no Python functions.
@@ -20,4 +21,9 @@ TORCH_LIBRARY(fastconv, m) {
   // _fma_peak_gflops: fp32 FMA peak of this CPU in GFLOP/s, measured for `seconds` on
   // `threads` threads (<= 0: all hardware threads); fastconv.bench's "% of limit".
   m.def("_fma_peak_gflops(float seconds, int threads) -> float", &fastconv::fma_peak_gflops);
+  // _cpu_cache_held_bytes: bytes of freed CPU output blocks that cpu/buffer_cache.h keeps for
+  // reuse (0 with FASTCONV_CPU_CACHE_BYTES=0); for tests.
+  m.def("_cpu_cache_held_bytes() -> int", [] {
+    return static_cast<int64_t>(fastconv::cpu::BufferCache::instance().held_bytes());
+  });
 }

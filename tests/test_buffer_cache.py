@@ -44,10 +44,16 @@ def check_outputs_reuse_freed_blocks():
     assert all(p % (2 << 20) == 0 for p in pointers)  # 2 MB aligned: huge pages cover them
     expected = tF.relu(tF.batch_norm(x, None, None, w, b, True))
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    held = torch.ops.fastconv._cpu_cache_held_bytes()
     del y, gx
+    # the two 6 MB blocks are kept, then taken again by the next step. Without the cache
+    # (FASTCONV_CPU_CACHE_BYTES=0) the pointer and fault checks alone still pass: glibc hands
+    # the same addresses back, and a fresh 2 MB-aligned mmap faults in huge pages (3 per block)
+    assert torch.ops.fastconv._cpu_cache_held_bytes() - held == 2 * (6 << 20)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     y, gx = step(x, gy, rm, rv, w, b)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert torch.ops.fastconv._cpu_cache_held_bytes() == held
     assert {y.data_ptr(), gx.data_ptr()} == pointers
     # two fresh 5.2 MB outputs would fault ~2500 times in 4 KB pages; a handful of faults
     # elsewhere (Python, autograd) may remain

@@ -68,6 +68,12 @@ class BufferCache final : public c10::Allocator {
     default_copy_data(dest, src, count);
   }
 
+  // Bytes of freed blocks kept for reuse (tests: torch.ops.fastconv._cpu_cache_held_bytes).
+  size_t held_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return held_;
+  }
+
  private:
   struct Block {
     void* ptr;
