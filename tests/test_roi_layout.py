@@ -28,7 +28,9 @@ def roi_align_nchw_path(request, monkeypatch):
 FORMATS = [torch.contiguous_format, torch.channels_last]
 
 # (N, C, H, W): pixels H*W = 32 (one column block), 143 and 259 (tails of 8 and 32); channels
-# 8 (one row block), 45 and 70 (tails of 5 and 6), 3 (no whole block)
+# 8 (one row block), 45 and 70 (tails of 5 and 6), 3 (no whole block). With 45 and 70 channels
+# every 8th / 4th box's NCHW output block starts on a 64-byte line and goes out as streamed
+# 16-channel groups plus a tail (cpu::transpose_32bit_dense_streaming); the others unstreamed.
 SHAPES = [(1, 8, 4, 8), (2, 45, 13, 11), (3, 70, 7, 37), (2, 3, 5, 9)]
 
 

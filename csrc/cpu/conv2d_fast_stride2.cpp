@@ -81,22 +81,21 @@ struct PhaseClasses {
     n_rho = std::min(g.stride_h, g.h);
     n_phi = std::min(g.stride_w, g.w);
     int64_t bottom = g.p, right = g.q;  // rows / columns read: [-top, bottom), [-left, right)
-    for (int64_t rho = 0; rho < n_rho; ++rho) {
-      const int64_t n = rows.count(rows.residue(rho));
-      if (n == 0) continue;
-      const int64_t o = rows.first_out(rho);
-      top = std::max(top, -o);
-      bottom = std::max(bottom, o + sub_h(rho) + n - 1);
-    }
-    for (int64_t phi = 0; phi < n_phi; ++phi) {
-      const int64_t n = cols.count(cols.residue(phi));
-      if (n == 0) continue;
-      const int64_t o = cols.first_out(phi);
-      left = std::max(left, -o);
-      right = std::max(right, o + sub_w(phi) + n - 1);
-    }
+    reach(rows, n_rho, [this](int64_t rho) { return sub_h(rho); }, top, bottom);
+    reach(cols, n_phi, [this](int64_t phi) { return sub_w(phi); }, left, right);
     Hp = top + bottom;
     Wp = left + right;
+  }
+  // Widens [-lo, hi) to what the classes along one axis read (sub: a class's sub-image size).
+  template <typename Sub>
+  static void reach(const TapClasses& t, int64_t classes, Sub sub, int64_t& lo, int64_t& hi) {
+    for (int64_t c = 0; c < classes; ++c) {
+      const int64_t n = t.count(t.residue(c));
+      if (n == 0) continue;
+      const int64_t o = t.first_out(c);
+      lo = std::max(lo, -o);
+      hi = std::max(hi, o + sub(c) + n - 1);
+    }
   }
   int64_t sub_h(int64_t rho) const { return ceil_div(g.h - rho, g.stride_h); }
   int64_t sub_w(int64_t phi) const { return ceil_div(g.w - phi, g.stride_w); }

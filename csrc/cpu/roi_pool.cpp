@@ -35,6 +35,11 @@ struct PoolArgs {
   double spatial_scale;
 };
 
+// Pixels of [start, start + size) inside [0, limit): a box's extent on the map along one axis.
+inline int64_t inside(int64_t start, int64_t size, int64_t limit) {
+  return std::max<int64_t>(0, std::min(limit, start + size) - std::max<int64_t>(0, start));
+}
+
 // Splits boxes [0, K) into `parts` ranges of about equal work, part p = [first[p], first[p + 1]):
 // a box costs the pixels its bins read (inside the map) and its bins (written). Proposal boxes
 // differ up to ~20x in area: halves of 64 boxes of the roi suite's rows differed by 8%.
@@ -45,9 +50,8 @@ std::vector<int64_t> balanced_box_ranges(const scalar_t* rois, const PoolArgs& a
   std::vector<double> cost(a.K + 1, 0.0);  // cost[k]: boxes before k
   for (int64_t k = 0; k < a.K; ++k) {
     const RoiPoolBox b = roi_pool_box<acc_t>(rois + 5 * k, static_cast<acc_t>(a.spatial_scale));
-    const int64_t h = std::min(a.H, b.start_h + b.roi_h) - std::max<int64_t>(0, b.start_h);
-    const int64_t w = std::min(a.W, b.start_w + b.roi_w) - std::max<int64_t>(0, b.start_w);
-    cost[k + 1] = cost[k] + static_cast<double>(std::max<int64_t>(h, 0) * std::max<int64_t>(w, 0) +
+    cost[k + 1] = cost[k] + static_cast<double>(inside(b.start_h, b.roi_h, a.H) *
+                                                    inside(b.start_w, b.roi_w, a.W) +
                                                 a.PH * a.PW);
   }
   std::vector<int64_t> first(parts + 1, a.K);
@@ -229,8 +233,7 @@ std::vector<int64_t> balanced_row_bands(const scalar_t* rois, const cpu::BoxesBy
     for (int64_t j = boxes.begin[n]; j < boxes.begin[n + 1]; ++j) {
       const RoiPoolBox b = roi_pool_box<acc_t>(rois + 5 * boxes.order[j],
                                                static_cast<acc_t>(a.spatial_scale));
-      const int64_t w = std::min(a.W, b.start_w + b.roi_w) - std::max<int64_t>(0, b.start_w);
-      const int64_t h1 = std::min(a.H, b.start_h + b.roi_h);
+      const int64_t w = inside(b.start_w, b.roi_w, a.W), h1 = std::min(a.H, b.start_h + b.roi_h);
       for (int64_t r = std::max<int64_t>(0, b.start_h); r < h1 && w > 0; ++r) in_row[r] += w;
     }
     for (int64_t r = 0; r < a.H; ++r) cost[r + 1] = cost[r] + in_row[r] + 1;  // + 1: zeroing
