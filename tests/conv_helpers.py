@@ -19,6 +19,17 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@pytest.fixture(params=["native", "avx2"])
+def gemm_width(request, monkeypatch):
+    """The GEMM micro-kernels of the running CPU (6 x 32 on AVX-512) and, on an AVX-512 machine,
+    the AVX2 ones too (6 x 16, FASTCONV_CPU_KERNELS=avx2): tails and packings differ."""
+    if request.param == "avx2":
+        if torch.ops.fastconv._conv2d_cpu_fast_info()[0] != "avx512":
+            pytest.skip("the native kernels are the AVX2 ones here")
+        monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
+    return request.param
+
+
 def case_id(case):
     x, w, s, p, d, g = case
     return f"x{list(x)}-w{list(w)}-s{s}-p{p}-d{d}-g{g}".replace(" ", "")

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, reference
+from conv_helpers import assert_within_rounding, gemm_width, reference  # noqa: F401
 
 ops = torch.ops.fastconv
 
-pytestmark = pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
-                                reason="no AVX2: the implicit GEMM needs the SIMD kernels")
+pytestmark = [pytest.mark.usefixtures("gemm_width"),
+              pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
+                                 reason="no AVX2: the implicit GEMM needs the SIMD kernels")]
 
 # (n, c, h, w, k, (r, s), stride, padding, dilation, what it reaches)
 CASES = [

@@ -44,7 +44,7 @@ using fastk::ceil_div;
 constexpr int64_t KC = 256;  // reduction steps per block: KC x NR x 4 B = 16 KiB (half of L1)
 constexpr int64_t MC = 120;  // rows of A per packed block: MC x KC x 4 B = 120 KiB (L2: 512 KiB)
 constexpr int64_t kTileFloats = 64 << 10;  // C elements per thread tile (256 KiB)
-constexpr int64_t kMaxTile = 6 * 16;       // register tile elements (mr x nr) at most
+constexpr int64_t kMaxTile = 6 * 32;       // register tile elements (mr x nr) at most
 constexpr int64_t kImageBlockMin = 128;    // shortest image whose pixels get K blocks of their own
 
 // Calls f(batch, first step, steps, offset) for the pieces of the concatenated reduction range
@@ -79,7 +79,7 @@ float* buffer(int slot, int64_t floats) {
 }  // namespace
 
 void run(const Problem& p) {
-  const Kernels& kk = avx2_kernels();
+  const Kernels& kk = kernels();
   const int64_t MR = kk.mr, NR = kk.nr;
   TORCH_INTERNAL_ASSERT(MR * NR <= kMaxTile);
   const int64_t nout = p.reduce_batch ? 1 : p.batch;
@@ -280,6 +280,12 @@ void run(const Problem& p) {
   });
 }
 
+const Kernels& kernels() {
+  const fastk::Kernels* direct = fastk::pick_kernels();
+  return direct != nullptr && std::strcmp(direct->isa, "avx512") == 0 ? avx512_kernels()
+                                                                       : avx2_kernels();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The 1x1 convolution drivers.
 
@@ -333,7 +339,7 @@ bool batch_folds(const at::Tensor& t, int64_t P) { return t.size(0) <= 1 || t.st
 // the register tile's 16 columns (7 x 7: 49 = 3 x 16 + 1 would leave a quarter of the tiles'
 // columns empty; 14 x 14: 196 = 12 x 16 + 4).
 void fold_batch_into_columns(Problem& pr, int64_t P) {
-  if (pr.batch <= 1 || P % avx2_kernels().nr == 0) return;
+  if (pr.batch <= 1 || P % kernels().nr == 0) return;
   pr.n_group = P;
   pr.N = pr.batch * P;
   pr.b_group = pr.b_batch;
@@ -376,7 +382,7 @@ bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const a
   const int64_t P = g.p * g.q;
   const bool strided = g.stride_h > 1 || g.stride_w > 1;
   const bool strided_in_place =
-      strided && !channels_last(output) && (P % avx2_kernels().nr == 0 || P >= 128 || g.n == 1);
+      strided && !channels_last(output) && (P % kernels().nr == 0 || P >= 128 || g.n == 1);
   const at::Tensor x = strided_in_place ? input : strided_pixels(g, input);
   Problem pr;
   pr.K = g.c;

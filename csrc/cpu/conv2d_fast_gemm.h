@@ -47,7 +47,7 @@ struct Problem {
 // Runs p with at::parallel_for over tiles of C. Needs AVX2 + FMA.
 void run(const Problem& p);
 
-// The ISA-specific pieces (cpu/conv2d_fast_gemm_avx2.cpp). Register tile MR x NR.
+// The ISA-specific pieces (cpu/conv2d_fast_gemm_avx2.cpp, _avx512.cpp). Register tile MR x NR.
 struct Kernels {
   int mr, nr;
   // c[i * rs + j * cs] (i < m, j < n) = (accumulate ? c : 0) + sum_k a[k * mr + i] * b[k * nr + j],
@@ -70,7 +70,11 @@ struct Kernels {
   void (*micro_a_ptrs)(int64_t kc, const float* const* a_rows, const float* b, float* c, int64_t rs,
                        int64_t cs, int m, int n, bool accumulate, const float* bias, bool bias_per_row);
 };
-const Kernels& avx2_kernels();
+const Kernels& avx2_kernels();    // 6 x 16 (cpu/conv2d_fast_gemm_avx2.cpp)
+const Kernels& avx512_kernels();  // 6 x 32 (cpu/conv2d_fast_gemm_avx512.cpp)
+// The micro-kernels of the running CPU, as fastk::pick_kernels() picks the direct kernels
+// (AVX-512 where present, unless FASTCONV_CPU_KERNELS=avx2); needs AVX2 + FMA.
+const Kernels& kernels();
 
 // The 1x1 conv drivers: fp32, groups 1, 1x1 kernel, no padding, any stride; tensors as in
 // cpu/conv2d_fast.h's contract. `*_applies` says whether the GEMM path takes the case.

@@ -273,7 +273,7 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   if (mode == 0 || input.scalar_type() != at::kFloat || g.groups != 1 || fastk::pick_kernels() == nullptr) {
     return false;
   }
-  const gemm::Kernels& kk = gemm::avx2_kernels();
+  const gemm::Kernels& kk = gemm::kernels();
   // the gathers: at most 8 pixels per A panel, 1-4 whole vectors per B panel, int32 offsets
   if (kk.mr > 8 || kk.nr % 8 != 0 || kk.nr > 32 || g.h * g.w >= (int64_t{1} << 30)) return false;
   const bool cl = channels_last(input, output);
@@ -294,7 +294,7 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
 
 bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                            const at::Tensor& bias, at::Tensor& output) {
-  const gemm::Kernels& kk = gemm::avx2_kernels();
+  const gemm::Kernels& kk = gemm::kernels();
   const at::Tensor w = weight.permute({0, 2, 3, 1}).contiguous();  // (K, R, S, C): rows of W[K, RSC]
   const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
   if (channels_last(input, output)) {

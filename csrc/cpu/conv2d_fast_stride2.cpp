@@ -315,7 +315,7 @@ bool strided_input_grad_gemm_applies(const ConvGeometry& g, const at::Tensor& gr
 
 bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
                                     const at::Tensor& weight, at::Tensor& grad_input) {
-  const gemm::Kernels& kk = gemm::avx2_kernels();
+  const gemm::Kernels& kk = gemm::kernels();
   const int64_t MR = kk.mr, NR = kk.nr, C = g.c, K = g.k;
   const int64_t nt = ceil_div(C, NR), Cpad = nt * NR;
   const PhaseClasses pc(g);
@@ -389,8 +389,8 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
         for (int64_t j = 0; j < nt; ++j) {
           float* d = b.packed + j * b.kc * NR + (t - b.t0) * NR;
           const float* src_row = by_tap + tap * C + j * NR;
-          if (NR == 16 && (j + 1) * NR <= C) {
-            for (int i = 0; i < 16; ++i) d[i] = src_row[i];  // a few vector moves
+          if ((j + 1) * NR <= C) {
+            std::copy(src_row, src_row + NR, d);
           } else {
             const int64_t nc = std::min(NR, C - j * NR);
             for (int64_t i = 0; i < nc; ++i) d[i] = src_row[i];
