@@ -7,7 +7,8 @@ than one K block (256 steps) and weight-gradient blocks that span images, stride
 forward read in place by the packing, or gathered; gathered weight gradient, scattered input
 gradient), NCHW images folded into the GEMM's columns, 1x1 images, C tiles split among
 threads, non-contiguous inputs and weights with any strides; that the GEMM path ran (a
-per-process counter), FASTCONV_CPU_GEMM=0 turns it off and =all on for every forward; and
+per-process counter), FASTCONV_CPU_GEMM=0 turns it off and =all on for every forward; the
+channels_last weight gradient with X read in place (AVX-512) equal to the packed one; and
 bit-identical results at 1, 2 and 3 threads.
 """
 import pytest
@@ -182,6 +183,22 @@ def test_gemm_off_switch(monkeypatch):
     assert_within_rounding(grad_in, exact, mag, weight.shape[0], "input gradient")
     exact, mag = reference(lambda x_, g_: torch.nn.grad.conv2d_weight(x_, weight.shape, g_, *args), x, grad_out)
     assert_within_rounding(grad_w, exact, mag, x.shape[0] * 36, "weight gradient")
+
+
+# Channels_last weight gradients whose X has at least as many channels as dY: with the AVX-512
+# tile the micro-kernel reads X in place (FASTCONV_CPU_GEMM_B_ROWS=0 packs it, as the AVX2 tile
+# always does): the same products summed in the same order, so the bits must agree.
+B_ROWS = [i for i, c in enumerate(CASES) if c[1] >= c[4]]
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in B_ROWS], ids=[IDS[i] for i in B_ROWS])
+def test_weight_gradient_reading_x_in_place_is_the_packed_one(case, monkeypatch):
+    x, weight, _, grad_out, stride = _inputs(case, torch.channels_last)
+    args = (stride, (0, 0), (1, 1), 1)
+    in_place = ops._conv2d_weight_grad(grad_out, x, list(weight.shape), *args)
+    monkeypatch.setenv("FASTCONV_CPU_GEMM_B_ROWS", "0")
+    packed = ops._conv2d_weight_grad(grad_out, x, list(weight.shape), *args)
+    assert torch.equal(in_place, packed)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

@@ -63,6 +63,11 @@ void for_pieces(const Problem& p, int64_t b_out, int64_t k0, int64_t kc, F&& f) 
   }
 }
 
+bool b_rows_enabled() {
+  const char* env = std::getenv("FASTCONV_CPU_GEMM_B_ROWS");
+  return env == nullptr || env[0] != '0';
+}
+
 // Per-thread packing buffers, reused across calls: slots 0 and
 // 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B, 4 for
 // the parts of a B panel across column groups.
@@ -169,6 +174,18 @@ void run(const Problem& p) {
   // contiguous panel), which saves packing each element once (as much work as 16-64 of its
   // multiply-adds where N is 64-256); only a short last row panel is packed.
   const bool a_in_place = !shared_a && (!p.reduce_batch || image_blocks) && p.a_cs == 1 && kk.micro_a_rows != nullptr;
+  // B with unit stride along the columns, rows evenly spaced across the batch, summed over the
+  // batch (the channels_last weight gradient's X) is read in place where the micro-kernel can
+  // (Kernels::micro_b_rows, AVX-512), not packed per K block by every item; a short last
+  // column panel is still packed. Only where B has at least as many columns as A has rows:
+  // 1 thread, CPU time, batch 8, packed -> in place: 256x56x56 -> 64 11.3 -> 10.0 ms, 512x28x28
+  // -> 128 11.4 -> 9.4 ms, 1024x14x14 -> 256 10.9 -> 10.1 ms, but 64x56x56 -> 256 11.4 -> 12.0
+  // ms (A, packed by every item, is the larger operand there). (A read in place as well, six
+  // floats per step a_cs apart: no gain at 256 -> 64, 8.0 -> 12.1 ms at 512x7x7 -> 2048, whose
+  // 8 KiB steps alias in L1.) FASTCONV_CPU_GEMM_B_ROWS=0 packs B as before.
+  const bool b_in_place = kk.micro_b_rows != nullptr && !shared_b && !a_in_place && p.reduce_batch &&
+                          p.b_cs == 1 && p.n_group == 0 && (p.batch == 1 || p.b_batch == p.K * p.b_rs) &&
+                          p.N >= p.M && b_rows_enabled();
   float* apre = shared_a ? buffer(2, Mpad * Ktot) : nullptr;
   float* bpre = shared_b ? buffer(3, Npad * Ktot) : nullptr;
   const int64_t npre = nk * ((shared_a ? mt : 0) + (shared_b ? nt : 0));
@@ -229,7 +246,8 @@ void run(const Problem& p) {
         }
         for (int64_t j = n0; j < n1; j += NR) {
           const int n = static_cast<int>(std::min(NR, n1 - j));
-          const float* bp = bk + (j - n0) * kc;
+          const bool b_rows = b_in_place && n == NR;
+          const float* bp = b_rows ? p.b + k0 * p.b_rs + j : bk + (j - n0) * kc;
           for (int64_t i = 0; i < mc; i += MR) {
             const int m = static_cast<int>(std::min(MR, mc - i));
             const float* bias = (kb == 0 && p.bias) ? p.bias + (p.bias_per_row ? ic + i : j) : nullptr;
@@ -240,7 +258,9 @@ void run(const Problem& p) {
             float* ct = across ? tile : c + (ic + i) * p.c_rs + c_col(j);
             const int64_t rs = across ? NR : p.c_rs, cs = across ? 1 : p.c_cs;
             const bool add = kb > 0 && !across;
-            if (a_in_place && m == MR) {
+            if (b_rows) {
+              kk.micro_b_rows(kc, ak + i * kc, MR, bp, p.b_rs, ct, rs, cs, m, n, add, bias, p.bias_per_row);
+            } else if (a_in_place && m == MR) {
               kk.micro_a_rows(kc, arows + i * p.a_rs, p.a_rs, bp, ct, rs, cs, n, add, bias, p.bias_per_row);
             } else {
               kk.micro(kc, ak + i * kc, bp, ct, rs, cs, m, n, add, bias, p.bias_per_row);
@@ -270,6 +290,7 @@ void run(const Problem& p) {
         for (int64_t j = n0; j < n1; j += NR) {
           float* dst = bpack + (j - n0) * kc;
           const int n = static_cast<int>(std::min(NR, n1 - j));
+          if (b_in_place && n == NR) continue;  // read in place by micro_b_rows
           for_pieces(p, bo, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
             pack_b_panel(p.b + b * p.b_batch + k * p.b_rs, j, n, len, dst + off * NR);
           });

@@ -69,6 +69,13 @@ struct Kernels {
   // pointer per row: all mr rows are read (rows past m may point at zeros), only m are stored.
   void (*micro_a_ptrs)(int64_t kc, const float* const* a_rows, const float* b, float* c, int64_t rs,
                        int64_t cs, int m, int n, bool accumulate, const float* bias, bool bias_per_row);
+  // micro with B read in place at b[k * b_rs + j] (unit stride along the columns; all nr
+  // columns are read, only n are stored) and step k's mr values of A at a + k * a_cs (a packed
+  // panel: a_cs = mr; in place: A with unit row stride, all mr rows read); null where the ISA
+  // has none (AVX2).
+  void (*micro_b_rows)(int64_t kc, const float* a, int64_t a_cs, const float* b, int64_t b_rs, float* c,
+                       int64_t rs, int64_t cs, int m, int n, bool accumulate, const float* bias,
+                       bool bias_per_row) = nullptr;
 };
 const Kernels& avx2_kernels();    // 6 x 16 (cpu/conv2d_fast_gemm_avx2.cpp)
 const Kernels& avx512_kernels();  // 6 x 32 (cpu/conv2d_fast_gemm_avx512.cpp)

@@ -26,11 +26,15 @@ inline __mmask16 first_lanes(int n) {
 
 // The k loop (assembly, as in the AVX2 unit: intrinsics let GCC move accumulators around).
 // Accumulators in zmm0-11, B in zmm12-13, the broadcast of A in zmm15. One step: two vectors
-// of B (128 bytes), six broadcasts, twelve FMAs; the B panel 8 steps ahead is prefetched.
-#define FC_GEMM_K_LOOP_A(A0, A1, A2, A3, A4, A5, ADVANCE_A) \
+// of B (128 bytes), six broadcasts, twelve FMAs; B 8 steps ahead is prefetched. B is a packed
+// panel (steps 128 bytes apart) or read in place (rows bs bytes apart, FC_GEMM_K_LOOP_B_ROWS).
+#define FC_B_PACKED "prefetcht0 1024(%[b])\n\t" "prefetcht0 1088(%[b])\n\t", "add $128, %[b]\n\t"
+#define FC_B_ROWS "prefetcht0 (%[b],%[bs8],1)\n\t" "prefetcht0 64(%[b],%[bs8],1)\n\t", "add %[bs], %[b]\n\t"
+#define FC_GEMM_K_LOOP_A(A0, A1, A2, A3, A4, A5, ADVANCE_A) FC_GEMM_K_LOOP_AB(A0, A1, A2, A3, A4, A5, ADVANCE_A, FC_B_PACKED)
+#define FC_GEMM_K_LOOP_AB(...) FC_GEMM_K_LOOP_AB_(__VA_ARGS__)
+#define FC_GEMM_K_LOOP_AB_(A0, A1, A2, A3, A4, A5, ADVANCE_A, PREFETCH_B, ADVANCE_B) \
   "1:\n\t"                                         \
-  "prefetcht0 1024(%[b])\n\t"                      \
-  "prefetcht0 1088(%[b])\n\t"                      \
+  PREFETCH_B                                       \
   "vmovups (%[b]), %%zmm12\n\t"                    \
   "vmovups 64(%[b]), %%zmm13\n\t"                  \
   "vbroadcastss " A0 ", %%zmm15\n\t"               \
@@ -52,13 +56,15 @@ inline __mmask16 first_lanes(int n) {
   "vfmadd231ps %%zmm12, %%zmm15, %%zmm10\n\t"      \
   "vfmadd231ps %%zmm13, %%zmm15, %%zmm11\n\t"      \
   ADVANCE_A                                        \
-  "add $128, %[b]\n\t"                             \
+  ADVANCE_B                                        \
   "dec %[k]\n\t"                                   \
   "jnz 1b\n\t"
 #define FC_GEMM_K_LOOP FC_GEMM_K_LOOP_A("0(%[a])", "4(%[a])", "8(%[a])", "12(%[a])", "16(%[a])", "20(%[a])", "add $24, %[a]\n\t")
 #define FC_GEMM_K_LOOP_ROWS                                                                   \
   FC_GEMM_K_LOOP_A("(%[a])", "(%[a],%[ars],1)", "(%[a],%[ars],2)", "(%[a3])", "(%[a3],%[ars],1)", \
                    "(%[a3],%[ars],2)", "add $4, %[a]\n\t" "add $4, %[a3]\n\t")
+#define FC_GEMM_K_LOOP_B_ROWS \
+  FC_GEMM_K_LOOP_AB("0(%[a])", "4(%[a])", "8(%[a])", "12(%[a])", "16(%[a])", "20(%[a])", "add %[as], %[a]\n\t", FC_B_ROWS)
 #define FC_GEMM_K_LOOP_PTRS                                                                   \
   FC_GEMM_K_LOOP_A("(%[p0],%[ix],4)", "(%[p1],%[ix],4)", "(%[p2],%[ix],4)", "(%[p3],%[ix],4)", \
                    "(%[p4],%[ix],4)", "(%[p5],%[ix],4)", "inc %[ix]\n\t")
@@ -98,16 +104,33 @@ inline __mmask16 first_lanes(int n) {
   FC_ADD_ROW(FC_ROW0, 0, 1) FC_ADD_ROW(FC_ROW1, 2, 3) FC_ADD_ROW(FC_ROW2, 4, 5)        \
   FC_ADD_ROW(FC_ROW3, 6, 7) FC_ADD_ROW(FC_ROW4, 8, 9) FC_ADD_ROW(FC_ROW5, 10, 11)
 
-enum class AFrom { kPanel, kRows, kRowPointers };
+// Where the k loop reads A: packed panels, rows a_rs apart or one pointer per row (a_rows), the
+// last two in place; kStepsBRows: A's MR values of step k at a + k * a_cs (a packed panel: a_cs
+// = MR; in place: unit row stride) and B read in place, rows b_rs apart.
+enum class AFrom { kPanel, kRows, kRowPointers, kStepsBRows };
 
 // The full 6 x 32 tile with unit column stride and no bias, all in registers.
 template <bool kAccumulate, AFrom kA>
 void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* const* a_rows, const float* b, float* c,
-                int64_t rs) {
+                int64_t rs, int64_t b_rs = 0, int64_t a_cs = 0) {
   int64_t k = kc;
   float* c3 = c + 3 * rs;
   const int64_t rs_bytes = rs * static_cast<int64_t>(sizeof(float));
-  if constexpr (kA == AFrom::kRowPointers) {
+  const int64_t bs = b_rs * static_cast<int64_t>(sizeof(float)), bs8 = 8 * bs;
+  const int64_t as = a_cs * static_cast<int64_t>(sizeof(float));
+  if constexpr (kA == AFrom::kStepsBRows) {
+    if constexpr (kAccumulate) {
+      asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_B_ROWS FC_ADD_C
+                   : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
+                   : [as] "r"(as), [bs] "r"(bs), [bs8] "r"(bs8), [c0] "r"(c), [c3] "r"(c3), [rs] "r"(rs_bytes)
+                   : FC_GEMM_CLOBBERS);
+    } else {
+      asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_B_ROWS FC_STORE_C
+                   : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
+                   : [as] "r"(as), [bs] "r"(bs), [bs8] "r"(bs8), [c0] "r"(c), [c3] "r"(c3), [rs] "r"(rs_bytes)
+                   : FC_GEMM_CLOBBERS);
+    }
+  } else if constexpr (kA == AFrom::kRowPointers) {
     int64_t ix = 0;
     if constexpr (kAccumulate) {
       asm volatile(FC_PREFETCH_C FC_ZERO_ACC FC_GEMM_K_LOOP_PTRS FC_ADD_C
@@ -161,7 +184,7 @@ void micro_full(int64_t kc, const float* a, int64_t a_rs, const float* const* a_
 template <AFrom kA>
 void micro_general(int64_t kc, const float* a, int64_t a_rs, const float* const* a_rows, const float* b,
                    float* c, int64_t rs, int64_t cs, int m, int n, bool accumulate, const float* bias,
-                   bool bias_per_row) {
+                   bool bias_per_row, int64_t b_rs = 0, int64_t a_cs = 0) {
   alignas(64) __m512 acc[MR][2];
   const __mmask16 lo = first_lanes(n), hi = first_lanes(n - 16);
   if (bias != nullptr && bias_per_row) {
@@ -177,7 +200,14 @@ void micro_general(int64_t kc, const float* a, int64_t a_rs, const float* const*
   }
   if (kc > 0) {
     int64_t k = kc;
-    if constexpr (kA == AFrom::kRowPointers) {
+    if constexpr (kA == AFrom::kStepsBRows) {
+      const int64_t bs = b_rs * static_cast<int64_t>(sizeof(float)), bs8 = 8 * bs;
+      const int64_t as = a_cs * static_cast<int64_t>(sizeof(float));
+      asm volatile(FC_LOAD_ACC FC_GEMM_K_LOOP_B_ROWS FC_SAVE_ACC
+                   : [a] "+r"(a), [b] "+r"(b), [k] "+r"(k)
+                   : [as] "r"(as), [bs] "r"(bs), [bs8] "r"(bs8), [acc] "r"(&acc[0][0])
+                   : FC_GEMM_CLOBBERS);
+    } else if constexpr (kA == AFrom::kRowPointers) {
       int64_t ix = 0;
       asm volatile(FC_LOAD_ACC FC_GEMM_K_LOOP_PTRS FC_SAVE_ACC
                    : [ix] "+r"(ix), [b] "+r"(b), [k] "+r"(k)
@@ -263,6 +293,23 @@ void micro_6x32_ptrs(int64_t kc, const float* const* a_rows, const float* b, flo
                                      bias_per_row);
 }
 
+// micro with B read in place: b[k * b_rs + j] for j < NR (a full panel's columns are read;
+// only n are stored), and A's MR values of step k at a + k * a_cs (all MR are read).
+void micro_6x32_b_rows(int64_t kc, const float* a, int64_t a_cs, const float* b, int64_t b_rs, float* c,
+                       int64_t rs, int64_t cs, int m, int n, bool accumulate, const float* bias,
+                       bool bias_per_row) {
+  if (m == MR && n == NR && cs == 1 && bias == nullptr && kc > 0) {
+    if (accumulate) {
+      micro_full<true, AFrom::kStepsBRows>(kc, a, 0, nullptr, b, c, rs, b_rs, a_cs);
+    } else {
+      micro_full<false, AFrom::kStepsBRows>(kc, a, 0, nullptr, b, c, rs, b_rs, a_cs);
+    }
+    return;
+  }
+  micro_general<AFrom::kStepsBRows>(kc, a, 0, nullptr, b, c, rs, cs, m, n, accumulate, bias, bias_per_row,
+                                    b_rs, a_cs);
+}
+
 // dst[k * NR + j] = src[k * rs + j * cs] for j < n (zero for n <= j < NR), k < kc.
 void pack_b(const float* src, int64_t rs, int64_t cs, int n, int64_t kc, float* dst) {
   int64_t k = 0;
@@ -315,7 +362,8 @@ const Kernels& avx512_kernels() {
                          &pack_b,
                          &micro_6x32_rows,
                          avx2_kernels().pack_a_panels,
-                         &micro_6x32_ptrs};
+                         &micro_6x32_ptrs,
+                         &micro_6x32_b_rows};
   return k;
 }
 
