@@ -187,6 +187,19 @@ def test_stability_mean_1e4_std_1e_2(device):
                                rtol=1e-4, atol=0)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_statistics_with_an_outlier_first(device, memory_format):
+    # Each chunk's sums are shifted by a pivot; with its first value as the pivot, an outlier
+    # there (4 standard deviations out) made m2 = s2 - s1 * d cancel: the variance came out
+    # ~1e-5 (relative) off float64 in fp32, torch's ~1e-7. The pivot now averages a few values.
+    x = make((8, 4, 6, 6), torch.float32, device, memory_format, 0.5)
+    x[:, :, 0, 0] = 2.0  # the first value of every plane (NCHW) and of the first row (NHWC)
+    mean, var = torch.ops.fastconv._batch_norm_stats(x)
+    torch.testing.assert_close(var.double(), x.double().var(dim=(0, 2, 3), unbiased=False),
+                               rtol=5e-7, atol=0)
+    torch.testing.assert_close(mean.double(), x.double().mean(dim=(0, 2, 3)), rtol=0, atol=2e-7)
+
+
 def test_module_momentum_none_and_state_dict(device):
     torch_bn = torch.nn.BatchNorm2d(5, momentum=None).to(device)
     ours_bn = fastconv.nn.BatchNorm2d(5, momentum=None).to(device)

@@ -120,16 +120,8 @@ def test_distributed_data_parallel_step(two_process_results):
     for name, p in model.named_parameters():
         for res in two_process_results:  # DDP averages: world_size * average = total
             # atol: the conv bias gradient is 0 in exact arithmetic (BN removes any per-channel
-            # shift), a sum of ~300 terms of size ~1 that cancel, so only noise is compared: up
-            # to 1e-4 in either run on the AVX-512 Xeon (float64 reference), so 3e-4 between two.
-            # The weights' atol scales with the largest element: on an AVX-512 Xeon the conv
-            # weight gradient of either run is up to 7e-4 off its float64 value (largest element
-            # 26): fastconv's fp32 BatchNorm+ReLU on this model's conv output is 3.7e-6 (y) and
-            # 8.2e-6 (grad_input) off float64 there, torch's 2.9e-7 / 3.0e-7 (accuracy gap
-            # noted in issue 6). Two fp32 runs differ by up to 6e-4; they agreed within 1e-4 on
-            # the AVX2 machine of earlier sessions.
-            atol = max(3e-4, 1e-4 * p.grad.abs().max().item())
-            torch.testing.assert_close(res["ddp"][name] * 2, p.grad, rtol=1e-4, atol=atol)
+            # shift), a sum of ~300 terms of size ~1 that cancel, so only noise is compared
+            torch.testing.assert_close(res["ddp"][name] * 2, p.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_falls_back_to_local_batch_norm_without_process_group():

@@ -121,10 +121,24 @@ void for_each_row_chunk(const Layout& l, F f) {
 }
 
 // ---- statistics -------------------------------------------------------------------------------
+// The pivot of a chunk's shifted sums (welford_from_shifted): the mean of up to kPivotValues of
+// its first values, `stride` apart. One value as the pivot can lie several standard deviations
+// from the chunk's mean, and m2 = s2 - s1 * d then cancels: on a conv output (8x4x6x6, mean ~0,
+// std 0.5) the variance came out 2.7e-6 off float64 (relative) and the normalized output 4e-6,
+// against 3e-7 for torch's BatchNorm.
+constexpr int64_t kPivotValues = 16;
+template <typename A, typename scalar_t>
+A chunk_pivot(const scalar_t* first, int64_t count, int64_t stride) {
+  const int64_t n = std::min(count, kPivotValues);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(first[i * stride]);
+  return static_cast<A>(sum / static_cast<double>(n));
+}
+
 template <typename scalar_t>
 Welford<double> chunk_stats(const scalar_t* x, const Layout& l, const PlanarChunk& ch) {
   using A = acc_of<scalar_t>;
-  const A pivot = static_cast<A>(x[ch.off]);
+  const A pivot = chunk_pivot<A>(x + ch.off, ch.n, 1);
   A s1 = 0, s2 = 0;
   cpu::bn_run_sums(x + ch.off, ch.planes, ch.n, l.stride(), 1, &pivot, &s1, &s2);
   return welford_from_shifted<double>(ch.planes * ch.n, pivot, s1, s2);
@@ -164,7 +178,7 @@ void block_stats_planar(const scalar_t* x, const Layout& l, int64_t c0, int64_t 
   std::fill(w, w + b, Welford<double>{0, 0, 0});
   planar_chunks_of_channel(l, c0, [&](const PlanarChunk& ch) {
     for (int64_t j = 0; j < b; ++j) {
-      pivot[j] = static_cast<A>(x[ch.off + j * l.inner]);
+      pivot[j] = chunk_pivot<A>(x + ch.off + j * l.inner, ch.n, 1);
       s1[j] = s2[j] = A(0);
     }
     cpu::bn_run_sums(x + ch.off, ch.planes, ch.n, l.stride(), b, pivot, s1, s2);
@@ -197,7 +211,7 @@ void chunked_stats(const scalar_t* x, const Layout& l, Out out) {
   std::vector<A> pivot(total * l.c), s1(total * l.c, A(0)), s2(total * l.c, A(0));
   for_each_row_chunk(l, [&](int64_t k, int64_t r0, int64_t rows) {
     A* p = pivot.data() + k * l.c;
-    std::transform(x + r0 * l.c, x + (r0 + 1) * l.c, p, [](scalar_t v) { return A(v); });
+    for (int64_t c = 0; c < l.c; ++c) p[c] = chunk_pivot<A>(x + r0 * l.c + c, rows, l.c);
     cpu::bn_rows_sums(x + r0 * l.c, rows, l.c, p, s1.data() + k * l.c, s2.data() + k * l.c);
   });
   // Merge: every chunk's sums re-centred on the first chunk's pivot P, in double, in chunk
