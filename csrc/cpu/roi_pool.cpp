@@ -1,9 +1,9 @@
 // CPU kernels of roi_pool and its backward (rules: common/roi.h, contracts: schemas/roi.cpp).
 //
 // Forward: boxes split over threads; every bin takes the running maximum over its pixels for
-// all C channels, 32 at a time in registers (channels_last data, cpu/roi_simd.h), straight into
-// a channels_last output, or into a tile transposed into an NCHW one; an NCHW input is
-// transposed once. Backward:
+// all C channels, 64 (AVX-512) or 32 at a time in registers (channels_last data,
+// cpu/roi_simd.h), straight into a channels_last output, or into a tile transposed into an
+// NCHW one; an NCHW input is transposed once. Backward:
 // race-free units of (image, channel block) that add grad_output at the argmax in box order
 // (cpu/roi_units.h), prefetching the next box's block. An NCHW argmax adds channel by channel
 // into channel planes (grad_output read in place where a channel's bins are adjacent, else

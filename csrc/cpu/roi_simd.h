@@ -1,8 +1,9 @@
 // Channel loops of the CPU ROI kernels (roi_align.cpp, roi_pool.cpp). Every ROI op walks
 // channels_last data, so its inner loops run over the C contiguous channels of one pixel: the
 // templates here are those loops for any storage/accumulator type, and roi_simd.cpp compiles
-// the float ones once per instruction set (GCC target_clones: AVX2 and portable; the running
-// CPU picks at load time).
+// the float ones once per instruction set (AVX-512 with 16-float vectors, AVX2 and portable
+// with 8-float vectors; picked once per process, FASTCONV_CPU_KERNELS=avx2 or =generic forcing
+// the narrower ones), all bit-identical.
 #pragma once
 #include <ATen/OpMathType.h>
 
