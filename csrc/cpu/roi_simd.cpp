@@ -1,15 +1,27 @@
 // See roi_simd.h: the float channel loops, written once for vectors of L floats (GCC vector
 // extensions) and compiled per instruction set: AVX-512 with L = 16 (one zmm register),
 // AVX2 with L = 8 (one ymm register) and a portable build with L = 8 (pairs of SSE registers).
-// roi_isa() picks one for the process at first use; FASTCONV_CPU_KERNELS=avx2 keeps an AVX-512
-// machine on the AVX2 code and =generic on the portable code, so tests can cover each there.
-// Every lane count does the same operations per channel in the same order, so the results are
-// bit-identical whatever runs. No FMA contraction: the AVX2 target has no FMA, and the AVX-512
-// functions (whose target includes FMA, which GCC would fuse a * b + c into) are compiled with
-// fp-contract=off, so products and sums round as in torchvision's own kernels.
+// ROI Pool's backward run into a band uses AVX-512's gather and scatter (AVX2 has no scatter;
+// its versions are the template). roi_isa() picks one version for the process when the library
+// loads; FASTCONV_CPU_KERNELS=avx2 keeps an AVX-512 machine on the AVX2 code and =generic on the
+// portable code, so tests can cover each there. Every version does the same operations per
+// channel in the same order, so the results are bit-identical whatever runs. No FMA
+// contraction: the AVX2 target has no FMA, and the AVX-512 functions (whose target includes
+// FMA, which GCC would fuse a * b + c into) are compiled with fp-contract=off, so products and
+// sums round as in torchvision's own kernels (objdump: no vfmadd in roi_simd.o).
+//
+// Measured against the AVX2-only build on a 2-core AVX-512 Xeon, 2 threads (min ms): ROI Pool
+// forward channels_last 7.50 -> 3.82 (rp_fastrcnn_vgg16_train), NCHW 13.37 -> 9.73; ROI Align
+// forward channels_last 14.7 -> 8.0 (ra_maskrcnn_mask_p3); ROI Pool channels_last fwd+bwd
+// 14.03 -> 10.83 (rp_fasterrcnn_vgg16_test), of which 14.03 -> 12.06 from 16-lane forwards
+// and the rest from the gather/scatter. Blocks of 2 or 8 vectors instead of 4 for the
+// 16-lane bin maximum and samples measured no better.
 #include "cpu/roi_simd.h"
 
+#include <immintrin.h>
+
 #include <cfloat>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -160,6 +172,52 @@ FC_ROI_INLINE void bin_max_lanes(const float* v, int64_t W, int64_t C, int64_t h
                               stride, n - c);
 }
 
+// ROI Pool backward's bin run (roi_add_in_band) 16 channels at a time with AVX-512's masked
+// gather and scatter: the channels whose argmax lies in the band are masked in, and their
+// elements are distinct (one channel each), so the scatter has no conflicts; each element
+// still gets band + g, rounded once. A step with an argmax past the map goes to the template,
+// which finds it. Offsets are int32, so bands of 2^31 elements or more take the template.
+__attribute__((target("avx512f"))) int32_t add_in_band_avx512(
+    float* band, int64_t pixel_stride, int32_t p0, int32_t p1, int32_t HW, int64_t w,
+    const int32_t* a, const float* g) {
+  if (static_cast<int64_t>(p1 - p0) * pixel_stride > INT32_MAX)
+    return roi_add_in_band(band, pixel_stride, p0, p1, HW, w, a, g);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i first = _mm512_set1_epi32(p0), pixels = _mm512_set1_epi32(p1 - p0);
+  const __m512i end = _mm512_set1_epi32(HW);
+  const __m512i stride = _mm512_set1_epi32(static_cast<int32_t>(pixel_stride));
+  int32_t bad = -1;
+  int64_t c = 0;
+  for (; c + 16 <= w; c += 16) {
+    const __m512i i = _mm512_loadu_si512(a + c);
+    const __m512i r = _mm512_sub_epi32(i, first);
+    const __mmask16 in = _mm512_cmplt_epu32_mask(r, pixels);
+    if (__builtin_expect(_mm512_mask_cmpge_epi32_mask(static_cast<__mmask16>(~in), i, end), 0)) {
+      bad = roi_add_in_band(band + c, pixel_stride, p0, p1, HW, 16, a + c, g + c);
+      continue;
+    }
+    const __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(r, stride),
+                                        _mm512_add_epi32(lane, _mm512_set1_epi32(c)));
+    const __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, band, 4);
+    _mm512_mask_i32scatter_ps(band, in, at, _mm512_add_ps(old, _mm512_loadu_ps(g + c)), 4);
+  }
+  if (c < w) {
+    const int32_t tail = roi_add_in_band(band + c, pixel_stride, p0, p1, HW, w - c, a + c, g + c);
+    if (tail >= 0) bad = tail;
+  }
+  return bad;
+}
+
+template <int L>
+FC_ROI_INLINE int32_t add_in_band_lanes(float* band, int64_t pixel_stride, int32_t p0, int32_t p1,
+                                        int32_t HW, int64_t w, const int32_t* a, const float* g) {
+  if constexpr (L == 16) {
+    return add_in_band_avx512(band, pixel_stride, p0, p1, HW, w, a, g);
+  } else {  // AVX2 has gathers but no scatters
+    return roi_add_in_band(band, pixel_stride, p0, p1, HW, w, a, g);
+  }
+}
+
 // The single-call loops of roi_simd.h at any lane count (vectorized by GCC).
 template <int L>
 FC_ROI_INLINE void bilinear_accumulate_lanes(float* acc, const float* a, const float* b,
@@ -186,47 +244,57 @@ RoiIsa roi_isa() {
   return isa;
 }
 
+template <typename F>
+F pick(F avx512, F avx2, F portable) {
+  switch (roi_isa()) {
+    case RoiIsa::kAvx512:
+      return avx512;
+    case RoiIsa::kAvx2:
+      return avx2;
+    default:
+      return portable;
+  }
+}
+
 }  // namespace
 
 // The exported float function NAME: IMPL<16> compiled for AVX-512 (without FMA contraction),
-// IMPL<8> for AVX2 and IMPL<8> portable, one picked by roi_isa().
-#define FC_ROI_EXPORT(NAME, IMPL, PARAMS, ARGS)                                           \
-  namespace {                                                                             \
-  __attribute__((target("avx512f"), optimize("fp-contract=off"))) void NAME##_avx512      \
-      PARAMS {                                                                            \
-    IMPL<16> ARGS;                                                                        \
-  }                                                                                       \
-  __attribute__((target("avx2"))) void NAME##_avx2 PARAMS { IMPL<8> ARGS; }               \
-  void NAME##_portable PARAMS { IMPL<8> ARGS; }                                           \
-  }                                                                                       \
-  void NAME PARAMS {                                                                      \
-    switch (roi_isa()) {                                                                  \
-      case RoiIsa::kAvx512:                                                               \
-        return NAME##_avx512 ARGS;                                                        \
-      case RoiIsa::kAvx2:                                                                 \
-        return NAME##_avx2 ARGS;                                                          \
-      default:                                                                            \
-        return NAME##_portable ARGS;                                                      \
-    }                                                                                     \
-  }
+// IMPL<8> for AVX2 and IMPL<8> portable; the one for this process is picked when the library
+// loads (a pointer set at static initialization, so a call costs one indirect jump, as an
+// ifunc would).
+#define FC_ROI_EXPORT(RET, NAME, IMPL, PARAMS, ARGS)                                            \
+  namespace {                                                                                   \
+  __attribute__((target("avx512f"), optimize("fp-contract=off"))) RET NAME##_avx512             \
+      PARAMS {                                                                                  \
+    return IMPL<16> ARGS;                                                                       \
+  }                                                                                             \
+  __attribute__((target("avx2"))) RET NAME##_avx2 PARAMS { return IMPL<8> ARGS; }               \
+  RET NAME##_portable PARAMS { return IMPL<8> ARGS; }                                           \
+  RET(*const NAME##_picked) PARAMS = pick(&NAME##_avx512, &NAME##_avx2, &NAME##_portable);      \
+  }                                                                                             \
+  RET NAME PARAMS { return NAME##_picked ARGS; }
 
-FC_ROI_EXPORT(roi_bilinear_accumulate_f32, bilinear_accumulate_lanes,
+FC_ROI_EXPORT(void, roi_bilinear_accumulate_f32, bilinear_accumulate_lanes,
               (float* acc, const float* a, const float* b, const float* d, const float* e,
                float w1, float w2, float w3, float w4, int64_t n),
               (acc, a, b, d, e, w1, w2, w3, w4, n))
-FC_ROI_EXPORT(roi_scatter_f32, scatter_lanes, (float* dst, const float* g, float w, int64_t n),
-              (dst, g, w, n))
-FC_ROI_EXPORT(roi_samples_accumulate_f32, samples_accumulate_lanes,
+FC_ROI_EXPORT(void, roi_scatter_f32, scatter_lanes,
+              (float* dst, const float* g, float w, int64_t n), (dst, g, w, n))
+FC_ROI_EXPORT(void, roi_samples_accumulate_f32, samples_accumulate_lanes,
               (float* acc, const float* base, const BilinearSample<float>* s, int64_t count,
                int64_t n),
               (acc, base, s, count, n))
-FC_ROI_EXPORT(roi_corners_scatter_f32, corners_scatter_lanes,
+FC_ROI_EXPORT(void, roi_corners_scatter_f32, corners_scatter_lanes,
               (float* base, const Corner<float>* t, int64_t count, const float* g, int64_t n),
               (base, t, count, g, n))
-FC_ROI_EXPORT(roi_bin_max_f32, bin_max_lanes,
+FC_ROI_EXPORT(void, roi_bin_max_f32, bin_max_lanes,
               (const float* v, int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
                int64_t w1, float* dst, int32_t* dst_idx, int64_t stride, int64_t n),
               (v, W, C, h0, h1, w0, w1, dst, dst_idx, stride, n))
+FC_ROI_EXPORT(int32_t, roi_add_in_band_f32, add_in_band_lanes,
+              (float* band, int64_t pixel_stride, int32_t p0, int32_t p1, int32_t HW, int64_t w,
+               const int32_t* a, const float* g),
+              (band, pixel_stride, p0, p1, HW, w, a, g))
 
 }  // namespace cpu
 }  // namespace fastconv
