@@ -218,16 +218,12 @@ FC_ROI_INLINE int32_t add_in_band_lanes(float* band, int64_t pixel_stride, int32
   }
 }
 
-// The single-call loops of roi_simd.h at any lane count (vectorized by GCC).
+// The single-call loop of roi_simd.h at any lane count (vectorized by GCC).
 template <int L>
 FC_ROI_INLINE void bilinear_accumulate_lanes(float* acc, const float* a, const float* b,
                                              const float* d, const float* e, float w1, float w2,
                                              float w3, float w4, int64_t n) {
   roi_bilinear_accumulate(acc, a, b, d, e, w1, w2, w3, w4, n);
-}
-template <int L>
-FC_ROI_INLINE void scatter_lanes(float* dst, const float* g, float w, int64_t n) {
-  roi_scatter(dst, g, w, n);
 }
 
 enum class RoiIsa { kAvx512, kAvx2, kPortable };
@@ -278,8 +274,6 @@ FC_ROI_EXPORT(void, roi_bilinear_accumulate_f32, bilinear_accumulate_lanes,
               (float* acc, const float* a, const float* b, const float* d, const float* e,
                float w1, float w2, float w3, float w4, int64_t n),
               (acc, a, b, d, e, w1, w2, w3, w4, n))
-FC_ROI_EXPORT(void, roi_scatter_f32, scatter_lanes,
-              (float* dst, const float* g, float w, int64_t n), (dst, g, w, n))
 FC_ROI_EXPORT(void, roi_samples_accumulate_f32, samples_accumulate_lanes,
               (float* acc, const float* base, const BilinearSample<float>* s, int64_t count,
                int64_t n),

@@ -135,7 +135,6 @@ inline void roi_corners_scatter(A* base, const Corner<A>* t, int64_t count, cons
 void roi_bilinear_accumulate_f32(float* acc, const float* a, const float* b, const float* d,
                                  const float* e, float w1, float w2, float w3, float w4,
                                  int64_t n);
-void roi_scatter_f32(float* dst, const float* g, float w, int64_t n);
 void roi_samples_accumulate_f32(float* acc, const float* base, const BilinearSample<float>* s,
                                 int64_t count, int64_t n);
 void roi_corners_scatter_f32(float* base, const Corner<float>* t, int64_t count, const float* g,
@@ -153,14 +152,6 @@ inline void bilinear_accumulate(A* acc, const S* a, const S* b, const S* d, cons
     roi_bilinear_accumulate_f32(acc, a, b, d, e, w1, w2, w3, w4, n);
   } else {
     roi_bilinear_accumulate(acc, a, b, d, e, w1, w2, w3, w4, n);
-  }
-}
-template <typename A>
-inline void scatter(A* dst, const A* g, A w, int64_t n) {
-  if constexpr (std::is_same_v<A, float>) {
-    roi_scatter_f32(dst, g, w, n);
-  } else {
-    roi_scatter(dst, g, w, n);
   }
 }
 template <typename S, typename A>
