@@ -1,5 +1,6 @@
 """The CPU ROI kernels' internal paths, each against torchvision: ROI Pool's register-blocked
-channel loops (blocks of 32 and 8 channels and a scalar tail) and its backward reading
+channel loops (blocks of 64 and 16 channels with AVX-512, 32 with AVX2, then 8 and a scalar
+tail) and its backward reading
 grad_output and argmax in place in any layout; ROI Align's NCHW map (read in bands of rows,
 tests/test_roi_layout.py has more) with few boxes on it and with many, against channels_last.
 The small shapes of test_roi_align.py / test_roi_pool.py have fewer than 8 channels and so
@@ -40,6 +41,19 @@ def test_roi_pool_channel_blocks_match_torchvision(channels, memory_format):
     assert g.is_contiguous(memory_format=memory_format)
     # a few terms per pixel, added in box order by both
     torch.testing.assert_close(g, g_ref, **TOLERANCES[torch.float32])
+
+
+def test_roi_pool_backward_by_bin_rejects_argmax_past_the_map_in_any_channel_block():
+    # a channels_last argmax is added bin by bin over all channels (16 at a time through
+    # AVX-512's gather and scatter): an index past the map in a whole block or in the tail raises
+    rois = torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]])
+    go = torch.ones(1, 40, 2, 2)
+    for c in (3, 20, 37):
+        bad = torch.zeros(1, 40, 2, 2, dtype=torch.int32)
+        bad[0, c, 1, 0] = 25
+        bad = bad.contiguous(memory_format=torch.channels_last)
+        with pytest.raises(IndexError, match=r"expected indices in \[0, 25\), got 25"):
+            torch.ops.fastconv._roi_pool_backward(go, rois, bad, 1.0, 2, 2, [1, 40, 5, 5], True)
 
 
 def test_roi_pool_blocked_loop_ties_nan_and_infinities():

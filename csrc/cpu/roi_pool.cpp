@@ -1,9 +1,9 @@
 // CPU kernels of roi_pool and its backward (rules: common/roi.h, contracts: schemas/roi.cpp).
 //
 // Forward: boxes split over threads; every bin takes the running maximum over its pixels for
-// all C channels, 32 at a time in registers (channels_last data, cpu/roi_simd.h), straight into
-// a channels_last output, or into a tile transposed into an NCHW one; an NCHW input is
-// transposed once. Backward:
+// all C channels, 64 (AVX-512) or 32 at a time in registers (channels_last data,
+// cpu/roi_simd.h), straight into a channels_last output, or into a tile transposed into an
+// NCHW one; an NCHW input is transposed once. Backward:
 // race-free units of (image, channel block) that add grad_output at the argmax in box order
 // (cpu/roi_units.h), prefetching the next box's block. An NCHW argmax adds channel by channel
 // into channel planes (grad_output read in place where a channel's bins are adjacent, else
@@ -187,29 +187,6 @@ BinRuns<T> channels_by_bin(const T* p, cpu::Strides4 s, int64_t w, int64_t ph0, 
   return {tile.data(), PW * w, w};
 }
 
-// band[(a[c] - p0) * pixel_stride + c] += g[c] for the c < w whose pixel a[c] lies in [p0, p1)
-// (a bin's channels at their argmax pixels: no two the same element); others belong to another
-// band, or, negative, to an empty bin. Returns an a[c] >= HW (the caller raises), else -1: the
-// check stays out of the loop's body so that GCC keeps the loop in registers.
-template <typename scalar_t, typename acc_t>
-C10_ALWAYS_INLINE int32_t add_run_in_band(acc_t* __restrict band, int64_t pixel_stride, int32_t p0,
-                                          int32_t p1, int32_t HW, int64_t w,
-                                          const int32_t* __restrict a,
-                                          const scalar_t* __restrict g) {
-  const uint32_t pixels = static_cast<uint32_t>(p1 - p0);
-  int32_t bad = -1;
-  for (int64_t c = 0; c < w; ++c) {
-    const int32_t i = a[c];
-    const uint32_t r = static_cast<uint32_t>(i - p0);
-    if (r < pixels) {
-      band[static_cast<int64_t>(r) * pixel_stride + c] += static_cast<acc_t>(g[c]);
-    } else if (i >= HW) {
-      bad = i;
-    }
-  }
-  return bad;
-}
-
 // Row bands per image for the channels_last-argmax backward: one per image when there are
 // enough images for the threads, else halves, quarters, ... of the rows.
 inline int64_t row_bands(int64_t N, int64_t H) {
@@ -355,7 +332,7 @@ void backward_by_bin(const scalar_t* go, cpu::Strides4 gs, const int32_t* am, cp
         for (int64_t ph = ph0; ph < ph1; ++ph) {  // bin rows reach the band in one run
           next(ph - ph0, ph1 - ph0);  // a piece of the next box's blocks per bin row
           for (int64_t pw = 0; pw < a.PW; ++pw) {
-            const int32_t bad = add_run_in_band(
+            const int32_t bad = cpu::add_in_band(
                 t.data, C, static_cast<int32_t>(t.p0), static_cast<int32_t>(t.p1),
                 static_cast<int32_t>(HW), C, am + k * as.k + ph * as.h + pw * as.w,
                 gok.ptr + (ph - ph0) * gok.h + pw * gok.w);

@@ -1,8 +1,9 @@
 // Channel loops of the CPU ROI kernels (roi_align.cpp, roi_pool.cpp). Every ROI op walks
 // channels_last data, so its inner loops run over the C contiguous channels of one pixel: the
 // templates here are those loops for any storage/accumulator type, and roi_simd.cpp compiles
-// the float ones once per instruction set (GCC target_clones: AVX2 and portable; the running
-// CPU picks at load time).
+// the float ones once per instruction set (AVX-512 with 16-float vectors and gather/scatter,
+// AVX2 and portable with 8-float vectors; picked once per process, FASTCONV_CPU_KERNELS=avx2 or
+// =generic forcing the narrower ones), all bit-identical.
 #pragma once
 #include <ATen/OpMathType.h>
 
@@ -74,6 +75,29 @@ inline void roi_bin_max(const S* v, int64_t W, int64_t C, int64_t h0, int64_t h1
   }
 }
 
+// ROI Pool's backward, one bin's run of channels into a band of pixels: band[(a[c] - p0) *
+// pixel_stride + c] += g[c] for the c < w whose pixel a[c] lies in [p0, p1) (a bin's channels
+// at their argmax pixels: no two the same element); others belong to another band, or,
+// negative, to an empty bin. Returns an a[c] >= HW (the caller raises), else -1: the check
+// stays out of the loop's body so that GCC keeps the loop in registers.
+template <typename S, typename A>
+inline int32_t roi_add_in_band(A* __restrict band, int64_t pixel_stride, int32_t p0, int32_t p1,
+                               int32_t HW, int64_t w, const int32_t* __restrict a,
+                               const S* __restrict g) {
+  const uint32_t pixels = static_cast<uint32_t>(p1 - p0);
+  int32_t bad = -1;
+  for (int64_t c = 0; c < w; ++c) {
+    const int32_t i = a[c];
+    const uint32_t r = static_cast<uint32_t>(i - p0);
+    if (r < pixels) {
+      band[static_cast<int64_t>(r) * pixel_stride + c] += static_cast<A>(g[c]);
+    } else if (i >= HW) {
+      bad = i;
+    }
+  }
+  return bad;
+}
+
 // One bilinear sample of ROI Align: its four corners at offsets o (elements, from a grid's base
 // pointer; a corner's channels adjacent) with weights w, in torchvision's corner order.
 template <typename A>
@@ -111,13 +135,14 @@ inline void roi_corners_scatter(A* base, const Corner<A>* t, int64_t count, cons
 void roi_bilinear_accumulate_f32(float* acc, const float* a, const float* b, const float* d,
                                  const float* e, float w1, float w2, float w3, float w4,
                                  int64_t n);
-void roi_scatter_f32(float* dst, const float* g, float w, int64_t n);
 void roi_samples_accumulate_f32(float* acc, const float* base, const BilinearSample<float>* s,
                                 int64_t count, int64_t n);
 void roi_corners_scatter_f32(float* base, const Corner<float>* t, int64_t count, const float* g,
                              int64_t n);
 void roi_bin_max_f32(const float* v, int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
                      int64_t w1, float* dst, int32_t* dst_idx, int64_t stride, int64_t n);
+int32_t roi_add_in_band_f32(float* band, int64_t pixel_stride, int32_t p0, int32_t p1,
+                            int32_t HW, int64_t w, const int32_t* a, const float* g);
 
 // Dispatch by type: float goes to the multi-versioned instances, others to the templates.
 template <typename S, typename A>
@@ -127,14 +152,6 @@ inline void bilinear_accumulate(A* acc, const S* a, const S* b, const S* d, cons
     roi_bilinear_accumulate_f32(acc, a, b, d, e, w1, w2, w3, w4, n);
   } else {
     roi_bilinear_accumulate(acc, a, b, d, e, w1, w2, w3, w4, n);
-  }
-}
-template <typename A>
-inline void scatter(A* dst, const A* g, A w, int64_t n) {
-  if constexpr (std::is_same_v<A, float>) {
-    roi_scatter_f32(dst, g, w, n);
-  } else {
-    roi_scatter(dst, g, w, n);
   }
 }
 template <typename S, typename A>
@@ -161,6 +178,16 @@ inline void bin_max(const S* v, int64_t W, int64_t C, int64_t h0, int64_t h1, in
     roi_bin_max_f32(v, W, C, h0, h1, w0, w1, dst, dst_idx, stride, n);
   } else {
     roi_bin_max<S, at::opmath_type<S>>(v, W, C, h0, h1, w0, w1, dst, dst_idx, stride, n);
+  }
+}
+
+template <typename S, typename A>
+inline int32_t add_in_band(A* band, int64_t pixel_stride, int32_t p0, int32_t p1, int32_t HW,
+                           int64_t w, const int32_t* a, const S* g) {
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<A, float>) {
+    return roi_add_in_band_f32(band, pixel_stride, p0, p1, HW, w, a, g);
+  } else {
+    return roi_add_in_band(band, pixel_stride, p0, p1, HW, w, a, g);
   }
 }
 
