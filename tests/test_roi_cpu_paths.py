@@ -223,3 +223,29 @@ def test_roi_align_nchw_backward_streamed_bands_at_any_alignment(channels):
     assert torch.equal(g, g_last.contiguous())  # the same sums, only stored differently
     g_ref = grads(lambda t, r: torchvision.ops.roi_align(t, r, *args), x, rois, grad)
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=2.5e-5)  # as above
+
+
+# The NCHW forward's bands transpose only the columns their boxes read, one call per row,
+# unless the boxes span more than half the width: then every column, each channel's rows of the
+# band as one run (cpu/roi_align.cpp, forward_nchw). Boxes over columns 10-30 of 96 (part of
+# the width) and 10-70 (widened to all of it), both at several band heights (1 thread: units
+# of 45 channels; 3 threads: of 15, so taller bands).
+@pytest.mark.parametrize("columns", [(10, 30), (10, 70)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_roi_align_nchw_bands_read_part_or_all_of_the_width(columns, threads):
+    n, c, h, w = 2, 45, 300, 96
+    x = torch.randn(n, c, h, w)
+    lo, hi = columns
+    boxes = []
+    for k in range(24):  # boxes down the map, both images, some starting or ending on an edge
+        y1 = (k * 37) % (h - 20)
+        x1 = lo + (k * 7) % (hi - lo - 4)
+        x2 = hi if k % 5 == 0 else min(hi, x1 + 3 + k % 11)
+        boxes.append([k % n, x1 + 0.3, y1 + 0.6, x2, y1 + 4.5 + k % 17])
+    rois = torch.tensor(boxes)
+    args = ((4, 3), 1.0, 2, False)
+    out = with_threads(threads, lambda: roi_align(x, rois, *args))
+    out_last = roi_align(x.contiguous(memory_format=torch.channels_last), rois, *args)
+    assert torch.equal(out, out_last.contiguous())  # the same samples in the same order
+    torch.testing.assert_close(out, torchvision.ops.roi_align(x, rois, *args),
+                               **TOLERANCES[torch.float32])

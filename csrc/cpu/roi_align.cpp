@@ -227,7 +227,7 @@ void forward_channels_last(const scalar_t* x, const scalar_t* rois, scalar_t* ou
       const scalar_t* image = x + static_cast<int64_t>(roi[0]) * HW * C;
       box_bins(taps, image, Grid{a.W * C, C}, C, acc.data(), samples,
                out_nchw ? tile.data() : box_out, C, 1, a);
-      if (out_nchw) cpu::transpose(tile.data(), C, box_out, bins, bins, C);
+      if (out_nchw) cpu::transpose_dense_streaming(tile.data(), C, box_out, bins, C);
     }
   });
 }
@@ -312,10 +312,20 @@ void forward_nchw(const scalar_t* x, const scalar_t* rois, scalar_t* out, const 
             hi = std::max(hi, box(j).col_max);
           }
           if (hi < lo) continue;
+          // Most of the width: all of it, so that each channel's rows are one run (a transpose
+          // call per row kept w short runs in flight; mask_p3 NCHW forward 15.2 -> 12.1 ms).
+          if (2 * (hi - lo + 1) > a.W) {
+            lo = 0;
+            hi = a.W - 1;
+          }
           const int64_t span = hi - lo + 1, r_end = std::min(a.H, r1 + 1);
           buf.resize((r_end - r0) * span * w);
-          for (int64_t r = r0; r < r_end; ++r)
-            cpu::transpose(planes + r * a.W + lo, HW, buf.data() + (r - r0) * span * w, w, w, span);
+          if (span == a.W) {  // the band's rows are one contiguous run of each channel's plane
+            cpu::transpose(planes + r0 * a.W, HW, buf.data(), w, w, (r_end - r0) * a.W);
+          } else {
+            for (int64_t r = r0; r < r_end; ++r)
+              cpu::transpose(planes + r * a.W + lo, HW, buf.data() + (r - r0) * span * w, w, w, span);
+          }
           for (int64_t j = 0; j < nb; ++j) {
             if (!reads(j)) continue;
             const BoxTaps<acc_t>& t = box(j);
@@ -339,13 +349,22 @@ void forward_nchw(const scalar_t* x, const scalar_t* rois, scalar_t* out, const 
         }
       }
       for (int64_t j = 0; j < nb; ++j) {  // bins' means into the output, zeros for no samples
-        const int64_t k = boxes.order[first + j];
-        const acc_t* sum = acc.data() + j * bins * w;
-        const auto mean = [&](int64_t b, int64_t c) {
-          return valid(j) ? static_cast<scalar_t>(sum[b * w + c] / box(j).box.count) : scalar_t(0);
-        };
-        for (int64_t c = 0; c < w; ++c)
-          for (int64_t b = 0; b < bins; ++b) out[(k * C + c0 + c) * bins + b] = mean(b, c);
+        scalar_t* box_out = out + (boxes.order[first + j] * C + c0) * bins;  // (w, bins), dense
+        if (!valid(j)) {
+          std::fill_n(box_out, w * bins, scalar_t(0));
+          continue;
+        }
+        // the means in place (a vector loop), then (bins, w) -> (w, bins) in blocks, not one
+        // strided scalar loop with a division per element (mask_p3's NCHW forward at 2
+        // threads: 17.3 -> 15.2 ms, best of 40)
+        acc_t* sum = acc.data() + j * bins * w;
+        const auto count = box(j).box.count;
+        for (int64_t e = 0; e < bins * w; ++e) sum[e] = sum[e] / count;
+        if constexpr (std::is_same_v<scalar_t, acc_t>) {
+          cpu::transpose_dense_streaming(sum, w, box_out, bins, w);
+        } else {
+          cpu::transpose(sum, w, box_out, bins, bins, w);
+        }
       }
     }
   });
