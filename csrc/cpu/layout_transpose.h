@@ -3,7 +3,7 @@
 // reverse. torch's own copy between the layouts ran at ~6.7 GB/s here (19 ms for a 62 MB map,
 // 47 ms into a fresh tensor, the page faults included) against a copy bandwidth of 15-20 GB/s.
 // Here float goes through 8x8 blocks transposed in registers (layout_transpose.cpp: AVX2 and
-// portable clones), in panels of 16 rows x 512 columns: every destination line (16 floats) is
+// portable clones; 16x16 blocks on AVX-512), in panels of 16 rows x 512 columns: every destination line (16 floats) is
 // written whole by one panel, and the panel's 16 source runs of 2 KB stream through L1. Other
 // types go through the same panels with scalar moves. Every element is moved once, unchanged
 // (or converted by static_cast where the types differ): results do not depend on the thread
