@@ -387,8 +387,15 @@ void fold_batch_into_rows(Problem& pr, const ConvGeometry& g, const at::Tensor& 
 // res2a_branch2a 2.61 / 1.48 and 1.09 / 0.67, res2b_branch2a 1.38 / 1.12 and 1.46 / 1.21,
 // res3a_branch1 0.94 / 0.76 and 0.96 / 1.02); on smaller images the GEMM was on par or faster
 // (res5a_branch1 1.13 / 1.61, res4b_branch2a 1.08 / 1.20).
+// channels_last maps of 56 x 56 pixels or more go to the direct kernel (measured faster with
+// the AVX2 tile), except those of at most 64 channels on the 6 x 32 AVX-512 tile: 2 threads,
+// best of 40 interleaved, direct -> GEMM: 8x64x56x56 -> 64 1.86 -> 1.58 ms, -> 256 7.09 ->
+// 6.16 ms, 2x64x112x112 -> 64 1.91 -> 1.62 ms; but 8x256x56x56 -> 64 6.72 -> 7.30 ms and
+// -> 512 stride 2 8.08 -> 8.98 ms.
 bool forward_applies(const ConvGeometry& g, const at::Tensor& input) {
-  return applies(g, input) && (input.is_contiguous() || g.h * g.w < 56 * 56 || gemm_everywhere());
+  const bool wide_tile_few_channels = kernels().nr >= 32 && g.c <= 64;
+  return applies(g, input) &&
+         (input.is_contiguous() || g.h * g.w < 56 * 56 || wide_tile_few_channels || gemm_everywhere());
 }
 bool input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
 bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
