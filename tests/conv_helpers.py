@@ -19,14 +19,30 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def _use_gemm_kernels(which, monkeypatch):
+    if which == "native":
+        return
+    if torch.ops.fastconv._conv2d_cpu_fast_info()[0] != "avx512":
+        pytest.skip("no AVX-512 here: the native kernels are the AVX2 ones")
+    if which == "avx2":
+        monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
+    else:  # one of the two AVX-512 tiles, whatever the shape
+        monkeypatch.setenv("FASTCONV_CPU_GEMM_NR", which.split("x")[1])
+
+
 @pytest.fixture(params=["native", "avx2"])
 def gemm_width(request, monkeypatch):
     """The GEMM micro-kernels of the running CPU (6 x 32 on AVX-512) and, on an AVX-512 machine,
     the AVX2 ones too (6 x 16, FASTCONV_CPU_KERNELS=avx2): tails and packings differ."""
-    if request.param == "avx2":
-        if torch.ops.fastconv._conv2d_cpu_fast_info()[0] != "avx512":
-            pytest.skip("the native kernels are the AVX2 ones here")
-        monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
+    _use_gemm_kernels(request.param, monkeypatch)
+    return request.param
+
+
+@pytest.fixture(params=["native", "avx2", "6x32", "6x64"])
+def gemm_tile(request, monkeypatch):
+    """gemm_width, plus each of the two AVX-512 tiles of the 1x1 GEMM (6 x 32, 6 x 64) on every
+    shape: natively the tile depends on the column count (gemm::kernels_for)."""
+    _use_gemm_kernels(request.param, monkeypatch)
     return request.param
 
 

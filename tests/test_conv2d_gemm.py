@@ -1,8 +1,8 @@
 """The 1x1-convolution GEMM of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_gemm*.cpp): the
 three passes, NCHW and channels_last, against PyTorch in fp64 within the rounding bound, over
 shapes of every class: ResNet-50's 1x1 layers (batch 1-2, images shrunk where needed), tails of
-M, N and K that are not multiples of the 6 x 16 or 6 x 32 register tile (AVX2, AVX-512: both run
-on an AVX-512 machine), reductions shorter and longer
+M, N and K that are not multiples of the 6 x 16, 6 x 32 or 6 x 64 register tile (AVX2, AVX-512: all
+three run on an AVX-512 machine, each on every shape), reductions shorter and longer
 than one K block (256 steps) and weight-gradient blocks that span images, stride 2 (NCHW
 forward read in place by the packing, or gathered; gathered weight gradient, scattered input
 gradient), NCHW images folded into the GEMM's columns, 1x1 images, C tiles split among
@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, gemm_width, reference  # noqa: F401
+from conv_helpers import assert_within_rounding, gemm_tile, reference  # noqa: F401
 
 ops = torch.ops.fastconv
 
-pytestmark = [pytest.mark.usefixtures("gemm_width"),
+pytestmark = [pytest.mark.usefixtures("gemm_tile"),
               pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
                                  reason="no AVX2: the GEMM needs the SIMD kernels")]
 

@@ -1,7 +1,7 @@
 // The packed fp32 GEMM behind 1x1 convolutions (interface and the three GEMM forms in
 // cpu/conv2d_fast_gemm.h), BLIS-style:
 //  - the reduction (K, and the batch where it is summed over) is one concatenated index, cut
-//    into nk equal blocks of at most KC steps (a KC x NR micro-panel of B, 16 KiB, stays in L1
+//    into nk equal blocks of at most KC steps (a KC x NR micro-panel of B, at most 32 KiB, stays in L1
 //    while a whole MC-row block of A streams past it), or into blocks within each image (see
 //    image_blocks); blocks and batches are summed in order, so the result depends on the
 //    shape alone;
@@ -41,10 +41,14 @@ namespace {
 
 using fastk::ceil_div;
 
-constexpr int64_t KC = 256;  // reduction steps per block: KC x NR x 4 B = 16 KiB (half of L1)
+// Reduction steps per block: KC x NR x 4 B at most 32 KiB (2/3 of a 48 KiB L1): 256 for the 6 x
+// 16 and 6 x 32 tiles, 128 for the 6 x 64 one (2 threads, 6 x 64, KC 256 -> 128: 1x1 channels_last
+// forward 512x28x28 -> 128 5.92 -> 5.64 ms, 1024x14x14 -> 256 5.51 -> 5.36, 2048x7x7 -> 512 6.09
+// -> 5.87, 256x56x56 -> 64 7.47 -> 7.64).
+constexpr int64_t kBPanelFloats = 8192;
 constexpr int64_t MC = 120;  // rows of A per packed block: MC x KC x 4 B = 120 KiB (L2: 512 KiB)
 constexpr int64_t kTileFloats = 64 << 10;  // C elements per thread tile (256 KiB)
-constexpr int64_t kMaxTile = 6 * 32;       // register tile elements (mr x nr) at most
+constexpr int64_t kMaxTile = 6 * 64;       // register tile elements (mr x nr) at most
 constexpr int64_t kImageBlockMin = 128;    // shortest image whose pixels get K blocks of their own
 
 // Calls f(batch, first step, steps, offset) for the pieces of the concatenated reduction range
@@ -63,6 +67,9 @@ void for_pieces(const Problem& p, int64_t b_out, int64_t k0, int64_t kc, F&& f) 
   }
 }
 
+// Whether the reduction is cut into K blocks within each image (see run()).
+bool image_blocks_apply(const Problem& p) { return p.reduce_batch && p.a_cs == 1 && p.K >= kImageBlockMin; }
+
 bool b_rows_enabled() {
   const char* env = std::getenv("FASTCONV_CPU_GEMM_B_ROWS");
   return env == nullptr || env[0] != '0';
@@ -73,19 +80,14 @@ bool b_rows_enabled() {
 // the parts of a B panel across column groups.
 float* buffer(int slot, int64_t floats) {
   thread_local std::vector<float> bufs[5];
-  std::vector<float>& v = bufs[slot];
-  if (static_cast<int64_t>(v.size()) < floats) {
-    v = std::vector<float>();  // free first: no old + new peak
-    v.resize(floats);
-  }
-  return v.data();
+  return fastk::aligned_scratch(bufs[slot], floats);
 }
 
 }  // namespace
 
 void run(const Problem& p) {
-  const Kernels& kk = kernels();
-  const int64_t MR = kk.mr, NR = kk.nr;
+  const Kernels& kk = kernels_for(p);
+  const int64_t MR = kk.mr, NR = kk.nr, KC = std::min<int64_t>(256, kBPanelFloats / NR);
   TORCH_INTERNAL_ASSERT(MR * NR <= kMaxTile);
   const int64_t nout = p.reduce_batch ? 1 : p.batch;
   if (p.M <= 0 || p.N <= 0 || nout <= 0) return;
@@ -107,7 +109,7 @@ void run(const Problem& p) {
   // and A has unit stride along k (NCHW weight gradient: A = dY_n[K, P]), blocks that never span
   // two images (nk_image per image), so the micro-kernel can read A's rows in place. (Not for
   // short images: blocks of 49 steps would make C's tile revisited once per image.)
-  const bool image_blocks = p.reduce_batch && p.a_cs == 1 && p.K >= kImageBlockMin;
+  const bool image_blocks = image_blocks_apply(p);
   const int64_t nk_image = image_blocks ? ceil_div(p.K, KC) : 1;
   const int64_t nk = image_blocks ? p.batch * nk_image : ceil_div(Ktot, KC);
   const int64_t kc_len = image_blocks ? ceil_div(p.K, nk_image) : ceil_div(Ktot, nk);
@@ -305,6 +307,22 @@ const Kernels& kernels() {
   const fastk::Kernels* direct = fastk::pick_kernels();
   return direct != nullptr && std::strcmp(direct->isa, "avx512") == 0 ? avx512_kernels()
                                                                        : avx2_kernels();
+}
+
+// 2 threads, batch 8, 6 x 32 -> 6 x 64 tile (each with its own KC): 1x1 channels_last forward
+// 512x28x28 -> 128 7.60 -> 6.14 ms, 1024x14x14 -> 256 6.69 -> 5.88, 2048x7x7 -> 512 6.99 ->
+// 6.25; input gradient 1024x14x14 -> 256 6.48 -> 5.58, 2048x7x7 -> 512 7.22 -> 5.97; weight
+// gradient 256x56x56 -> 512 stride 2 17.7 -> 15.3 (channels_last), 512x7x7 -> 2048 8.70 -> 7.23
+// (NCHW); but the NCHW weight gradient with per-image K blocks, 256x56x56 -> 64 9.15 -> 11.3
+// and 64x56x56 -> 256 8.10 -> 11.3 (twice the K blocks per image at the wide tile's KC).
+const Kernels& kernels_for(const Problem& p) {
+  const Kernels& base = kernels();
+  if (&base != &avx512_kernels()) return base;
+  const char* env = std::getenv("FASTCONV_CPU_GEMM_NR");
+  if (env != nullptr && std::strcmp(env, "32") == 0) return base;
+  if (env != nullptr && std::strcmp(env, "64") == 0) return avx512_wide_kernels();
+  if (image_blocks_apply(p)) return base;
+  return p.N % 64 == 0 || p.N % 64 > 32 ? avx512_wide_kernels() : base;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -104,12 +104,7 @@ bool applies(const ConvGeometry& g, const at::Tensor& src, int64_t cin, int64_t 
 // its V and M), so large transforms do not page-fault fresh allocations on every call.
 float* scratch(int slot, int64_t floats) {
   thread_local std::vector<float> slots[3];
-  std::vector<float>& v = slots[slot];
-  if (static_cast<int64_t>(v.size()) < floats) {
-    v = std::vector<float>();
-    v.resize(floats);
-  }
-  return v.data();
+  return fastk::aligned_scratch(slots[slot], floats);
 }
 
 // The loop order for cin input channels and `tiles` tiles: all tiles per weight slice (true) or

@@ -82,13 +82,7 @@ int64_t slices_for(int64_t tiles, int64_t msize_bytes) {
 template <class T>
 T* scratch(int slot, int64_t elements) {
   thread_local std::vector<T> v[2];
-  constexpr int64_t pad = 64 / sizeof(T);
-  if (static_cast<int64_t>(v[slot].size()) < elements + pad) {
-    v[slot] = std::vector<T>();
-    v[slot].resize(elements + pad);
-  }
-  const auto addr = reinterpret_cast<uintptr_t>(v[slot].data());
-  return v[slot].data() + ((64 - addr % 64) % 64) / sizeof(T);
+  return fastk::aligned_scratch(v[slot], elements);
 }
 
 // x (N, C, H, W) as NHWC data: its own memory when channels_last, else a transposed copy
