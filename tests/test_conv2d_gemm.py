@@ -5,7 +5,7 @@ M, N and K that are not multiples of the 6 x 16, 6 x 32 or 6 x 64 register tile 
 three run on an AVX-512 machine, each on every shape), reductions shorter and longer
 than one K block (256 steps) and weight-gradient blocks that span images, stride 2 (NCHW
 forward read in place by the packing, or gathered; gathered weight gradient, scattered input
-gradient), NCHW images folded into the GEMM's columns, 1x1 images, C tiles split among
+gradient), NCHW images folded into the GEMM's columns or staged through NHWC copies, 1x1 images, C tiles split among
 threads, non-contiguous inputs and weights with any strides; that the GEMM path ran (a
 per-process counter), FASTCONV_CPU_GEMM=0 turns it off and =all on for every forward; the
 channels_last weight gradient with X read in place (AVX-512) equal to the packed one; and
@@ -210,6 +210,36 @@ def test_weight_gradient_reading_x_in_place_is_the_packed_one(case, monkeypatch)
     monkeypatch.setenv("FASTCONV_CPU_GEMM_B_ROWS", "0")
     packed = ops._conv2d_weight_grad(grad_out, x, list(weight.shape), *args)
     assert torch.equal(in_place, packed)
+
+
+def _staged_through_nhwc(case):
+    """Whether an NCHW forward runs as a channels_last GEMM on NHWC copies (gemm.cpp,
+    nchw_via_nhwc): a batch of images of < 128 output pixels (< 256 with stride), not a
+    multiple of 64; the input gradient too at stride 1."""
+    n, c, h, w, k, stride, _ = case
+    sh, sw = _pair(stride)
+    P = ((h - 1) // sh + 1) * ((w - 1) // sw + 1)
+    strided = (sh, sw) != (1, 1)
+    return n > 1 and P % 64 != 0 and P < (256 if strided else 128) and c > 1 and h * w > 1
+
+
+STAGED = [i for i, c in enumerate(CASES) if _staged_through_nhwc(c)]
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in STAGED], ids=[IDS[i] for i in STAGED])
+def test_short_nchw_images_through_nhwc_copies(case, monkeypatch):
+    # Staged, the NCHW passes are the channels_last GEMM's on the same numbers: the same bits.
+    # FASTCONV_CPU_GEMM_NHWC=0 keeps the NCHW GEMM (images folded into the columns), which
+    # must stay within the rounding bound too.
+    x, weight, bias, grad_out, stride = _inputs(case, torch.contiguous_format)
+    staged = _passes(x, weight, bias, grad_out, stride)
+    cl = torch.channels_last
+    in_cl = _passes(x.contiguous(memory_format=cl), weight, bias, grad_out.contiguous(memory_format=cl), stride)
+    assert staged[0].is_contiguous() and torch.equal(staged[0], in_cl[0])
+    if _pair(stride) == (1, 1):
+        assert staged[1].is_contiguous() and torch.equal(staged[1], in_cl[1])
+    monkeypatch.setenv("FASTCONV_CPU_GEMM_NHWC", "0")
+    _check(x, weight, bias, grad_out, stride, torch.contiguous_format)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

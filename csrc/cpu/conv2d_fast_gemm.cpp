@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/layout_transpose.h"
 
 namespace fastconv::cpu::gemm {
 namespace {
@@ -315,14 +316,18 @@ const Kernels& kernels() {
 // gradient 256x56x56 -> 512 stride 2 17.7 -> 15.3 (channels_last), 512x7x7 -> 2048 8.70 -> 7.23
 // (NCHW); but the NCHW weight gradient with per-image K blocks, 256x56x56 -> 64 9.15 -> 11.3
 // and 64x56x56 -> 256 8.10 -> 11.3 (twice the K blocks per image at the wide tile's KC).
-const Kernels& kernels_for(const Problem& p) {
+const Kernels& kernels_for_columns(int64_t n) {
   const Kernels& base = kernels();
   if (&base != &avx512_kernels()) return base;
   const char* env = std::getenv("FASTCONV_CPU_GEMM_NR");
   if (env != nullptr && std::strcmp(env, "32") == 0) return base;
   if (env != nullptr && std::strcmp(env, "64") == 0) return avx512_wide_kernels();
-  if (image_blocks_apply(p)) return base;
-  return p.N % 64 == 0 || p.N % 64 > 32 ? avx512_wide_kernels() : base;
+  return n % 64 == 0 || n % 64 > 32 ? avx512_wide_kernels() : base;
+}
+
+const Kernels& kernels_for(const Problem& p) {
+  const char* env = std::getenv("FASTCONV_CPU_GEMM_NR");
+  return image_blocks_apply(p) && env == nullptr ? kernels() : kernels_for_columns(p.N);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,13 +366,37 @@ at::Tensor scratch(int64_t n, int64_t c, int64_t h, int64_t w, bool cl, int slot
   return at::from_blob(data, {n, c, h, w}, strides, at::TensorOptions().dtype(at::kFloat));
 }
 
-// The input pixels a strided 1x1 convolution reads (rows oh * stride_h, columns ow *
-// stride_w), gathered into scratch memory in the input's layout; the input itself at stride 1.
+// The input pixels a strided 1x1 convolution reads (rows oh * stride_h, columns ow * stride_w),
+// as a view of x.
+at::Tensor strided_view(const ConvGeometry& g, const at::Tensor& x) {
+  return x.slice(2, 0, (g.p - 1) * g.stride_h + 1, g.stride_h).slice(3, 0, (g.q - 1) * g.stride_w + 1, g.stride_w);
+}
+
+// The same pixels gathered into scratch memory in the input's layout; the input itself at
+// stride 1.
 at::Tensor strided_pixels(const ConvGeometry& g, const at::Tensor& x) {
   if (g.stride_h == 1 && g.stride_w == 1) return x;
   at::Tensor sub = scratch(g.n, g.c, g.p, g.q, channels_last(x), 0);
-  sub.copy_(x.slice(2, 0, (g.p - 1) * g.stride_h + 1, g.stride_h).slice(3, 0, (g.q - 1) * g.stride_w + 1, g.stride_w));
+  sub.copy_(strided_view(g, x));
   return sub;
+}
+
+// dst (channels_last, dense) = src (NCHW): contiguous images by the blocked transposes of
+// cpu/layout_transpose.h, which ran at 2-3x the speed of torch's copy between the layouts
+// here; anything else (a strided view) by torch's copy.
+void copy_to_nhwc(const at::Tensor& src, at::Tensor& dst) {
+  const int64_t N = src.size(0), C = src.size(1), P = src.size(2) * src.size(3);
+  if (!src.is_contiguous()) {
+    dst.copy_(src);
+    return;
+  }
+  transpose_batch(src.const_data_ptr<float>(), C * P, dst.mutable_data_ptr<float>(), C * P, N, C, P);
+}
+
+// dst (NCHW, contiguous) = src (channels_last, dense).
+void copy_to_nchw(const at::Tensor& src, at::Tensor& dst) {
+  const int64_t N = src.size(0), C = src.size(1), P = src.size(2) * src.size(3);
+  transpose_batch(src.const_data_ptr<float>(), C * P, dst.mutable_data_ptr<float>(), C * P, N, P, C);
 }
 
 // Whether the pixels of all images of t form one index n * P + pixel (t.stride(0) = P *
@@ -385,6 +414,27 @@ void fold_batch_into_columns(Problem& pr, int64_t P) {
   pr.c_group = pr.c_batch;
   pr.batch = 1;
   pr.b_batch = pr.c_batch = 0;
+}
+
+// NCHW forward and input gradient on short images (7 x 7, or a strided layer's 14 x 14 output)
+// in a batch run as channels_last GEMMs on NHWC copies (the layout transposes of
+// cpu/layout_transpose.h): the NCHW GEMM folds such images into its columns, and every column
+// panel that spans two images is packed and stored in parts. 2 threads, batch 8, best of 6
+// interleaved, NCHW -> via NHWC: forward 2048x7x7 -> 512 9.12 -> 6.72 ms, 512x7x7 -> 2048 7.82
+// -> 5.80, 1024x14x14 -> 2048 stride 2 15.9 -> 11.3, 512x28x28 -> 1024 stride 2 13.7 -> 12.8;
+// input gradient 512x7x7 -> 2048 14.4 -> 8.8. Not at 14 x 14 with stride 1, where the NCHW GEMM
+// (B read in place) was as fast or faster: 256x14x14 -> 1024 forward 5.56 vs 6.71 ms, 1024x14x14
+// -> 256 input gradient 7.97 vs 11.0. (The input gradient only at stride 1: its strided form
+// already scatters from scratch.)
+bool nchw_via_nhwc(const ConvGeometry& g, const at::Tensor& t) {
+  const int64_t P = g.p * g.q;
+  const bool strided = g.stride_h > 1 || g.stride_w > 1;
+  const char* env = std::getenv("FASTCONV_CPU_GEMM_NHWC");  // =0: the NCHW GEMM (measuring, tests)
+  if (env != nullptr && env[0] == '0') return false;
+  // (not where t is in both layouts at once, as the NHWC copies themselves are with one
+  // channel or 1 x 1 images: the copies would be the data again, and the GEMM would recurse)
+  return !channels_last(t) && !t.is_contiguous(at::MemoryFormat::ChannelsLast) && g.n > 1 && P % 64 != 0 &&
+         P < (strided ? 256 : 128);
 }
 
 // The GEMM's batch: images one by one, or folded into the M dimension (pixels as rows).
@@ -421,6 +471,15 @@ bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
 // Y[n, k, p] = sum_c W[k, c] X[n, c, p] + bias[k].
 bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& bias, at::Tensor& output) {
+  if (nchw_via_nhwc(g, output)) {
+    at::Tensor x = scratch(g.n, g.c, g.p, g.q, true, 0), y = scratch(g.n, g.k, g.p, g.q, true, 1);
+    copy_to_nhwc(strided_view(g, input), x);
+    ConvGeometry unit = g;
+    unit.h = g.p, unit.w = g.q, unit.stride_h = unit.stride_w = 1;
+    conv2d_forward_gemm(unit, x, weight, bias, y);
+    copy_to_nchw(y, output);
+    return fastk::handled();
+  }
   // NCHW with stride: the packing of B reads the strided pixels in place (column groups of q
   // pixels, one per output row), no gathered copy; except where the images are better folded
   // into the columns (fold_batch_into_columns: P short and not a multiple of 16), which needs
@@ -468,6 +527,13 @@ bool conv2d_forward_gemm(const ConvGeometry& g, const at::Tensor& input, const a
 // scratch memory and scattered into a zeroed grad_input.
 bool conv2d_input_grad_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
                             const at::Tensor& weight, at::Tensor& grad_input) {
+  if (nchw_via_nhwc(g, grad_input) && g.stride_h == 1 && g.stride_w == 1) {  // (slot 1: dx below)
+    at::Tensor gy = scratch(g.n, g.k, g.p, g.q, true, 0), dx = scratch(g.n, g.c, g.h, g.w, true, 1);
+    copy_to_nhwc(grad_output, gy);
+    conv2d_input_grad_gemm(g, gy, weight, dx);
+    copy_to_nchw(dx, grad_input);
+    return fastk::handled();
+  }
   const bool strided = g.stride_h > 1 || g.stride_w > 1;
   at::Tensor dx = strided ? scratch(g.n, g.c, g.p, g.q, channels_last(grad_input), 1) : grad_input;
   const int64_t P = g.p * g.q;

@@ -83,10 +83,12 @@ const Kernels& avx512_wide_kernels();  // 6 x 64 (cpu/conv2d_fast_gemm_avx512_wi
 // The micro-kernels of the running CPU, as fastk::pick_kernels() picks the direct kernels
 // (AVX-512 where present, unless FASTCONV_CPU_KERNELS=avx2); needs AVX2 + FMA.
 const Kernels& kernels();
-// The kernels run() uses for p: on AVX-512, the 6 x 64 tile where it pads p.N to no more
-// columns than the 6 x 32 one does (N % 64 == 0 or > 32), except for the NCHW weight
-// gradient's per-image K blocks (see run()), else kernels(). FASTCONV_CPU_GEMM_NR=32 or 64
-// forces one of the two AVX-512 tiles (tests, measurements).
+// The kernels for a GEMM whose C has n columns: on AVX-512, the 6 x 64 tile where it pads n
+// to no more columns than the 6 x 32 one does (n % 64 == 0 or > 32), else kernels().
+// FASTCONV_CPU_GEMM_NR=32 or 64 forces one of the two AVX-512 tiles (tests, measurements).
+const Kernels& kernels_for_columns(int64_t n);
+// The kernels run() uses for p: kernels_for_columns(p.N), except for the NCHW weight
+// gradient's per-image K blocks (see run()), which keep kernels() unless forced.
 const Kernels& kernels_for(const Problem& p);
 
 // The 1x1 conv drivers: fp32, groups 1, 1x1 kernel, no padding, any stride; tensors as in
