@@ -3,7 +3,8 @@
 rounding bound, over first layers with C = 3 and C = 1, 5x5 and 5x20 kernels, stride 2, 3 and 4,
 dilation (with and without unit column dilation, which decides how channels_last panels are
 read), padding larger than half the kernel, tails of K (not a multiple of 16 or 6), of the
-pixels and of the reduction blocks (384 steps), several runs of pixel panels per thread
+pixels and of the reduction blocks (384 steps; 192 on the 6 x 64 tile, and each AVX-512 tile runs
+every case), several runs of pixel panels per thread
 (channels_last work items), channels_last blocks that are part padding (read
 from a copy; the others in place), batch 1 and more, with and without bias;
 that the path ran (a per-process counter) under FASTCONV_CPU_IM2COL=1 and not under =0, where
@@ -15,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, gemm_width, reference  # noqa: F401
+from conv_helpers import assert_within_rounding, gemm_tile, reference  # noqa: F401
 
 ops = torch.ops.fastconv
 
-pytestmark = [pytest.mark.usefixtures("gemm_width"),
+pytestmark = [pytest.mark.usefixtures("gemm_tile"),
               pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
                                  reason="no AVX2: the implicit GEMM needs the SIMD kernels")]
 

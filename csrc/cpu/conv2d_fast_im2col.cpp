@@ -139,10 +139,12 @@ void forward_nchw(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
 // (a kernel row's S x C elements where the column dilation is 1, else one tap's C channels),
 // each cut into equal blocks of at most KC steps. A block never crosses a run, so a pixel
 // reads it at one place, in place; the blocks depend on the shape alone.
+// Blocks of at most kc_max steps (KC; half that for the 6 x 64 tile, whose B micro-panel is
+// twice as wide).
 struct RunBlocks {
   int64_t len, per_run, kc_len, nk;  // steps per run, blocks per run, steps per block, blocks
-  explicit RunBlocks(const ConvGeometry& g) : len(g.dil_w == 1 ? g.s * g.c : g.c) {
-    per_run = std::max<int64_t>(1, ceil_div(len, KC));
+  RunBlocks(const ConvGeometry& g, int64_t kc_max) : len(g.dil_w == 1 ? g.s * g.c : g.c) {
+    per_run = std::max<int64_t>(1, ceil_div(len, kc_max));
     kc_len = ceil_div(len, per_run);
     nk = g.r * g.s * g.c / len * per_run;
   }
@@ -192,7 +194,7 @@ alignas(64) const float kZeroRow[KC] = {};
 void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x, const float* w,
                   const float* bias, float* out) {
   const int64_t MR = kk.mr, NR = kk.nr, N = g.k, P = g.p * g.q, M = g.n * P, C = g.c;
-  const RunBlocks red(g);
+  const RunBlocks red(g, NR > 32 ? KC / 2 : KC);
   const bool fold = g.dil_w == 1;
   const int64_t runs_per_row = fold ? 1 : g.s, taps_per_run = fold ? g.s : 1;
   const int64_t nt = ceil_div(N, NR), Npad = nt * NR, mt = ceil_div(M, MR), total = g.r * g.s * C;
@@ -294,14 +296,14 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
 
 bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                            const at::Tensor& bias, at::Tensor& output) {
-  const gemm::Kernels& kk = gemm::kernels();
   const at::Tensor w = weight.permute({0, 2, 3, 1}).contiguous();  // (K, R, S, C): rows of W[K, RSC]
   const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  if (channels_last(input, output)) {
-    forward_nhwc(kk, g, input.data_ptr<float>(), w.data_ptr<float>(), b, output.data_ptr<float>());
+  if (channels_last(input, output)) {  // (the weights' panels are the GEMM's columns)
+    forward_nhwc(gemm::kernels_for_columns(g.k), g, input.data_ptr<float>(), w.data_ptr<float>(), b,
+                 output.data_ptr<float>());
   } else {
-    forward_nchw(kk, g, input.data_ptr<float>(), w.data_ptr<float>(), b, output.data_ptr<float>(),
-                 output.stride(0), output.stride(1));
+    forward_nchw(gemm::kernels(), g, input.data_ptr<float>(), w.data_ptr<float>(), b,
+                 output.data_ptr<float>(), output.stride(0), output.stride(1));
   }
   forward_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
