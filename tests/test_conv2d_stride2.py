@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
 import fastconv.nn.functional as FF
-from conv_helpers import gemm_width  # noqa: F401
+from conv_helpers import gemm_tile  # noqa: F401
 
 # every test with each width of the GEMM micro-kernels (the strided input gradient's GEMM form)
-pytestmark = pytest.mark.usefixtures("gemm_width")
+pytestmark = pytest.mark.usefixtures("gemm_tile")
 
 ops = torch.ops.fastconv
 

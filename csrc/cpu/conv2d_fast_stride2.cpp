@@ -315,8 +315,9 @@ bool strided_input_grad_gemm_applies(const ConvGeometry& g, const at::Tensor& gr
 
 bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& grad_output,
                                     const at::Tensor& weight, at::Tensor& grad_input) {
-  const gemm::Kernels& kk = gemm::kernels();
+  const gemm::Kernels& kk = gemm::kernels_for_columns(g.c);  // (the input channels are the columns)
   const int64_t MR = kk.mr, NR = kk.nr, C = g.c, K = g.k;
+  const int64_t kc_max = NR > 32 ? kGemmKC / 2 : kGemmKC;  // (B's micro-panel twice as wide at 6 x 64)
   const int64_t nt = ceil_div(C, NR), Cpad = nt * NR;
   const PhaseClasses pc(g);
   const float* src = nhwc_padded(grad_output, pc.top, pc.Hp, pc.left, pc.Wp, 0);
@@ -331,7 +332,7 @@ bool conv2d_input_grad_strided_gemm(const ConvGeometry& g, const at::Tensor& gra
       cl.ncol = pc.cols.count(cl.col_res);
       if (cl.ncol == 0) cl.nrow = 0;  // no tap: the class's pixels get zeros
       const int64_t len = cl.ncol * K;
-      cl.per_run = std::max<int64_t>(1, ceil_div(len, kGemmKC));
+      cl.per_run = std::max<int64_t>(1, ceil_div(len, kc_max));
       cl.kc_len = ceil_div(len, cl.per_run);
       for (int64_t run = 0; run < cl.nrow; ++run) {
         for (int64_t t0 = 0; t0 < len; t0 += cl.kc_len) {
