@@ -11,6 +11,8 @@ that the path ran (a per-process counter) under FASTCONV_CPU_IM2COL=1 and not un
 the direct kernel gives the same values within the same bound; non-contiguous inputs and
 weights; bit-identical results at 1, 2 and 3 threads.
 """
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -157,12 +159,17 @@ def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 def test_default_choice(fmt, monkeypatch):
     # Unset, the switch sends channels_last strided layers with >= 64 channels in and out here
-    # (measured faster, csrc/cpu/conv2d_fast_im2col.cpp: forward_applies) and the others to the
-    # direct kernel.
+    # (measured faster, csrc/cpu/conv2d_fast_im2col.cpp: forward_applies), and 5x5 ones at
+    # stride 1 where the 6 x 64 tile runs, and the others to the direct kernel.
     monkeypatch.delenv("FASTCONV_CPU_IM2COL", raising=False)
     strided = (1, 64, 9, 9, 64, (3, 3), 2, 1, 1, "")
     x, weight, bias, args = _inputs(strided, fmt)
     _check(x, weight, bias, args, fmt, want_im2col=fmt == torch.channels_last)
+    # 5x5 stride 1 with >= 64 channels in and out: only on the 6 x 64 AVX-512 tile
+    wide = ops._conv2d_cpu_fast_info()[0] == "avx512" and os.environ.get("FASTCONV_CPU_KERNELS") != "avx2" \
+        and os.environ.get("FASTCONV_CPU_GEMM_NR") != "32"
+    x, weight, bias, args = _inputs((1, 64, 9, 9, 64, (5, 5), 1, 2, 1, ""), fmt)
+    _check(x, weight, bias, args, fmt, want_im2col=fmt == torch.channels_last and wide)
     for case in (CASES[0], CASES[3]):  # C = 3; stride 1
         x, weight, bias, args = _inputs(case, fmt)
         _check(x, weight, bias, args, fmt, want_im2col=False)

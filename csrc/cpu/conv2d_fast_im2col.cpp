@@ -291,7 +291,13 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   // costs too much per use (conv1 C = 3: 1.16 -> 0.86x channels_last; DeepSpeech K = 32:
   // 0.90 -> 0.44x), 5x5 stride 1 (alexnet conv2 1.33 -> 1.20x), 3x3 stride 1 on 7 x 7
   // (res5b 1.16 -> 1.15x).
-  return cl && (g.stride_h > 1 || g.stride_w > 1) && g.c >= 64 && g.k >= 64;
+  // On the 6 x 64 AVX-512 tile (this machine, 2 threads, best of 6 interleaved, direct kernel
+  // -> implicit GEMM) 5x5 stride 1 gains too: AlexNet conv2 (64 -> 192, 27 x 27) batch 1 3.05 ->
+  // 2.77 ms, batch 8 22.7 -> 20.1 ms; 3x3 stride 1 does not (ResNet-50 res4b at batch 1 1.72 ->
+  // 1.94 ms, where Winograd does not take it).
+  const bool strided = g.stride_h > 1 || g.stride_w > 1;
+  const bool large_kernel = g.r * g.s >= 25 && gemm::kernels_for_columns(g.k).nr == 64;
+  return cl && (strided || large_kernel) && g.c >= 64 && g.k >= 64;
 }
 
 bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
