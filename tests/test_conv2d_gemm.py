@@ -151,7 +151,7 @@ def _wide_tile():
 
 @pytest.mark.parametrize("channels", [8, 80])
 def test_large_channels_last_forward_takes_the_direct_kernel_or_the_gemm(channels):
-    # measured (csrc/cpu/conv2d_fast_gemm.cpp, forward_applies): a channels_last forward on a
+    # measured (csrc/cpu/conv2d_fast_gemm_conv.cpp, forward_applies): a channels_last forward on a
     # 56 x 56 map runs the direct kernel, except with at most 64 channels on the 32-wide tile;
     # the gradients and NCHW always take the GEMM
     x = torch.randn(1, channels, 56, 56).contiguous(memory_format=torch.channels_last)
@@ -213,7 +213,7 @@ def test_weight_gradient_reading_x_in_place_is_the_packed_one(case, monkeypatch)
 
 
 def _staged_through_nhwc(case):
-    """Whether an NCHW forward runs as a channels_last GEMM on NHWC copies (gemm.cpp,
+    """Whether an NCHW forward runs as a channels_last GEMM on NHWC copies (gemm_conv.cpp,
     nchw_via_nhwc): a batch of images of < 128 output pixels (< 256 with stride), not a
     multiple of 64; the input gradient too at stride 1."""
     n, c, h, w, k, stride, _ = case

@@ -1,6 +1,7 @@
 // 1x1 convolutions as one packed fp32 GEMM (BLIS-style), all three passes, NCHW and
-// channels_last (cpu/conv2d_fast_gemm.cpp: blocking, packing, threading, the conv drivers;
-// cpu/conv2d_fast_gemm_avx2.cpp: the AVX2 + FMA micro-kernel and packing routines).
+// channels_last (cpu/conv2d_fast_gemm.cpp: blocking, packing, threading; cpu/conv2d_fast_gemm_conv.cpp:
+// the conv drivers; cpu/conv2d_fast_gemm_avx2.cpp: the AVX2 + FMA micro-kernel and packing
+// routines; cpu/conv2d_fast_gemm_avx512_tile.inc: the AVX-512 6 x 32 and 6 x 64 ones).
 //
 // A 1x1 convolution is a GEMM in every pass (P = output pixels of one image):
 //   forward  Y_n[K, P] = W[K, C] X_n[C, P]        (channels_last: Y[N*P, K] = X[N*P, C] W^T)
