@@ -3,7 +3,8 @@ three passes, NCHW and channels_last, against PyTorch in fp64 within the roundin
 shapes of every class: ResNet-50's 1x1 layers (batch 1-2, images shrunk where needed), tails of
 M, N and K that are not multiples of the 6 x 16, 6 x 32 or 6 x 64 register tile (AVX2, AVX-512: all
 three run on an AVX-512 machine, each on every shape), reductions shorter and longer
-than one K block (256 steps) and weight-gradient blocks that span images, stride 2 (NCHW
+than one K block (256 steps) and weight-gradient blocks that span images or are summed in
+reduction slices (FASTCONV_CPU_GEMM_SLICES=0: without), stride 2 (NCHW
 forward read in place by the packing, or gathered; gathered weight gradient, scattered input
 gradient), NCHW images folded into the GEMM's columns or staged through NHWC copies, 1x1 images, C tiles split among
 threads, non-contiguous inputs and weights with any strides; that the GEMM path ran (a
@@ -47,6 +48,7 @@ CASES = [
     (2, 16, 30, 30, 8, 2, "NCHW stride 2 in place, q = 15: panels split mid-row"),
     (1, 20, 9, 11, 30, (2, 3), "stride (2, 3) in place, one image"),
     (3, 24, 9, 9, 40, 1, "NCHW images folded into the columns: P = 81, panels across images"),
+    (16, 16, 24, 24, 24, 1, "weight gradient in reduction slices: 9216 steps, 4-8 slices by tile"),
 ]
 IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "") for c in CASES]
 
@@ -212,6 +214,14 @@ def test_weight_gradient_reading_x_in_place_is_the_packed_one(case, monkeypatch)
     assert torch.equal(in_place, packed)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_weight_gradient_without_reduction_slices(channels_last, monkeypatch):
+    # the slices change the order of the sum, not the bound
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    monkeypatch.setenv("FASTCONV_CPU_GEMM_SLICES", "0")
+    _check(*_inputs(CASES[19], fmt), fmt)
+
+
 def _staged_through_nhwc(case):
     """Whether an NCHW forward runs as a channels_last GEMM on NHWC copies (gemm_conv.cpp,
     nchw_via_nhwc): a batch of images of < 128 output pixels (< 256 with stride), not a
@@ -243,8 +253,8 @@ def test_short_nchw_images_through_nhwc_copies(case, monkeypatch):
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("case", [CASES[i] for i in (0, 3, 8, 13, 14, 15, 18)],
-                         ids=[IDS[i] for i in (0, 3, 8, 13, 14, 15, 18)])
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 3, 8, 13, 14, 15, 18, 19)],
+                         ids=[IDS[i] for i in (0, 3, 8, 13, 14, 15, 18, 19)])
 def test_results_do_not_depend_on_thread_count(case, channels_last):
     # The thread tiles change with the thread count; the summation order must not.
     fmt = torch.channels_last if channels_last else torch.contiguous_format
