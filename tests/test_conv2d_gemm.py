@@ -151,18 +151,24 @@ def _wide_tile():
             and os.environ.get("FASTCONV_CPU_KERNELS") != "avx2")
 
 
-@pytest.mark.parametrize("channels", [8, 80])
-def test_large_channels_last_forward_takes_the_direct_kernel_or_the_gemm(channels):
+def _widest_tile(k):
+    """Whether the GEMM runs the 6 x 64 AVX-512 tile for k output channels (gemm::kernels_for_columns)."""
+    forced = os.environ.get("FASTCONV_CPU_GEMM_NR")
+    return _wide_tile() and forced != "32" and (forced == "64" or k % 64 == 0 or k % 64 > 32)
+
+
+@pytest.mark.parametrize("channels,k", [(8, 16), (80, 16), (80, 64)])
+def test_large_channels_last_forward_takes_the_direct_kernel_or_the_gemm(channels, k):
     # measured (csrc/cpu/conv2d_fast_gemm_conv.cpp, forward_applies): a channels_last forward on a
-    # 56 x 56 map runs the direct kernel, except with at most 64 channels on the 32-wide tile;
-    # the gradients and NCHW always take the GEMM
+    # 56 x 56 map runs the direct kernel, except with at most 64 channels on the 32-wide tile
+    # or at stride 1 on the 64-wide one; the gradients and NCHW always take the GEMM
     x = torch.randn(1, channels, 56, 56).contiguous(memory_format=torch.channels_last)
-    weight, grad_out = torch.randn(16, channels, 1, 1), torch.randn(1, 16, 56, 56)
+    weight, grad_out = torch.randn(k, channels, 1, 1), torch.randn(1, k, 56, 56)
     before = ops._conv2d_cpu_gemm_info()
     out, _, _ = _passes(x, weight, None, grad_out.contiguous(memory_format=torch.channels_last), (1, 1))
     _passes(x.contiguous(), weight, None, grad_out, (1, 1))
     after = ops._conv2d_cpu_gemm_info()
-    forward_gemm = int(_wide_tile() and channels <= 64)
+    forward_gemm = int((_wide_tile() and channels <= 64) or _widest_tile(k))
     assert [a - b for a, b in zip(after, before)] == [1 + forward_gemm, 2, 2]
     exact, mag = reference(lambda x_, w_: F.conv2d(x_, w_), x, weight)
     assert_within_rounding(out, exact, mag, channels, "forward")

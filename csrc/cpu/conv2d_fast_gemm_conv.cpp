@@ -144,11 +144,14 @@ void fold_batch_into_rows(Problem& pr, const ConvGeometry& g, const at::Tensor& 
 // the AVX2 tile), except those of at most 64 channels on the 6 x 32 AVX-512 tile: 2 threads,
 // best of 40 interleaved, direct -> GEMM: 8x64x56x56 -> 64 1.86 -> 1.58 ms, -> 256 7.09 ->
 // 6.16 ms, 2x64x112x112 -> 64 1.91 -> 1.62 ms; but 8x256x56x56 -> 64 6.72 -> 7.30 ms and
-// -> 512 stride 2 8.08 -> 8.98 ms.
+// -> 512 stride 2 8.08 -> 8.98 ms. On the 6 x 64 tile (session 12) the GEMM also wins at stride
+// 1 with more channels: 8x256x56x56 -> 64 6.84 -> 5.89 ms, -> 128 11.2 -> 10.4 (best of 8
+// interleaved), but not at stride 2: -> 512 10.2 -> 10.9.
 bool forward_applies(const ConvGeometry& g, const at::Tensor& input) {
   const bool wide_tile_few_channels = kernels().nr >= 32 && g.c <= 64;
-  return applies(g, input) &&
-         (input.is_contiguous() || g.h * g.w < 56 * 56 || wide_tile_few_channels || gemm_everywhere());
+  const bool wider_tile_stride_1 = kernels_for_columns(g.k).nr == 64 && g.stride_h == 1 && g.stride_w == 1;
+  return applies(g, input) && (input.is_contiguous() || g.h * g.w < 56 * 56 || wide_tile_few_channels ||
+                               wider_tile_stride_1 || gemm_everywhere());
 }
 bool input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
 bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) { return applies(g, grad_output); }
