@@ -4,7 +4,8 @@
 //    into nk equal blocks of at most KC steps (a KC x NR micro-panel of B, at most 32 KiB, stays in L1
 //    while a whole MC-row block of A streams past it), or into blocks within each image (see
 //    image_blocks); blocks and batches are summed in order, so the result depends on the
-//    shape alone;
+//    shape alone (and so do the reduction slices of a small C summed over many steps: runs
+//    of K blocks into copies of C, added in order);
 //  - C is cut into thread tiles (one work item each, split over at::parallel_for) of at most
 //    kTileFloats elements (a tile that the K blocks revisit stays in L2); within an item, per
 //    K block, the item's thread packs its columns of B (KC x tile width, in L2/L3), then per
@@ -79,7 +80,8 @@ bool b_rows_enabled() {
 }
 
 // Per-thread packing buffers, reused across calls: slots 0 and
-// 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B, 4 for
+// 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B (2 also
+// for the reduction slices' copies of C, which only a summed batch has, never a shared A), 4 for
 // the parts of a B panel across column groups.
 float* buffer(int slot, int64_t floats) {
   thread_local std::vector<float> bufs[5];
