@@ -94,12 +94,14 @@ void run(const Problem& p) {
   const Kernels& kk = kernels_for(p);
   const int64_t MR = kk.mr, NR = kk.nr, KC = std::min<int64_t>(256, kBPanelFloats / NR);
   TORCH_INTERNAL_ASSERT(MR * NR <= kMaxTile);
+  TORCH_INTERNAL_ASSERT(!p.accumulate || (p.reduce_batch && p.bias == nullptr));
   const int64_t nout = p.reduce_batch ? 1 : p.batch;
   if (p.M <= 0 || p.N <= 0 || nout <= 0) return;
   const int64_t Ktot = p.reduce_batch ? p.batch * p.K : p.K;
   // Offsets of column j in B and C (Problem::n_group).
   auto b_col = [&](int64_t j) { return p.n_group > 0 ? j / p.n_group * p.b_group + j % p.n_group * p.b_cs : j * p.b_cs; };
   auto c_col = [&](int64_t j) { return p.n_group > 0 ? j / p.n_group * p.c_group + j % p.n_group * p.c_cs : j * p.c_cs; };
+  if (Ktot == 0 && p.accumulate) return;  // nothing to add
   if (Ktot == 0) {  // an empty sum: the bias, or zero
     for (int64_t b = 0; b < nout; ++b) {
       for (int64_t i = 0; i < p.M; ++i) {
@@ -283,7 +285,10 @@ void run(const Problem& p) {
             alignas(32) float tile[kMaxTile];
             float* ct = across ? tile : c + (ic + i) * crs + ccol(j);
             const int64_t rs = across ? NR : crs, cs = across ? 1 : ccs;
-            const bool add = kb > kb_lo && !across;
+            // (C's own earlier contents count as a first block when accumulating; a slice's
+            // copy starts from zero and is added to C at the end)
+            const bool add_prior = kb > kb_lo || (p.accumulate && !own);
+            const bool add = add_prior && !across;
             if (b_rows) {
               kk.micro_b_rows(kc, ak + i * kc, MR, bp, p.b_rs, ct, rs, cs, m, n, add, bias, p.bias_per_row);
             } else if (a_in_place && m == MR) {
@@ -294,7 +299,7 @@ void run(const Problem& p) {
             for (int ii = 0; across && ii < m; ++ii) {
               for (int jj = 0; jj < n; ++jj) {
                 float& e = c[(ic + i + ii) * crs + ccol(j + jj)];
-                e = kb > kb_lo ? e + tile[ii * NR + jj] : tile[ii * NR + jj];
+                e = add_prior ? e + tile[ii * NR + jj] : tile[ii * NR + jj];
               }
             }
           }

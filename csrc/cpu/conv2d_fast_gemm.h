@@ -23,7 +23,8 @@ namespace fastconv::cpu::gemm {
 // C[M, N] = sum over batch b (or per b) of A_b[M, K] B_b[K, N] (+ bias), fp32. Element (i, k)
 // of A_b is a[b * a_batch + i * a_rs + k * a_cs], likewise B and C. With reduce_batch the
 // batch is part of the reduction (C = sum_b A_b B_b, one C); otherwise C_b = A_b B_b at
-// c + b * c_batch. C's contents on entry are not read. The bias (optional) is added to every
+// c + b * c_batch. C's contents on entry are not read, unless accumulate is set (the sum is
+// then added to them; a summed batch only, no bias: a weight gradient taken in chunks of images). The bias (optional) is added to every
 // element: bias[i] (bias_per_row) or bias[j]. The summation order (K cut into fixed blocks,
 // then batches in order) depends on the shape alone, never on the thread count.
 struct Problem {
@@ -36,6 +37,7 @@ struct Problem {
   int64_t c_rs = 0, c_cs = 0, c_batch = 0;
   int64_t batch = 1;
   bool reduce_batch = false;
+  bool accumulate = false;
   const float* bias = nullptr;
   bool bias_per_row = false;
   // With n_group > 0 the columns of B and C come in groups of n_group (several images'

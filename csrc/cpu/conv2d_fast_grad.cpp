@@ -7,6 +7,7 @@
 
 #include "cpu/conv2d_fast.h"
 #include "cpu/conv2d_fast_gemm.h"
+#include "cpu/conv2d_fast_im2col.h"
 #include "cpu/conv2d_fast_kernels.h"
 #include "cpu/conv2d_fast_nchw.h"
 #include "cpu/conv2d_fast_pack.h"
@@ -227,6 +228,9 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
 
 bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output,
                              const at::Tensor& input, at::Tensor& grad_weight) {
+  if (g.n * g.p * g.q > 0 && grad_weight.numel() > 0 && im2col::weight_grad_applies(g, grad_output)) {
+    return im2col::conv2d_weight_grad_im2col(g, grad_output, input, grad_weight);
+  }
   if (winograd_weight_grad_applies(g, grad_output)) return conv2d_weight_grad_winograd(g, grad_output, input, grad_weight);
   if (grad_output.scalar_type() != at::kFloat) return false;
   const Kernels* kk = pick_kernels();

@@ -39,4 +39,11 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
 bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                            const at::Tensor& bias, at::Tensor& output);
 
+// The weight gradient as an explicit-im2col GEMM (cpu/conv2d_fast_wgrad_im2col.cpp): fp32, no
+// groups, kernels larger than 1x1. FASTCONV_CPU_WGRAD_IM2COL: 0 off, 1 on wherever it can run,
+// unset: where it measured faster than the direct and Winograd kernels.
+bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output);
+bool conv2d_weight_grad_im2col(const ConvGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                               at::Tensor& grad_weight);
+
 }  // namespace fastconv::cpu::im2col

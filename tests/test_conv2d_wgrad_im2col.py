@@ -1,0 +1,131 @@
+"""The weight gradient as an explicit-im2col GEMM (csrc/cpu/conv2d_fast_wgrad_im2col.cpp): NCHW
+and channels_last against PyTorch in fp64 within the rounding bound, under FASTCONV_CPU_WGRAD_IM2COL=1
+over a 3x3 layer with few pixels (res5b shrunk), a C = 3 7x7 stride-2 stem, DCGAN's 4x4 stride 2,
+dilation, non-square kernels and strides, stride larger than the kernel, tails of K and of the
+columns, reductions of several K blocks and of reduction slices, images taken in chunks (each
+chunk's GEMM adding to dW; FASTCONV_CPU_WGRAD_IM2COL_FLOATS caps the chunk), each on both AVX-512
+tiles; that the path ran (a per-process counter) and not under =0; which layers take it by
+default; bit-identical results at 1, 2 and 3 threads.
+"""
+import pytest
+import torch
+
+import fastconv  # noqa: F401  (registers the ops)
+from conv_helpers import assert_within_rounding, gemm_tile, reference  # noqa: F401
+
+ops = torch.ops.fastconv
+
+pytestmark = [pytest.mark.usefixtures("gemm_tile"),
+              pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] == "generic",
+                                 reason="no AVX2: the GEMM needs the SIMD kernels")]
+
+# (n, c, h, w, k, (r, s), stride, padding, dilation, what it reaches)
+CASES = [
+    (1, 128, 7, 7, 64, (3, 3), 1, 1, 1, "res5b shrunk: 49 pixels, 1152 columns"),
+    (2, 3, 19, 17, 16, (7, 7), 2, 3, 1, "C=3 7x7 stride 2 stem: 147 columns"),
+    (2, 64, 8, 8, 40, (4, 4), 2, 1, 1, "DCGAN 4x4 stride 2 (a transposed layer's weight gradient)"),
+    (2, 6, 10, 11, 13, (3, 3), (3, 1), 2, 2, "dilation 2, row stride 3"),
+    (2, 5, 9, 8, 7, (2, 4), (2, 1), (1, 2), (1, 2), "non-square kernel, stride and dilation"),
+    (2, 4, 11, 10, 5, (2, 2), 4, 0, 1, "stride 4 > kernel: skipped pixels"),
+    (3, 20, 9, 9, 7, (3, 3), 1, 1, 1, "243 steps: two K blocks, tails of K and the columns"),
+    (1, 4, 6, 7, 5, (3, 3), 1, 3, 1, "padding 3 > half the kernel"),
+    (16, 8, 12, 12, 16, (3, 3), 1, 1, 1, "2304 steps, a small dW: reduction slices"),
+]
+IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+       for c in CASES]
+FORMATS = [torch.contiguous_format, torch.channels_last]
+FORMAT_IDS = ["nchw", "channels_last"]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _inputs(case, fmt, seed=0):
+    n, c, h, w, k, (r, s), stride, padding, dilation, _ = case
+    args = (_pair(stride), _pair(padding), _pair(dilation))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen).contiguous(memory_format=fmt)
+    weight = torch.randn(k, c, r, s, generator=gen)
+    out = torch.nn.functional.conv2d(x, weight, None, *args)
+    grad_out = torch.randn(out.shape, generator=gen).contiguous(memory_format=fmt)
+    return x, weight, grad_out, args
+
+
+def _wgrad(x, weight, grad_out, args):
+    stride, padding, dilation = args
+    return ops._conv2d_weight_grad(grad_out, x, list(weight.shape), list(stride), list(padding),
+                                   list(dilation), 1)
+
+
+def _check(x, weight, grad_out, args, want_im2col=True):
+    before = ops._conv2d_cpu_wgrad_im2col_info()
+    got = _wgrad(x, weight, grad_out, args)
+    ran = ops._conv2d_cpu_wgrad_im2col_info() - before
+    assert ran == (1 if want_im2col else 0), "the im2col GEMM ran" if ran else "it did not run"
+    exact, mag = reference(
+        lambda x_, g_: torch.nn.grad.conv2d_weight(x_, weight.shape, g_, *args), x, grad_out)
+    terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]  # products per weight
+    assert_within_rounding(got, exact, mag, terms, "weight gradient")
+    return got
+
+
+@pytest.fixture
+def im2col_on(monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_WGRAD_IM2COL", "1")
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_matches_torch(case, fmt, im2col_on):
+    _check(*_inputs(case, fmt))
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[6]], ids=[IDS[0], IDS[1], IDS[6]])
+def test_images_in_chunks(case, fmt, im2col_on, monkeypatch):
+    # A cap of one or two images' columns: the later chunks add to dW (Problem::accumulate).
+    x, weight, grad_out, args = _inputs(case, fmt, seed=1)
+    x, grad_out = torch.cat([x] * 3), torch.cat([grad_out] * 3)  # 3-9 images
+    x, grad_out = x.contiguous(memory_format=fmt), grad_out.contiguous(memory_format=fmt)
+    per_image = weight[0].numel() * grad_out.shape[2] * grad_out.shape[3]
+    whole = _check(x, weight, grad_out, args)
+    for images in (1, 2):
+        monkeypatch.setenv("FASTCONV_CPU_WGRAD_IM2COL_FLOATS", str(images * per_image))
+        chunked = _check(x, weight, grad_out, args)
+        if images == 1:  # one image's steps per block: other block ends than unchunked
+            assert not torch.equal(chunked, whole)  # (so the chunks did run)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_off_switch(fmt, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_WGRAD_IM2COL", "0")
+    _check(*_inputs(CASES[0], fmt), want_im2col=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_default_choice(fmt, monkeypatch):
+    # Unset: images of <= 64 output pixels with >= 1024 weights per output channel (measured
+    # faster there, csrc/cpu/conv2d_fast_wgrad_im2col.cpp: weight_grad_applies); not a stem
+    # (147 weights per channel) nor a 3x3 layer on 10x10 images.
+    monkeypatch.delenv("FASTCONV_CPU_WGRAD_IM2COL", raising=False)
+    _check(*_inputs(CASES[0], fmt))
+    _check(*_inputs(CASES[2], fmt))
+    _check(*_inputs(CASES[1], fmt), want_im2col=False)
+    _check(*_inputs((1, 128, 10, 10, 16, (3, 3), 1, 1, 1, ""), fmt), want_im2col=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("case", [CASES[0], CASES[6], CASES[8]], ids=[IDS[0], IDS[6], IDS[8]])
+def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
+    x, weight, grad_out, args = _inputs(case, fmt, seed=3)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            results.append(_wgrad(x, weight, grad_out, args))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert torch.equal(results[0], other)
