@@ -270,8 +270,10 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
       pack ? g.w : std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
   const float* src = pack ? nhwc_padded(input, 0, g.h, 0, g.w, 0)
                           : nhwc_with_column_padding(input, g.pad_w, Wp, 0);
-  // (unpacked, every thread reads all of grad_output's copy: streamed, see nhwc_padded)
-  const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1, /*stream=*/!pack);
+  // (unpacked, every thread reads all of grad_output's copy: streamed where it exceeds a core's
+  // L2, see nhwc_padded; smaller ones measured the same or slower streamed)
+  const bool stream_gout = !pack && g.n * g.p * g.q * g.k >= (int64_t{2} << 20) / int64_t{sizeof(float)};
+  const float* gout = nhwc_with_column_padding(grad_output, 0, g.q, 1, stream_gout);
   // acc[G][KB][run][element][B]: per channel block, the B channels of every element in order
   // (a tile's accumulators are adjacent, and the unpacking below reads them sequentially).
   // Not zeroed: every tile of the first chunk starts from zero (also where no row hits).
