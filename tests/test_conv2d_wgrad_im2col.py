@@ -7,6 +7,8 @@ chunk's GEMM adding to dW; FASTCONV_CPU_WGRAD_IM2COL_FLOATS caps the chunk), eac
 tiles; that the path ran (a per-process counter) and not under =0; which layers take it by
 default; bit-identical results at 1, 2 and 3 threads.
 """
+import os
+
 import pytest
 import torch
 
@@ -106,13 +108,21 @@ def test_off_switch(fmt, monkeypatch):
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 def test_default_choice(fmt, monkeypatch):
     # Unset: images of <= 64 output pixels with >= 1024 weights per output channel (measured
-    # faster there, csrc/cpu/conv2d_fast_wgrad_im2col.cpp: weight_grad_applies); not a stem
-    # (147 weights per channel) nor a 3x3 layer on 10x10 images.
+    # faster there, csrc/cpu/conv2d_fast_wgrad_im2col.cpp: weight_grad_applies); where the
+    # Winograd weight gradient runs (3x3 stride 1: on AVX-512 at any size, on AVX2 from 32 tiles
+    # of 2x2), only with fewer than 48 tiles and more than 256 x 256 channels. Not a stem (147
+    # weights per channel) nor a 3x3 layer on 10x10 images.
     monkeypatch.delenv("FASTCONV_CPU_WGRAD_IM2COL", raising=False)
-    _check(*_inputs(CASES[0], fmt))
-    _check(*_inputs(CASES[2], fmt))
+    monkeypatch.delenv("FASTCONV_CPU_WINOGRAD", raising=False)
+    winograd_anywhere = ops._conv2d_cpu_fast_info()[0] == "avx512" and os.environ.get("FASTCONV_CPU_KERNELS") != "avx2"
+    _check(*_inputs(CASES[2], fmt))  # 4x4 stride 2
+    _check(*_inputs((1, 512, 3, 3, 160, (3, 3), 1, 1, 1, ""), fmt))  # 4 tiles, 512 x 160 channels
+    _check(*_inputs(CASES[0], fmt), want_im2col=not winograd_anywhere)  # 16 tiles, 128 x 64
+    _check(*_inputs((4, 512, 3, 3, 160, (3, 3), 1, 1, 1, ""), fmt))  # 16 tiles on AVX2 too
+    _check(*_inputs((12, 512, 3, 3, 160, (3, 3), 1, 1, 1, ""), fmt), want_im2col=False)  # 48 tiles
     _check(*_inputs(CASES[1], fmt), want_im2col=False)
-    _check(*_inputs((1, 128, 10, 10, 16, (3, 3), 1, 1, 1, ""), fmt), want_im2col=False)
+    _check(*_inputs((1, 128, 10, 10, 16, (3, 3), 2, 1, 1, ""), fmt), want_im2col=True)  # 25 pixels
+    _check(*_inputs((1, 128, 10, 10, 16, (3, 3), 1, 1, 1, ""), fmt), want_im2col=False)  # 100 pixels
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)

@@ -5,13 +5,17 @@ sizes not a multiple of the tile, channel counts not a multiple of the SIMD widt
 register block, batch 0/1/3, padding 0..3 (the input gradient then pads with 2 - pad, down to
 -1), NCHW and channels_last, non-contiguous inputs); that the Winograd path ran (a per-process
 counter) and is off with FASTCONV_CPU_WINOGRAD=0; bit-identical results at any thread count;
-and the accuracy of each variant next to the direct kernel's.
+and the accuracy of each variant next to the direct kernel's. The weight gradient's shape table
+and thread-count test run on the AVX-512 kernels and, on an AVX-512 machine, the AVX2 ones.
 """
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
+from conv_helpers import gemm_width  # noqa: F401  (fixture: native and, on AVX-512, AVX2 kernels)
 from fastconv.nn import functional as FF
 
 ops = torch.ops.fastconv
@@ -273,7 +277,7 @@ WGRAD_IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "") for c in WGR
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("case", WGRAD_CASES, ids=WGRAD_IDS)
-def test_wgrad_matches_torch(case, channels_last, tile, dtype, winograd):
+def test_wgrad_matches_torch(case, channels_last, tile, dtype, winograd, gemm_width):
     winograd(tile)
     n, c, h, w, k, padding, _ = case
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -322,7 +326,7 @@ def test_wgrad_off_with_environment_variable(winograd):
 
 @pytest.mark.parametrize("tile", ["2", "4", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-def test_wgrad_results_do_not_depend_on_thread_count(tile, dtype, winograd):
+def test_wgrad_results_do_not_depend_on_thread_count(tile, dtype, winograd, gemm_width):
     # 2 x 32 x 32 outputs: 512 F(2x2) tiles (2 slices of partial sums); 72 output channels:
     # split into groups differently per thread count.
     winograd(tile)
@@ -351,13 +355,18 @@ def test_wgrad_heuristic(monkeypatch):
     # A first layer (3 input channels) stays on the direct kernel.
     _wgrad(torch.randn(1, 16, 16, 16), torch.randn(1, 3, 16, 16), 16, 1)
     assert _wgrad_calls() == before + 1
-    # Few tiles (4 F(2x2) tiles): the direct kernel in fp32, Winograd in fp64 (the generic fp64
-    # kernel is slower).
+    # Few tiles (4 F(2x2) tiles): Winograd in fp32 only with the AVX-512 kernels (the direct
+    # kernel with AVX2), Winograd in fp64 (the generic fp64 kernel is slower).
+    avx512 = ops._conv2d_cpu_fast_info()[0] == "avx512" and os.environ.get("FASTCONV_CPU_KERNELS") != "avx2"
     x, grad_out = torch.randn(1, 32, 4, 4), torch.randn(1, 40, 4, 4)
     _wgrad(grad_out, x, 40, 1)
-    assert _wgrad_calls() == before + 1
+    assert _wgrad_calls() == before + 1 + avx512
+    monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
+    _wgrad(grad_out, x, 40, 1)
+    assert _wgrad_calls() == before + 1 + avx512
+    monkeypatch.delenv("FASTCONV_CPU_KERNELS")
     got = _wgrad(grad_out.double(), x.double(), 40, 1)
-    assert _wgrad_calls() == before + 2
+    assert _wgrad_calls() == before + 2 + avx512
     _assert_wgrad_within_bound(got, x.double(), grad_out.double(), 1, 2, "fp64, few tiles")
 
 

@@ -16,6 +16,7 @@
 #include "cpu/conv2d_fast_gemm.h"
 #include "cpu/conv2d_fast_im2col.h"
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/conv2d_fast_winograd.h"
 
 namespace fastconv::cpu::im2col {
 namespace {
@@ -95,13 +96,23 @@ bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
   if (m >= 0) return m == 1;
   // Images of at most 64 output pixels and at least 1024 weights per output channel: there the
   // direct kernel's passes over its dW-sized buffer cost more than its multiply-adds, and the
-  // GEMM's columns fill its tile. 2 threads, best of 5-6 interleaved, direct (or Winograd) ->
-  // this path, NCHW / channels_last: 512x7x7 -> 512 3x3 batch 1 4.07 -> 2.45 / 4.05 -> 2.50 ms,
-  // batch 8 14.7 -> 12.0 / 16.1 -> 13.6; 512x14x14 -> 512 stride 2 batch 8 12.0 -> 11.8 / 15.4
-  // -> 14.0; DCGAN's 4x4 stride 2 transposed layer 512x4x4 -> 256 (a 256x8x8 -> 512 weight
+  // GEMM's columns fill its tile. 2 threads, best of 5-6 interleaved, direct -> this path, NCHW
+  // / channels_last: 512x7x7 -> 512 3x3 batch 1 4.07 -> 2.45 / 4.05 -> 2.50 ms; 512x14x14 -> 512
+  // stride 2 batch 8 12.0 -> 11.8 / 15.4 -> 14.0; DCGAN's 4x4 stride 2 transposed layer 512x4x4 -> 256 (a 256x8x8 -> 512 weight
   // gradient) batch 1 3.45 -> 1.51 / 3.20 -> 1.35. Not elsewhere: 256x14x14 -> 256 batch 1
   // 1.58 -> 2.01 / 2.45 -> 2.52; first layers (C = 3) 2-3x slower (few columns, long Col).
-  return g.p * g.q <= 64 && g.c * g.r * g.s >= 1024;
+  if (g.p * g.q > 64 || g.c * g.r * g.s < 1024) return false;
+  // Where the Winograd weight gradient runs, only with few tiles and many channels: its
+  // transformed partial sums (16 K C floats) cost as the direct kernel's buffer does, unless
+  // enough tiles share them. AVX-512, 2 threads, best of 6-8 interleaved, channels_last / NCHW,
+  // F(2x2) -> this path: 512x7x7 -> 512 batch 1 5.34 -> 2.74 / 6.20 -> 3.15 ms, batch 2 (32
+  // tiles) 5.83 -> 3.58 / 5.91 -> 5.02, batch 3 (48) 6.05 -> 6.54 / 6.59 -> 6.96, batch 8 10.9
+  // -> 13.2 / 13.3 -> 17.2; 256x8x8 -> 256 batch 1 0.536 -> 0.516 / 0.729 -> 1.096.
+  if (winograd_weight_grad_applies(g, grad_output)) {
+    const int64_t tiles2 = g.n * ceil_div(g.p, 2) * ceil_div(g.q, 2);
+    return tiles2 < 48 && g.c * g.k > 256 * 256;
+  }
+  return true;
 }
 
 bool conv2d_weight_grad_im2col(const ConvGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -52,6 +53,12 @@ int64_t odd_lines(int64_t n) {
 // Output channels per group are a multiple of this (the GEMM's rows and the vector width).
 constexpr int64_t kGroupAlign = 24;
 
+// Whether the AVX-512 kernels run (where the direct kernels do: FASTCONV_CPU_KERNELS=avx2 keeps AVX2).
+bool avx512_wgrad() {
+  const fastk::Kernels* kk = fastk::pick_kernels();
+  return kk != nullptr && std::strcmp(kk->isa, "avx512") == 0;
+}
+
 // The tile size m for the weight gradient, or 0 for the direct kernel. A function of the
 // geometry only (and FASTCONV_CPU_WINOGRAD, see cpu/conv2d_fast_winograd.h). Measured on the
 // ResNet-50 3x3 layers at batch 1 and 8 (AVX2, numbers in the README): F(2x2) beats the direct
@@ -61,12 +68,17 @@ constexpr int64_t kGroupAlign = 24;
 // res4b at batch 8, within the noise), and it is ~7x less accurate, so it is not picked.
 // In fp64 the alternative is the generic direct kernel, 2-10x slower than F(2x2) on all four
 // layers at batch 1 (res5b included), so there it takes every layer with C, K >= 32.
+// With the AVX-512 kernels F(2x2) beats the direct kernel at any tile count (2 threads, best of
+// 8 interleaved, channels_last / NCHW, direct -> F(2x2): 1x64x8x8 -> 64 0.125 -> 0.092 / 0.125 ->
+// 0.110 ms, 1x128x6x6 -> 128 0.253 -> 0.183 / 0.299 -> 0.227, 1x256x4x4 -> 256 0.828 -> 0.504 /
+// 0.966 -> 0.583), so there it takes every layer with C, K >= 32 too (few-pixel layers with many
+// weights go to the im2col GEMM first, see cpu/conv2d_fast_wgrad_im2col.cpp).
 int pick_wgrad_tile(const ConvGeometry& g, bool fp64) {
   const int forced = winograd_forced_tile();
   if (forced >= 0) return forced;
   if (g.c < 32 || g.k < 32) return 0;
   const int64_t tiles2 = g.n * ceil_div(g.p, 2) * ceil_div(g.q, 2);
-  return tiles2 >= 32 || fp64 ? 2 : 0;
+  return tiles2 >= 32 || fp64 || avx512_wgrad() ? 2 : 0;
 }
 
 // Slices (independent partial sums) for `tiles` tiles: about 256 tiles each (so each GEMM
@@ -179,10 +191,13 @@ bool winograd_weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_
 bool conv2d_weight_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
                                  const at::Tensor& input, at::Tensor& grad_weight) {
   const int m = pick_wgrad_tile(g, grad_output.scalar_type() == at::kDouble);
+  const bool avx512 = avx512_wgrad();
   if (grad_output.scalar_type() == at::kFloat) {
-    run<float>(wino::avx2_wgrad_kernels_f32(m), g, grad_output, input, grad_weight);
+    run<float>(avx512 ? wino::avx512_wgrad_kernels_f32(m) : wino::avx2_wgrad_kernels_f32(m), g, grad_output,
+               input, grad_weight);
   } else {
-    run<double>(wino::avx2_wgrad_kernels_f64(m), g, grad_output, input, grad_weight);
+    run<double>(avx512 ? wino::avx512_wgrad_kernels_f64(m) : wino::avx2_wgrad_kernels_f64(m), g, grad_output,
+                input, grad_weight);
   }
   weight_grad_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();

@@ -1,6 +1,7 @@
 // The kernels of the Winograd weight gradient (cpu/conv2d_fast_winograd_wgrad.cpp): plain
-// functions over raw arrays, no ATen, compiled for AVX2 + FMA
-// (conv2d_fast_winograd_wgrad_avx2.cpp), for fp32 (8 channels per vector) and fp64 (4).
+// functions over raw arrays, no ATen, in conv2d_fast_winograd_wgrad_impl.inc, compiled for AVX2 +
+// FMA (conv2d_fast_winograd_wgrad_avx2.cpp: fp32 8 channels per vector, fp64 4) and for AVX-512F
+// (_avx512.cpp: 16 and 8).
 //
 // F(m x m, 3 x 3) run backwards: the forward pass computes an m x m output tile as
 // Y = A^T [(G w G^T) . (B^T d B)] A, so for a grad_output tile g (m x m) the tile's share of
@@ -69,8 +70,10 @@ struct WgradKernels {
   void (*reduce)(const WReduce<T>&);
 };
 
-// m = 2 or 4; callable only where the CPU has AVX2 and FMA.
+// m = 2 or 4; callable only where the CPU has AVX2 and FMA (avx2_*), AVX-512F (avx512_*).
 const WgradKernels<float>& avx2_wgrad_kernels_f32(int m);
 const WgradKernels<double>& avx2_wgrad_kernels_f64(int m);
+const WgradKernels<float>& avx512_wgrad_kernels_f32(int m);
+const WgradKernels<double>& avx512_wgrad_kernels_f64(int m);
 
 }  // namespace fastconv::cpu::wino
