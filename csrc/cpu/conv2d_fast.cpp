@@ -190,7 +190,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   at::Tensor packed_t;
   if (!fused) packed_t = pack_forward_weights(*kk, wv, p);
   const float* packed = fused ? nullptr : packed_t.data_ptr<float>();
-  const int64_t l_block = l1_reduction_block(p.ntaps, p.B);
+  const int64_t l_block = l1_reduction_block(p.ntaps, p.B, kDirectPassBytes);
   at::parallel_for(0, g.n * p.G * p.KB * rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<const float*> a(p.ntaps), b(p.ntaps);
     int64_t have = -1;  // block (gi * KB + kb) now in the thread's buffer

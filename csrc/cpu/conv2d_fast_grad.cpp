@@ -135,7 +135,7 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   }
   const float* w = w_t.defined() ? w_t.data_ptr<float>() : nullptr;
   const Dest out(grad_input);
-  const int64_t l_block = l1_reduction_block(fold ? g.r : g.r * g.s, B);
+  const int64_t l_block = l1_reduction_block(fold ? g.r : g.r * g.s, B, kDirectPassBytes);
   const int64_t DCB = depthwise ? ceil_div(C, B) : G * CB;  // channel blocks of the destination
 
   at::parallel_for(0, g.n * DCB * rows, 1, [&](int64_t begin, int64_t end) {

@@ -44,9 +44,17 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // Reduction steps per pass of ConvRow: the weights of one pass (taps x steps x block floats)
-// fill about 16 KiB, half of L1. A function of the geometry only (it sets the summation order).
-inline int64_t l1_reduction_block(int64_t ntaps, int64_t block) {
-  return std::max<int64_t>(8, (16 << 10) / (4 * block * std::max<int64_t>(ntaps, 1)));
+// fill about `bytes`. A function of the geometry only (it sets the summation order).
+// 16 KiB (half the Zen 3's L1) by default; the direct kernels' forward and stride-1 input
+// gradient rows use 32 KiB (2/3 of this Xeon's 48 KiB L1d): fewer passes over the row, each
+// reloading the tiles' partial sums (2 threads, best of 6-8 interleaved, 16 -> 32 KiB: conv1
+// batch 1 channels_last 1.99 -> 1.67 ms, NCHW 1.98 -> 1.50, batch 8 channels_last 10.5 ->
+// 10.0; AlexNet conv2 NCHW forward 2.62 -> 2.47, channels_last input gradient 3.67 -> 3.44;
+// GoogLeNet 3b 5x5 channels_last forward 0.985 -> 0.860; DeepSpeech 5x20 NCHW 1.33 -> 1.19);
+// Winograd's GEMM rows (one tap) measured slower with it (res2a forward 4.59 -> 5.08 ms).
+constexpr int64_t kPassBytes = 16 << 10, kDirectPassBytes = 32 << 10;
+inline int64_t l1_reduction_block(int64_t ntaps, int64_t block, int64_t bytes = kPassBytes) {
+  return std::max<int64_t>(8, bytes / (4 * block * std::max<int64_t>(ntaps, 1)));
 }
 
 // dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols, in 8 x 8 tiles so
