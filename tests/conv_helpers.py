@@ -6,6 +6,31 @@ import torch
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FORMATS = [torch.contiguous_format, torch.channels_last]
+FORMAT_IDS = ["nchw", "channels_last"]
+
+
+def pair(v):
+    """An int or a pair as a pair (torch's convention for stride, padding, dilation)."""
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def described_case_ids(cases):
+    """Test ids from the description that ends each case tuple (its text before a colon)."""
+    return [c[-1].split(":")[0].replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+            for c in cases]
+
+
+def results_at_thread_counts(fn, counts=(1, 2, 3)):
+    """fn() run at each thread count (the previous count restored after)."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for t in counts:
+            torch.set_num_threads(t)
+            results.append(fn())
+        return results
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

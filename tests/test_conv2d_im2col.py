@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, gemm_tile, reference  # noqa: F401
+from conv_helpers import (FORMAT_IDS, FORMATS, assert_within_rounding, described_case_ids,  # noqa: F401
+                          gemm_tile, pair, reference, results_at_thread_counts)
 
 ops = torch.ops.fastconv
 
@@ -44,14 +45,7 @@ CASES = [
     (2, 200, 7, 9, 24, (3, 3), 2, 1, 1, "C=200 stride 2: blocks of 300 steps, part padding at both edges"),
     (2, 24, 30, 30, 40, (3, 3), 2, 1, 1, "450 pixels: 75 panels in runs of 12-16 per thread count"),
 ]
-IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-       for c in CASES]
-FORMATS = [torch.contiguous_format, torch.channels_last]
-FORMAT_IDS = ["nchw", "channels_last"]
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+IDS = described_case_ids(CASES)
 
 
 def _inputs(case, fmt, seed=0):
@@ -60,7 +54,7 @@ def _inputs(case, fmt, seed=0):
     x = torch.randn(n, c, h, w, generator=gen).contiguous(memory_format=fmt)
     weight = torch.randn(k, c, r, s, generator=gen)
     bias = torch.randn(k, generator=gen)
-    return x, weight, bias, (_pair(stride), _pair(padding), _pair(dilation))
+    return x, weight, bias, (pair(stride), pair(padding), pair(dilation))
 
 
 def _conv(x, weight, bias, args):
@@ -144,14 +138,7 @@ def test_off_switch_gives_the_direct_kernel(case, fmt, monkeypatch):
 def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
     # The work tiles change with the thread count; the summation order must not.
     x, weight, bias, args = _inputs(case, fmt, seed=3)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for t in (1, 2, 3):
-            torch.set_num_threads(t)
-            results.append(_conv(x, weight, bias, args))
-    finally:
-        torch.set_num_threads(threads)
+    results = results_at_thread_counts(lambda: _conv(x, weight, bias, args))
     for other in results[1:]:
         assert torch.equal(results[0], other)
 

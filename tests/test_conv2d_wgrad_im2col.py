@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, gemm_tile, reference  # noqa: F401
+from conv_helpers import (FORMAT_IDS, FORMATS, assert_within_rounding, described_case_ids,  # noqa: F401
+                          gemm_tile, pair, reference, results_at_thread_counts)
 
 ops = torch.ops.fastconv
 
@@ -33,19 +34,12 @@ CASES = [
     (1, 4, 6, 7, 5, (3, 3), 1, 3, 1, "padding 3 > half the kernel"),
     (16, 8, 12, 12, 16, (3, 3), 1, 1, 1, "2304 steps, a small dW: reduction slices"),
 ]
-IDS = [c[-1].split(":")[0].replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-       for c in CASES]
-FORMATS = [torch.contiguous_format, torch.channels_last]
-FORMAT_IDS = ["nchw", "channels_last"]
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+IDS = described_case_ids(CASES)
 
 
 def _inputs(case, fmt, seed=0):
     n, c, h, w, k, (r, s), stride, padding, dilation, _ = case
-    args = (_pair(stride), _pair(padding), _pair(dilation))
+    args = (pair(stride), pair(padding), pair(dilation))
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=gen).contiguous(memory_format=fmt)
     weight = torch.randn(k, c, r, s, generator=gen)
@@ -129,13 +123,6 @@ def test_default_choice(fmt, monkeypatch):
 @pytest.mark.parametrize("case", [CASES[0], CASES[6], CASES[8]], ids=[IDS[0], IDS[6], IDS[8]])
 def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
     x, weight, grad_out, args = _inputs(case, fmt, seed=3)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for t in (1, 2, 3):
-            torch.set_num_threads(t)
-            results.append(_wgrad(x, weight, grad_out, args))
-    finally:
-        torch.set_num_threads(threads)
+    results = results_at_thread_counts(lambda: _wgrad(x, weight, grad_out, args))
     for other in results[1:]:
         assert torch.equal(results[0], other)
