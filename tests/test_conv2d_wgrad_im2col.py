@@ -3,7 +3,8 @@ and channels_last against PyTorch in fp64 within the rounding bound, under FASTC
 over a 3x3 layer with few pixels (res5b shrunk), a C = 3 7x7 stride-2 stem, DCGAN's 4x4 stride 2,
 dilation, non-square kernels and strides, stride larger than the kernel, tails of K and of the
 columns, reductions of several K blocks and of reduction slices, images taken in chunks (each
-chunk's GEMM adding to dW; FASTCONV_CPU_WGRAD_IM2COL_FLOATS caps the chunk), each on both AVX-512
+chunk's GEMM adding to dW, also through reduction slices; FASTCONV_CPU_WGRAD_IM2COL_FLOATS caps
+the chunk), each on both AVX-512
 tiles; that the path ran (a per-process counter) and not under =0; which layers take it by
 default; bit-identical results at 1, 2 and 3 threads.
 """
@@ -91,6 +92,18 @@ def test_images_in_chunks(case, fmt, im2col_on, monkeypatch):
         chunked = _check(x, weight, grad_out, args)
         if images == 1:  # one image's steps per block: other block ends than unchunked
             assert not torch.equal(chunked, whole)  # (so the chunks did run)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_chunks_summed_in_reduction_slices(fmt, im2col_on, monkeypatch):
+    # 64 images of 144 pixels in chunks of 32 (4608 steps each: 18 or 36 K blocks, so 2 or 4
+    # reduction slices per chunk on every tile), the second chunk's slices adding to the first
+    # chunk's dW.
+    x, weight, grad_out, args = _inputs(CASES[8], fmt, seed=4)
+    x, grad_out = torch.cat([x, -x, 0.5 * x, x.flip(3)]), torch.cat([grad_out, grad_out.flip(2)] * 2)
+    x, grad_out = x.contiguous(memory_format=fmt), grad_out.contiguous(memory_format=fmt)
+    monkeypatch.setenv("FASTCONV_CPU_WGRAD_IM2COL_FLOATS", str(32 * weight[0].numel() * 144))
+    _check(x, weight, grad_out, args)
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
