@@ -343,9 +343,7 @@ void run(const Problem& p) {
 }
 
 const Kernels& kernels() {
-  const fastk::Kernels* direct = fastk::pick_kernels();
-  return direct != nullptr && std::strcmp(direct->isa, "avx512") == 0 ? avx512_kernels()
-                                                                       : avx2_kernels();
+  return fastk::avx512_picked() ? avx512_kernels() : avx2_kernels();
 }
 
 // 2 threads, batch 8, 6 x 32 -> 6 x 64 tile (each with its own KC): 1x1 channels_last forward

@@ -5,7 +5,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
-#include "cpu/layout_transpose.h"
 
 #include <algorithm>
 #include <vector>
@@ -16,6 +15,7 @@
 #include <cstring>
 
 #include "cpu/conv2d_fast_kernels.h"
+#include "cpu/layout_transpose.h"
 
 namespace fastconv::cpu::fastk {
 
@@ -30,6 +30,12 @@ inline const Kernels* pick_kernels() {
   if (has_avx512 && !avx2_forced) return &fastk::avx512_kernels();
   if (has_avx2) return &fastk::avx2_kernels();
   return nullptr;
+}
+
+// Whether pick_kernels() runs the AVX-512 kernels (the ISA the GEMM and Winograd kernels follow).
+inline bool avx512_picked() {
+  const Kernels* kk = pick_kernels();
+  return kk != nullptr && std::strcmp(kk->isa, "avx512") == 0;
 }
 
 // Calls the fast kernels have handled in this process (read by the private op

@@ -5,7 +5,7 @@
 // The direct weight-gradient kernel (cpu/conv2d_fast_grad.cpp) accumulates per (run, tile) into
 // a buffer as large as dW and reorders it into dW afterwards: where a layer has few pixels per
 // weight (res5b at batch 1: 49 pixels for 2.4 M weights) those passes over dW, not the
-// multiply-adds, take its time. Here dW is written once, by the GEMM's 6 x 64 register tile.
+// multiply-adds, take its time. Here dW is written once, from the GEMM's register tile.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -98,9 +98,10 @@ bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
   // direct kernel's passes over its dW-sized buffer cost more than its multiply-adds, and the
   // GEMM's columns fill its tile. 2 threads, best of 5-6 interleaved, direct -> this path, NCHW
   // / channels_last: 512x7x7 -> 512 3x3 batch 1 4.07 -> 2.45 / 4.05 -> 2.50 ms; 512x14x14 -> 512
-  // stride 2 batch 8 12.0 -> 11.8 / 15.4 -> 14.0; DCGAN's 4x4 stride 2 transposed layer 512x4x4 -> 256 (a 256x8x8 -> 512 weight
-  // gradient) batch 1 3.45 -> 1.51 / 3.20 -> 1.35. Not elsewhere: 256x14x14 -> 256 batch 1
-  // 1.58 -> 2.01 / 2.45 -> 2.52; first layers (C = 3) 2-3x slower (few columns, long Col).
+  // stride 2 batch 8 12.0 -> 11.8 / 15.4 -> 14.0; DCGAN's 4x4 stride-2 transposed layer 512x4x4
+  // -> 256 (a 256x8x8 -> 512 weight gradient) batch 1 3.45 -> 1.51 / 3.20 -> 1.35. Not
+  // elsewhere: 256x14x14 -> 256 batch 1 1.58 -> 2.01 / 2.45 -> 2.52; first layers (C = 3) 2-3x
+  // slower (few columns, long Col).
   if (g.p * g.q > 64 || g.c * g.r * g.s < 1024) return false;
   // Where the Winograd weight gradient runs, only with few tiles and many channels: its
   // transformed partial sums (16 K C floats) cost as the direct kernel's buffer does, unless
@@ -117,6 +118,8 @@ bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
 
 bool conv2d_weight_grad_im2col(const ConvGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                                at::Tensor& grad_weight) {
+  // (Col's columns are in grad_weight's memory order: the (K, C, R, S) tensor of cpu/conv2d.cpp)
+  TORCH_INTERNAL_ASSERT(grad_weight.is_contiguous());
   const int64_t CRS = g.c * g.r * g.s, P = g.p * g.q;
   const int64_t images = std::max<int64_t>(1, std::min(g.n, max_column_floats() / std::max<int64_t>(1, P * CRS)));
   float* col = fastk::workspace(3, images * P * CRS);

@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -53,12 +52,6 @@ int64_t odd_lines(int64_t n) {
 // Output channels per group are a multiple of this (the GEMM's rows and the vector width).
 constexpr int64_t kGroupAlign = 24;
 
-// Whether the AVX-512 kernels run (where the direct kernels do: FASTCONV_CPU_KERNELS=avx2 keeps AVX2).
-bool avx512_wgrad() {
-  const fastk::Kernels* kk = fastk::pick_kernels();
-  return kk != nullptr && std::strcmp(kk->isa, "avx512") == 0;
-}
-
 // The tile size m for the weight gradient, or 0 for the direct kernel. A function of the
 // geometry only (and FASTCONV_CPU_WINOGRAD, see cpu/conv2d_fast_winograd.h). Measured on the
 // ResNet-50 3x3 layers at batch 1 and 8 (AVX2, numbers in the README): F(2x2) beats the direct
@@ -78,7 +71,7 @@ int pick_wgrad_tile(const ConvGeometry& g, bool fp64) {
   if (forced >= 0) return forced;
   if (g.c < 32 || g.k < 32) return 0;
   const int64_t tiles2 = g.n * ceil_div(g.p, 2) * ceil_div(g.q, 2);
-  return tiles2 >= 32 || fp64 || avx512_wgrad() ? 2 : 0;
+  return tiles2 >= 32 || fp64 || fastk::avx512_picked() ? 2 : 0;
 }
 
 // Slices (independent partial sums) for `tiles` tiles: about 256 tiles each (so each GEMM
@@ -191,7 +184,7 @@ bool winograd_weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_
 bool conv2d_weight_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
                                  const at::Tensor& input, at::Tensor& grad_weight) {
   const int m = pick_wgrad_tile(g, grad_output.scalar_type() == at::kDouble);
-  const bool avx512 = avx512_wgrad();
+  const bool avx512 = fastk::avx512_picked();
   if (grad_output.scalar_type() == at::kFloat) {
     run<float>(avx512 ? wino::avx512_wgrad_kernels_f32(m) : wino::avx2_wgrad_kernels_f32(m), g, grad_output,
                input, grad_weight);
