@@ -21,6 +21,10 @@ CASES = [
     ((0, 4, 5, 5), (4, 3, 3, 3), 2, 1, 0, 1, 1),              # empty batch
     ((4, 5, 6), (4, 3, 3, 3), 1, 1, 0, 1, 1),                 # unbatched 3-D input
     ((2, 4, 5, 5), (4, 3, 3, 3), 1, 0, 1, 1, 2),              # output_padding < dilation
+    # output_padding >= stride with padding: the padding crops the full result's far end and
+    # the output_padding rows/columns bring part of it back (inputs reach them)
+    ((2, 4, 5, 5), (4, 3, 3, 3), 1, (1, 2), 1, 1, 2),
+    ((1, 4, 4, 5), (4, 2, 3, 2), 2, 2, 2, 2, 3),              # output_padding // stride = 1
 ]
 
 

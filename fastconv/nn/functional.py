@@ -171,14 +171,21 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         if bias.dtype != input.dtype and not autocast:
             raise RuntimeError(f"fastconv::{op}: expected bias of the input's dtype "
                                f"{input.dtype}, got {bias.dtype}")
-    # An output_padding >= stride (allowed when smaller than the dilation) adds rows/columns
-    # that no input reaches: the op computes the reachable part and the rest is zero padding.
-    extra = [max(0, output_padding[d] - (stride[d] - 1)) for d in range(2)]
-    reach = [size[d] - extra[d] for d in range(2)]
-    input_size = ([input.shape[0]] if input.dim() == 4 else []) + [out_channels] + reach
+    # The op is the input gradient of the convolution of an output-sized image, whose output
+    # has (size + 2 * padding - dilation * (R - 1) - 1) // stride + 1 = H + output_padding //
+    # stride rows. An output_padding >= stride (allowed when smaller than the dilation) thus
+    # asks for rows of grad_output past the input's: they are zeros. (They are not output rows
+    # that no input reaches: the padding crops the far end of the full result, and the
+    # output_padding rows bring part of it back, e.g. stride 1, dilation 2, padding 1.)
+    rows_past = [output_padding[d] // stride[d] if stride[d] > 0 else 0 for d in range(2)]
+    if any(rows_past):
+        fmt = (torch.channels_last if input.dim() == 4 and not input.is_contiguous()
+               and input.is_contiguous(memory_format=torch.channels_last)
+               else torch.contiguous_format)
+        input = torch.nn.functional.pad(input, (0, rows_past[1], 0, rows_past[0]))
+        input = input.contiguous(memory_format=fmt)
+    input_size = ([input.shape[0]] if input.dim() == 4 else []) + [out_channels] + size
     out = _ops._conv2d_input_grad(input, weight, input_size, stride, padding, dilation, groups)
-    if any(extra):
-        out = torch.nn.functional.pad(out, (0, extra[1], 0, extra[0]))
     # (under autocast the op ran in the autocast dtype; the bias follows, as in torch)
     return out if bias is None else out + bias.to(out.dtype).view(-1, 1, 1)
 
