@@ -8,8 +8,9 @@ import torch
 
 def edge_case_boxes(n_images, height, width, spatial_scale, empty_image=None):
     """Boxes (K, 5) in image pixels for a (n_images, C, height, width) map at spatial_scale:
-    inside, partly and wholly outside, degenerate, inverted, tiny, whole-map and many small
-    boxes, spread over the images except `empty_image`, which gets none."""
+    inside, partly and wholly outside (in both axes or in one), degenerate, inverted, tiny,
+    whole-map and many small boxes, spread over the images except `empty_image`, which gets
+    none."""
     H, W = height / spatial_scale, width / spatial_scale  # image size in pixels
     boxes = [
         (0.13 * W, 0.21 * H, 0.71 * W, 0.83 * H),      # inside
@@ -17,6 +18,8 @@ def edge_case_boxes(n_images, height, width, spatial_scale, empty_image=None):
         (0.55 * W, 0.61 * H, 1.37 * W, 1.29 * H),      # partly outside (bottom right)
         (1.5 * W, 1.2 * H, 2.1 * W, 1.9 * H),          # wholly outside
         (-0.9 * W, -0.8 * H, -0.2 * W, -0.3 * H),      # wholly outside, negative
+        (1.3 * W, 0.2 * H, 1.8 * W, 0.6 * H),          # beside the map: rows in, columns out
+        (0.2 * W, -0.9 * H, 0.7 * W, -0.4 * H),        # above the map: columns in, rows out
         (0.4 * W, 0.3 * H, 0.4 * W, 0.3 * H),          # degenerate (a point)
         (0.6 * W, 0.2 * H, 0.6 * W, 0.7 * H),          # degenerate (a line)
         (0.8 * W, 0.7 * H, 0.3 * W, 0.2 * H),          # inverted

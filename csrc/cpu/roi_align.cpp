@@ -82,6 +82,15 @@ struct BoxTaps {
       col_min = std::min(col_min, t.low);
       col_max = std::max(col_max, t.high);
     }
+    // A box whose samples all fall outside the map along one axis reads no pixel at all: both
+    // ranges empty (rows in range with no column left a reversed column range that the NCHW
+    // backward's fill of reached pixels ran past: a crash).
+    if (row_min > row_max || col_min > col_max) {
+      row_min = a.H;
+      row_max = -1;
+      col_min = a.W;
+      col_max = -1;
+    }
     return true;
   }
 
