@@ -51,6 +51,7 @@ CASES = [
     (1, 12, 5, 40, 18, 1, 1, 1, 0, 1, 3, "grouped 1x1 over 40-pixel rows: NCHW pixel-row path"),
     (1, 4, 5, 6, 8, 2, 3, 1, (2, 1), 1, 1, "row padding > kernel rows - 1: no tiles across"),
     (1, 3, 4, 203, 13, 3, 3, 1, 1, 1, 1, "NCHW rows of 203 pixels: 3 segments, transposed-store tails"),
+    (1, 5, 3, 45, 8, 3, 3, 1, 0, 1, 1, "C=5 NCHW staging: vector groups of 8 pixels, then scalar"),
 ]
 IDS = [c[-1].replace(" ", "_") for c in CASES]
 

@@ -42,11 +42,40 @@ struct VecAvx2 {
 namespace fastconv::cpu::fastk {
 
 namespace {
+
 using ::fastconv::cpu::avx2::transpose8;
+
+// Fewer than 8 rows into a dense destination (dst_stride == rows: the NHWC staging of an NCHW
+// input with C < 8, the first layers): 8 columns at a time, the rows loaded into an 8 x 8 block
+// whose other rows are zero, transposed, and its 8 rows stored as whole vectors `rows` floats
+// apart, each overwriting the zeros its predecessor left past its `rows` values. The last store
+// of a group spills 8 - rows zeros into the next group's place, so this stops 16 columns before
+// the end and the scalar loop writes the rest after it. (ResNet-50 conv1 and AlexNet conv1 at
+// batch 1 staged their 3 x 224 x 224 input one float at a time: a tenth of the NCHW forward.)
+// Returns the columns done.
+int64_t transpose_few_rows_dense(const float* src, int64_t src_stride, float* dst, int64_t rows,
+                                 int64_t cols) {
+  int64_t j0 = 0;
+  for (; j0 + 16 <= cols; j0 += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(src + i * src_stride + j0) : _mm256_setzero_ps();
+    transpose8(r);
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (j0 + j) * rows, r[j]);
+  }
+  return j0;
+}
+
 }  // namespace
 
 void transpose_avx2(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                     int64_t rows, int64_t cols) {
+  if (rows > 0 && rows < 8 && dst_stride == rows) {
+    const int64_t done = transpose_few_rows_dense(src, src_stride, dst, rows, cols);
+    for (int64_t j = done; j < cols; ++j) {
+      for (int64_t i = 0; i < rows; ++i) dst[j * rows + i] = src[i * src_stride + j];
+    }
+    return;
+  }
   const int64_t rows8 = rows - rows % 8, cols8 = cols - cols % 8;
   // Columns in chunks whose destination rows (chunk x rows floats, 16 KiB) stay in L1 while
   // every group of 8 source rows fills its part: each destination line is then written whole
