@@ -1,6 +1,7 @@
 """conv2d and conv_transpose2d on random geometries (fixed seeds) against torch in fp64: the
 forward pass, the three gradients and the output's memory format, in fp32 (the hand-written
-CPU kernels) and fp64, NCHW and channels_last. The shape tables of the other test files hold the
+CPU kernels; the SIMT CUDA kernels, TF32 off) and fp64, NCHW and channels_last, on every device
+of the fixture. The shape tables of the other test files hold the
 cases someone thought of; this one draws strides, paddings, dilations, output paddings, groups
 and sizes independently, so combinations nobody listed are compared too (it found the
 output_padding >= stride case of conv_transpose2d, now also in tests/test_conv_transpose2d.py).
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as TF
 
 import fastconv.nn.functional as F
-from conv_helpers import assert_within_rounding, reference
+from conv_helpers import assert_within_rounding, no_tf32, reference  # noqa: F401 (fixture)
 
 CONFIGS_PER_SEED = 40
 
@@ -42,17 +43,18 @@ def draw(rng):
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_random_geometries_match_torch(seed):
+def test_random_geometries_match_torch(device, seed):
     rng = random.Random(seed)
     torch.manual_seed(seed)
     compared = 0
     for _ in range(CONFIGS_PER_SEED):
         transposed, x_shape, w_shape, kw, dtype, channels_last = draw(rng)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        x = torch.randn(x_shape, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
-        wt = torch.randn(w_shape, dtype=dtype).requires_grad_()
+        x = torch.randn(x_shape, dtype=dtype, device=device).contiguous(memory_format=fmt)
+        x.requires_grad_()
+        wt = torch.randn(w_shape, dtype=dtype, device=device).requires_grad_()
         out_channels = w_shape[1] * kw["groups"] if transposed else w_shape[0]
-        b = torch.randn(out_channels, dtype=dtype).requires_grad_()
+        b = torch.randn(out_channels, dtype=dtype, device=device).requires_grad_()
         ours = F.conv_transpose2d if transposed else F.conv2d
         theirs = TF.conv_transpose2d if transposed else TF.conv2d
         what = f"{'conv_transpose2d' if transposed else 'conv2d'} x{list(x_shape)} w{list(w_shape)} {kw} {dtype} {fmt}"
@@ -79,7 +81,7 @@ def test_random_geometries_match_torch(seed):
         reduced = w_shape[0] // kw["groups"] if transposed else w_shape[1]
         taps = w_shape[2] * w_shape[3]
         assert_within_rounding(y, exact, magnitude, reduced * taps + 1, f"forward {what}")
-        grad = torch.randn(y.shape, dtype=dtype).contiguous(memory_format=fmt)
+        grad = torch.randn(y.shape, dtype=dtype, device=device).contiguous(memory_format=fmt)
         gx, gw, gb = torch.autograd.grad(y, (x, wt, b), grad)
         d = [t.detach().double().requires_grad_() for t in (x, wt)]
         go = grad.double()

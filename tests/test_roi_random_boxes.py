@@ -1,5 +1,6 @@
 """roi_align and roi_pool on random maps and boxes (fixed seeds) against torchvision, forward and
-backward, NCHW and channels_last, fp32 and fp64, on the CPU. The boxes are drawn anywhere around
+backward, NCHW and channels_last, fp32 and fp64, on every device of the fixture (torchvision
+runs on the CPU). The boxes are drawn anywhere around
 the map (partly or wholly outside it along either axis, tiny, large), with random scales,
 output sizes, sampling ratios and `aligned`: the edge cases of roi_testing.edge_case_boxes come
 from a list, these from chance (a box beside the map, rows in and columns out, crashed the NCHW
@@ -28,15 +29,15 @@ def draw(rng):
     return x, boxes, (rng.randint(1, 5), rng.randint(1, 5)), scale
 
 
-def forward_and_grad(fn, x, boxes, grad):
-    x = x.detach().clone().requires_grad_()
-    y = fn(x, boxes)
-    gx = torch.autograd.grad(y, x, grad)[0] if y.numel() else torch.zeros_like(x)
-    return y, gx
+def forward_and_grad(fn, x, boxes, grad, device="cpu"):
+    x = x.detach().to(device).requires_grad_()
+    y = fn(x, boxes.to(device))
+    gx = torch.autograd.grad(y, x, grad.to(device))[0] if y.numel() else torch.zeros_like(x)
+    return y.cpu(), gx.cpu()
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_random_boxes_match_torchvision(seed):
+def test_random_boxes_match_torchvision(device, seed):
     rng = random.Random(seed)
     torch.manual_seed(seed)
     for _ in range(25):
@@ -50,12 +51,13 @@ def test_random_boxes_match_torchvision(seed):
             return lambda t, b: op(t, b, size, scale, ratio, aligned)
 
         grad = torch.randn(boxes.shape[0], x.shape[1], *size, dtype=x.dtype)
-        y, gx = forward_and_grad(align(True), x, boxes, grad)
+        y, gx = forward_and_grad(align(True), x, boxes, grad, device)
         y_ref, gx_ref = forward_and_grad(align(False), x, boxes, grad)
         torch.testing.assert_close(y, y_ref, **tol, msg=f"roi_align {what}")
         torch.testing.assert_close(gx, gx_ref, **tol, msg=f"roi_align grad {what}")
 
-        y, gx = forward_and_grad(lambda t, b: fo.roi_pool(t, b, size, scale), x, boxes, grad)
+        y, gx = forward_and_grad(lambda t, b: fo.roi_pool(t, b, size, scale), x, boxes, grad,
+                                 device)
         y_ref, gx_ref = forward_and_grad(lambda t, b: tv.roi_pool(t, b, size, scale), x, boxes, grad)
         assert torch.equal(y, y_ref), f"roi_pool {what}"  # a max: exact
         torch.testing.assert_close(gx, gx_ref, **tol, msg=f"roi_pool grad {what}")
