@@ -1,9 +1,9 @@
 """conv2d and conv_transpose2d on random geometries (fixed seeds) against torch in fp64: the
 forward pass, the three gradients and the output's memory format, in fp32 (the hand-written
 CPU kernels; the SIMT CUDA kernels, TF32 off) and fp64, NCHW and channels_last, on every device
-of the fixture. The shape tables of the other test files hold the
-cases someone thought of; this one draws strides, paddings, dilations, output paddings, groups
-and sizes independently, so combinations nobody listed are compared too (it found the
+of the fixture. The shape tables of the other test files hold the cases someone thought of;
+this one draws strides, paddings, dilations, output paddings, groups and sizes
+independently, so combinations nobody listed are compared too (it found the
 output_padding >= stride case of conv_transpose2d, now also in tests/test_conv_transpose2d.py).
 Geometries torch rejects must be rejected too; the one deliberate difference is a transposed
 convolution whose output has a zero size, which torch returns empty and fastconv rejects (the

@@ -1,7 +1,7 @@
 """roi_align and roi_pool on random maps and boxes (fixed seeds) against torchvision, forward and
 backward, NCHW and channels_last, fp32 and fp64, on every device of the fixture (torchvision
-runs on the CPU). The boxes are drawn anywhere around
-the map (partly or wholly outside it along either axis, tiny, large), with random scales,
+runs on the CPU). The boxes are drawn anywhere around the map (partly or wholly outside it
+along either axis, tiny, large), with random scales,
 output sizes, sampling ratios and `aligned`: the edge cases of roi_testing.edge_case_boxes come
 from a list, these from chance (a box beside the map, rows in and columns out, crashed the NCHW
 backward before it was in that list)."""

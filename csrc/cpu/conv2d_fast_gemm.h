@@ -25,8 +25,9 @@ namespace fastconv::cpu::gemm {
 // batch is part of the reduction (C = sum_b A_b B_b, one C); otherwise C_b = A_b B_b at
 // c + b * c_batch. C's contents on entry are not read, unless accumulate is set (the sum is
 // then added to them; a summed batch only, no bias: a weight gradient taken in chunks of
-// images). The bias (optional) is added to every element: bias[i] (bias_per_row) or bias[j]. The summation order (K cut into fixed blocks,
-// then batches in order) depends on the shape alone, never on the thread count.
+// images). The bias (optional) is added to every element: bias[i] (bias_per_row) or bias[j].
+// The summation order (K cut into fixed blocks, then batches in order) depends on the shape
+// alone, never on the thread count.
 struct Problem {
   int64_t M = 0, N = 0, K = 0;
   const float* a = nullptr;

@@ -178,12 +178,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     # that no input reaches: the padding crops the far end of the full result, and the
     # output_padding rows bring part of it back, e.g. stride 1, dilation 2, padding 1.)
     rows_past = [output_padding[d] // stride[d] if stride[d] > 0 else 0 for d in range(2)]
-    if any(rows_past):
-        fmt = (torch.channels_last if input.dim() == 4 and not input.is_contiguous()
-               and input.is_contiguous(memory_format=torch.channels_last)
-               else torch.contiguous_format)
+    if any(rows_past):  # (pad keeps a channels_last input channels_last)
         input = torch.nn.functional.pad(input, (0, rows_past[1], 0, rows_past[0]))
-        input = input.contiguous(memory_format=fmt)
     input_size = ([input.shape[0]] if input.dim() == 4 else []) + [out_channels] + size
     out = _ops._conv2d_input_grad(input, weight, input_size, stride, padding, dilation, groups)
     # (under autocast the op ran in the autocast dtype; the bias follows, as in torch)
