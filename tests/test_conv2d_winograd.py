@@ -32,6 +32,7 @@ CASES = [
     (1, 8, 6, 5, 8, 3, "padding 3: input gradient with padding -1"),
     (1, 3, 3, 3, 5, 0, "1x1 output"),
     (2, 40, 9, 8, 72, 1, "several channel blocks"),
+    (2, 256, 5, 6, 260, 1, "256 channels in and out: weights-stationary loop order, K tail"),
     (0, 8, 6, 6, 16, 1, "empty batch"),
 ]
 IDS = [c[-1].replace(" ", "_").replace(",", "").replace(":", "") for c in CASES]
@@ -120,10 +121,12 @@ def test_non_contiguous_inputs_and_no_bias(tile, weight_layout, winograd):
 
 @pytest.mark.parametrize("tile", [2, 4])
 def test_weight_layout_gives_the_same_bits(tile, winograd):
-    # channels_last weights are gathered by register transposes (input channels contiguous),
-    # other layouts element by element: the same filter values, so the same bits. C = 140: a
-    # run of 128 input channels and a tail of 12 (other layouts: runs of 32); K = 20: a partial
-    # block of output channels.
+    # channels_last weights are gathered by register transposes in the forward pass (input
+    # channels contiguous) and read in place in the input gradient (there the transform's
+    # output channels are contiguous), other layouts element by element: the same filter
+    # values, so the same bits. C = 140: a run of 128 input channels and a tail of 12 (other
+    # layouts: runs of 32), and in the input gradient a partial block of 12 output channels;
+    # K = 20: a partial block of output channels.
     winograd(tile)
     x = torch.randn(2, 140, 9, 8).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(20, 140, 3, 3), torch.randn(20)

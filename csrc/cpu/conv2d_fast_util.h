@@ -79,6 +79,17 @@ inline void transpose_copy(const float* src, int64_t src_stride, float* dst, int
   }
 }
 
+// A row or plane length (elements) of at least n, a whole number of 64-byte lines, and an odd
+// number of them. Rows or planes at a power-of-two stride all map to the same few cache sets
+// (L1: 4 KiB period, 12 ways; L2: 128 KiB), so writing or reading 16-36 of them at once (the
+// Winograd transforms' alpha^2 planes) evicts lines still in use; at an odd number of lines
+// apart they spread over all sets.
+template <class T>
+int64_t odd_lines(int64_t n) {
+  const int64_t per_line = 64 / static_cast<int64_t>(sizeof(T)), lines = ceil_div(n, per_line);
+  return (lines % 2 == 0 ? lines + 1 : lines) * per_line;
+}
+
 // At least `elements` elements of v (grown when short, never shrunk, so reuse across calls
 // does not page-fault a fresh allocation every time), from a 64-byte boundary. glibc puts a
 // large block 16 bytes past a page boundary, and a micro-kernel's 64-byte vector loads from

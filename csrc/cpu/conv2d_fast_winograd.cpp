@@ -128,23 +128,49 @@ struct Problem {
   bool flipped;
 };
 
-void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const at::Tensor& src_t,
-         const float* bias, const fastk::Dest& out) {
-  const int64_t m = tf.m, A2 = int64_t(tf.alpha) * tf.alpha, B = kk.block;
-  const int64_t OB = ceil_div(pb.cout, B), cin = pb.cin, coutp = OB * B;
-
-  // 1. U[xi][ob][i][B] = the transformed filters, zero past Cout, parallel over (ob, run of
-  //    input channels). Per (ob, i) the 9 taps of the block's B filters are first copied to a
-  //    small buffer with the output channel fastest (the transform reads whole vectors), read
-  //    through the weight's strides (channels_last weights need no copy): g(o, i, tap) =
-  //    w(o, i, tap) forward, w(i, o, 8 - tap) for the input gradient. A run of input channels
-  //    of one block reads B weight rows (or B x 9 runs of them) sequentially. (Session 7 first
-  //    transposed the whole weight, one (i, tap) for all Cout per step: in the forward pass
-  //    that step reads Cout floats 9 C apart, a page each, and res5b_branch2b (C = K = 512,
-  //    8 x 7 x 7, channels_last) took 15.3 ms against 9.4 ms for its input gradient, whose
-  //    steps read contiguous runs.)
-  float* U = scratch(0, A2 * OB * cin * B);
+// U[xi][ob][i][B] (planes xi u_xi floats apart) = the transformed filters, zero past Cout.
+// g(o, i, tap) = w(o, i, tap) forward, w(i, o, 8 - tap) for the input gradient, read through
+// the weight's strides (so: between output channels, si: between input channels).
+void transform_filters(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, int64_t B,
+                       float* U, int64_t u_xi) {
+  const int64_t OB = ceil_div(pb.cout, B), cin = pb.cin;
   const int64_t so = pb.flipped ? pb.ws[1] : pb.ws[0], si = pb.flipped ? pb.ws[0] : pb.ws[1];
+  // Output channels contiguous and the 9 taps evenly spaced (channels_last weights in the
+  // input gradient: memory order k, r, s, c with o = c, i = k): the transform reads each
+  // block's taps in place, g(., i, tap t) at base + t * step, with no copy into a buffer.
+  // res5b_branch2b / res4b_branch2b input gradients, batch 8, channels_last, 2 threads, best of
+  // 24 interleaved: 12.6 -> 11.5 ms and 7.3 -> 6.1 ms, the same bits. (Parallel over input
+  // channels instead, each step a whole weight row over all blocks, writes 16 x OB scattered
+  // runs per row: 13.4 ms.)
+  if (so == 1 && pb.ws[2] == 3 * pb.ws[3]) {
+    const int64_t step = pb.flipped ? -pb.ws[3] : pb.ws[3], first = pb.flipped ? 8 * pb.ws[3] : 0;
+    const int64_t i_run = 32, i_runs = ceil_div(cin, i_run);
+    at::parallel_for(0, OB * i_runs, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> tail(9 * B, 0.0f);  // a last block of fewer than B channels, zero-padded
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t ob = it / i_runs, i0 = (it % i_runs) * i_run, i1 = std::min(cin, i0 + i_run);
+        const int64_t o0 = ob * B, nvalid = std::min(B, pb.cout - o0);
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* g = pb.w + i * si + o0 + first;
+          if (nvalid < B) {
+            for (int64_t t = 0; t < 9; ++t) {
+              std::copy(g + t * step, g + t * step + nvalid, tail.data() + t * B);
+            }
+            g = tail.data();
+          }
+          tf.weight(g, nvalid < B ? B : step, B, U + (ob * cin + i) * B, u_xi);
+        }
+      }
+    });
+    return;
+  }
+  // Otherwise parallel over (ob, run of input channels). Per (ob, i) the 9 taps of the block's
+  // B filters are first copied to a small buffer with the output channel fastest (the transform
+  // reads whole vectors). A run of input channels of one block reads B weight rows (or B x 9
+  // runs of them) sequentially. (Session 7 first transposed the whole weight, one (i, tap) for
+  // all Cout per step: in the forward pass that step reads Cout floats 9 C apart, a page each,
+  // and res5b_branch2b (C = K = 512, 8 x 7 x 7, channels_last) took 15.3 ms against 9.4 ms for
+  // its input gradient, whose steps read contiguous runs.)
   // Where the input channels are contiguous (channels_last weights in the forward pass: there
   // the output channels are 9 C apart) the run's taps come from 8 x 8 register transposes of
   // B rows x i_run channels per tap, not scalar loads a cache line apart (res5b_branch2b, C =
@@ -177,10 +203,25 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
         }
       }
       for (int64_t i = i0; i < i1; ++i) {
-        tf.weight(buf.data() + (i - i0) * 9 * B, B, B, U + (ob * cin + i) * B, OB * cin * B);
+        tf.weight(buf.data() + (i - i0) * 9 * B, B, B, U + (ob * cin + i) * B, u_xi);
       }
     }
   });
+}
+
+void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const at::Tensor& src_t,
+         const float* bias, const fastk::Dest& out) {
+  const int64_t m = tf.m, A2 = int64_t(tf.alpha) * tf.alpha, B = kk.block;
+  const int64_t OB = ceil_div(pb.cout, B), cin = pb.cin, coutp = OB * B;
+
+  // 1. The transformed filters. Planes xi of U, V and M are an odd number of cache lines apart
+  //    (fastk::odd_lines): at the power-of-two distances of the plain layout (res5b_branch2b: U
+  //    planes 1 MiB apart) the transforms' 16-36 streams shared a few cache sets.
+  //    Channels_last forward, batch 8, 2 threads, best of 24 interleaved: res5b_branch2b
+  //    8.9 -> 8.2 ms, res4b_branch2b 6.6 -> 6.0 ms.
+  const int64_t u_xi = fastk::odd_lines<float>(OB * cin * B);
+  float* U = scratch(0, A2 * u_xi);
+  transform_filters(kk, tf, pb, B, U, u_xi);
 
   // 2. The source as NHWC: channels_last data in place, NCHW transposed once.
   const float* src = fastk::nhwc_padded(src_t, 0, pb.hin, 0, pb.win, 0);
@@ -200,7 +241,7 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
   // M[t][0:B] = V[t][0:Cin] x U[xi][ob] for nt tiles; M rows ld floats apart.
   auto gemm = [&](int64_t xi, int64_t ob, const float* V, int64_t nt, float* M, int64_t ld) {
     const float* a = V;
-    const float* b = U + (xi * OB + ob) * cin * B;
+    const float* b = U + xi * u_xi + ob * cin * B;
     ConvRow job{};
     job.ntaps = 1;
     job.a = &a;
@@ -232,19 +273,21 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
     // Few tiles, many channels: each weight slice U[xi][ob] is read once for all tiles (a
     // chunk would read all of U again). Three passes: inputs, GEMMs per (xi, ob), outputs.
     const int64_t ld = OB * B;
-    float* V = scratch(1, A2 * tiles * cin);
-    float* M = scratch(2, A2 * tiles * ld);
+    const int64_t v_xi = fastk::odd_lines<float>(tiles * cin);
+    const int64_t m_xi = fastk::odd_lines<float>(tiles * ld);
+    float* V = scratch(1, A2 * v_xi);
+    float* M = scratch(2, A2 * m_xi);
     at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-      input(begin, end - begin, V + begin * cin, tiles * cin);
+      input(begin, end - begin, V + begin * cin, v_xi);
     });
     at::parallel_for(0, A2 * OB, 1, [&](int64_t begin, int64_t end) {
       for (int64_t it = begin; it < end; ++it) {
         const int64_t xi = it / OB, ob = it % OB;
-        gemm(xi, ob, V + xi * tiles * cin, tiles, M + xi * tiles * ld + ob * B, ld);
+        gemm(xi, ob, V + xi * v_xi, tiles, M + xi * m_xi + ob * B, ld);
       }
     });
     at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-      output(begin, end - begin, M + begin * ld, tiles * ld, ld, 0, pb.cout);
+      output(begin, end - begin, M + begin * ld, m_xi, ld, 0, pb.cout);
     });
     return;
   }
@@ -264,22 +307,24 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
   const int64_t ngroups = std::min(OB, std::max(groups_for_threads, groups_for_l2));
   const int64_t group = ceil_div(OB, ngroups);
   const int64_t nitems = chunks * ceil_div(OB, group);
+  const int64_t v_xi = fastk::odd_lines<float>(chunk * cin);
+  const int64_t m_xi = fastk::odd_lines<float>(chunk * group * B);
   at::parallel_for(0, nitems, 1, [&](int64_t begin, int64_t end) {
-    float* V = scratch(1, A2 * chunk * cin);
-    float* M = scratch(2, A2 * chunk * group * B);
+    float* V = scratch(1, A2 * v_xi);
+    float* M = scratch(2, A2 * m_xi);
     for (int64_t it = begin; it < end; ++it) {
       const int64_t ci = it / ceil_div(OB, group), gi = it % ceil_div(OB, group);
       const int64_t t0 = ci * chunk, nt = std::min(chunk, tiles - t0);
       const int64_t ob0 = gi * group, ob1 = std::min(OB, ob0 + group);
       const int64_t ld = (ob1 - ob0) * B;  // channels per tile in M
-      input(t0, nt, V, chunk * cin);
+      input(t0, nt, V, v_xi);
       for (int64_t xi = 0; xi < A2; ++xi) {
         for (int64_t ob = ob0; ob < ob1; ++ob) {
-          gemm(xi, ob, V + xi * chunk * cin, nt, M + xi * chunk * ld + (ob - ob0) * B, ld);
+          gemm(xi, ob, V + xi * v_xi, nt, M + xi * m_xi + (ob - ob0) * B, ld);
         }
       }
       const int64_t o0 = ob0 * B;
-      output(t0, nt, M, chunk * ld, ld, o0, std::min(pb.cout, ob1 * B) - o0);
+      output(t0, nt, M, m_xi, ld, o0, std::min(pb.cout, ob1 * B) - o0);
     }
   });
 }

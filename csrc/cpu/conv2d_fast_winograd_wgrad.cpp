@@ -36,18 +36,11 @@ namespace fastconv::cpu {
 namespace {
 
 using fastk::ceil_div;
+using fastk::odd_lines;
 
 std::atomic<int64_t> weight_grad_calls{0};
 
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-// A row length (elements) of at least n, a whole number of 64-byte lines, and an odd number of
-// them, so rows read at that stride spread over all L1 sets.
-template <class T>
-int64_t odd_lines(int64_t n) {
-  const int64_t per_line = 64 / sizeof(T), lines = ceil_div(n, per_line);
-  return (lines % 2 == 0 ? lines + 1 : lines) * per_line;
-}
 
 // Output channels per group are a multiple of this (the GEMM's rows and the vector width).
 constexpr int64_t kGroupAlign = 24;
