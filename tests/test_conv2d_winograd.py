@@ -201,6 +201,14 @@ def test_heuristic_picks_winograd_for_resnet_layers(monkeypatch):
     # A first layer (3 input channels) stays on the direct kernel.
     ops.conv2d(torch.randn(1, 3, 16, 16), torch.randn(16, 3, 3, 3), None, (1, 1), (1, 1), (1, 1), 1)
     assert _calls()[0] == before[0] + 1
+    # Many channels, few tiles: F(2x2) where its products and filter transform cost less than
+    # the direct kernel (res4b_branch2b at batch 1: 49 tiles), not where they do not
+    # (res5b_branch2b at batch 3: 48 tiles over 7 x 7 outputs, a quarter of them padding).
+    same = ((1, 1), (1, 1), (1, 1), 1)
+    ops.conv2d(torch.randn(1, 256, 14, 14), torch.randn(256, 256, 3, 3), None, *same)
+    assert _calls()[0] == before[0] + 2
+    ops.conv2d(torch.randn(3, 512, 7, 7), torch.randn(512, 512, 3, 3), None, *same)
+    assert _calls()[0] == before[0] + 2
 
 
 # Max |error| / (eps * rms(exact output)) on this problem (unit normals, C = K = 128, 3x3),

@@ -84,14 +84,24 @@ constexpr int64_t kStationaryCin = 256;
 // than the direct kernel but has 9/4 the weights of F(2x2) to stream; few channels leave the
 // transforms dominant. Padding > 2 leaves outputs (pure bias) whose rounding error would be
 // that of their tile neighbours: left to the direct kernel.
+//
+// With many channels (Cin >= 256) and too few tiles for F(4x4), F(2x2) is taken where its cost,
+// per (input, output) channel pair in units of one multiply-add of one pixel, is below the
+// direct kernel's 9 per output pixel: 16 per tile for the products plus about 640 for the filter
+// transform (measured with the AVX-512 kernels, channels_last, batch 1-3, 2 threads: 380-635 on
+// res4b, res5b and AlexNet conv3-5 shapes; the larger value keeps close calls on the direct
+// kernel). res4b_branch2b at batch 1 (49 tiles, 1764 direct vs 1424) 1.64 -> 1.23 ms;
+// res5b_branch2b at batch 3 (48 tiles, 1323 vs 1408) stays direct: F(2x2) measured 5.6 against
+// 5.2 ms.
 int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad) {
   const int forced = winograd_forced_tile();
   if (forced >= 0) return forced;
   if (cin < 32 || cout < 32 || pad > 2) return 0;
   const int64_t min_tiles = cin >= kStationaryCin ? 64 : 32;
   if (n * ceil_div(hout, 4) * ceil_div(wout, 4) >= min_tiles) return 4;
-  if (n * ceil_div(hout, 2) * ceil_div(wout, 2) >= min_tiles) return 2;
-  return 0;
+  const int64_t tiles2 = n * ceil_div(hout, 2) * ceil_div(wout, 2);
+  if (cin >= kStationaryCin) return 16 * tiles2 + 640 < 9 * n * hout * wout ? 2 : 0;
+  return tiles2 >= min_tiles ? 2 : 0;
 }
 
 bool applies(const ConvGeometry& g, const at::Tensor& src, int64_t cin, int64_t cout, int64_t hout,
