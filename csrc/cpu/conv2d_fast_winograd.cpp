@@ -162,13 +162,15 @@ void transform_filters(const Kernels& kk, const wino::Transforms& tf, const Prob
         const int64_t o0 = ob * B, nvalid = std::min(B, pb.cout - o0);
         for (int64_t i = i0; i < i1; ++i) {
           const float* g = pb.w + i * si + o0 + first;
+          int64_t g_tap = step;
           if (nvalid < B) {
             for (int64_t t = 0; t < 9; ++t) {
               std::copy(g + t * step, g + t * step + nvalid, tail.data() + t * B);
             }
             g = tail.data();
+            g_tap = B;
           }
-          tf.weight(g, nvalid < B ? B : step, B, U + (ob * cin + i) * B, u_xi);
+          tf.weight(g, g_tap, B, U + (ob * cin + i) * B, u_xi);
         }
       }
     });
