@@ -3,6 +3,7 @@ comparison (results are checked against an fp64 reference within a rigorous roun
 so no tolerance is tuned to the code under test)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FORMATS = [torch.contiguous_format, torch.channels_last]
@@ -124,6 +125,23 @@ def assert_within_rounding(actual, exact, magnitude, terms, what="", roundings=1
     err = (actual.double() - exact).abs()
     worst = (err / bound).max().item() if err.numel() else 0.0
     assert (err <= bound).all(), f"{what}: error up to {worst:.2f}x the rounding bound"
+
+
+# The error bound: the worst-case bound of a direct sum of `terms` products, terms * eps *
+# magnitude (magnitude: the sum of the terms' absolute values), as in assert_within_rounding,
+# except that for Winograd (tile m) the magnitude is the largest one within m - 1 pixels: the
+# transforms mix the terms of all m x m outputs of a tile, so an output whose own terms are
+# small (e.g. all in the padding, leaving just the bias) carries rounding errors of the size of
+# its tile neighbours' sums. Within that, the worst-case bound's factor `terms` leaves room for
+# the transforms' extra roundings (test_accuracy_against_fp64 in tests/test_conv2d_winograd*.py
+# measures the typical errors). A stride-2 tile's outputs are m - 1 pixels apart too.
+def assert_within_tile_bound(got, exact, magnitude, terms, what, tile=0):
+    assert got.dtype == torch.float32 and got.shape == exact.shape, what
+    if tile and magnitude.numel():
+        magnitude = F.max_pool2d(magnitude, 2 * tile - 1, 1, tile - 1)
+    bound = terms * torch.finfo(torch.float32).eps * magnitude + torch.finfo(torch.float32).tiny
+    err = (got.double() - exact).abs()
+    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
 
 
 def reference(fn, *tensors):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
+from conv_helpers import assert_within_tile_bound
 from conv_helpers import gemm_width  # noqa: F401  (fixture: native and, on AVX-512, AVX2 kernels)
 from fastconv.nn import functional as FF
 
@@ -60,22 +61,6 @@ def _fp64_refs(x, weight, bias, grad_out, padding):
     return (out, out_mag), (grad_in, grad_in_mag)
 
 
-# The error bound: the worst-case bound of a direct sum of `terms` products, terms * eps *
-# magnitude (magnitude: the sum of the terms' absolute values), as in tests/conv_helpers.py,
-# except that for Winograd (tile m) the magnitude is the largest one within m - 1 pixels: the
-# transforms mix the terms of all m x m outputs of a tile, so an output whose own terms are
-# small (e.g. all in the padding, leaving just the bias) carries rounding errors of the size of
-# its tile neighbours' sums. Within that, the worst-case bound's factor `terms` leaves room for
-# the transforms' extra roundings (test_accuracy_against_fp64 measures the typical errors).
-def _assert_within_direct_bound(got, exact, magnitude, terms, what, tile=0):
-    assert got.dtype == torch.float32 and got.shape == exact.shape, what
-    if tile and magnitude.numel():
-        magnitude = F.max_pool2d(magnitude, 2 * tile - 1, 1, tile - 1)
-    bound = terms * torch.finfo(torch.float32).eps * magnitude + torch.finfo(torch.float32).tiny
-    err = (got.double() - exact).abs()
-    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
-
-
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -93,8 +78,8 @@ def test_winograd_matches_torch(case, channels_last, tile, winograd):
     after = _calls()
     assert (after[0] - before[0], after[1] - before[1]) == ((1, 1) if n > 0 else (0, 0))
     (ref, ref_mag), (ref_gi, ref_gi_mag) = _fp64_refs(x, weight, bias, grad_out, padding)
-    _assert_within_direct_bound(out, ref, ref_mag, c * 9 + 1, "forward", tile)
-    _assert_within_direct_bound(grad_in, ref_gi, ref_gi_mag, k * 9, "input gradient", tile)
+    assert_within_tile_bound(out, ref, ref_mag, c * 9 + 1, "forward", tile)
+    assert_within_tile_bound(grad_in, ref_gi, ref_gi_mag, k * 9, "input gradient", tile)
     if n > 0 and p * q > 1:  # (empty or 1x1 results: the memory format is ambiguous)
         assert out.is_contiguous(memory_format=fmt) and grad_in.is_contiguous(memory_format=fmt)
 
@@ -115,8 +100,8 @@ def test_non_contiguous_inputs_and_no_bias(tile, weight_layout, winograd):
     grad_in = ops._conv2d_input_grad(grad_out, weight, list(x.shape), (1, 1), (1, 1), (1, 1), 1)
     assert _calls()[0] == before[0] + 1 and _calls()[1] == before[1] + 1
     (ref, ref_mag), (ref_gi, ref_gi_mag) = _fp64_refs(x, weight, torch.zeros(10), grad_out, 1)
-    _assert_within_direct_bound(out, ref, ref_mag, 12 * 9, "forward", tile)
-    _assert_within_direct_bound(grad_in, ref_gi, ref_gi_mag, 10 * 9, "input gradient", tile)
+    assert_within_tile_bound(out, ref, ref_mag, 12 * 9, "forward", tile)
+    assert_within_tile_bound(grad_in, ref_gi, ref_gi_mag, 10 * 9, "input gradient", tile)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
@@ -140,7 +125,7 @@ def test_weight_layout_gives_the_same_bits(tile, winograd):
         results.append((out, grad_in))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     (ref, ref_mag), _ = _fp64_refs(x, weight, bias, grad_out, 1)
-    _assert_within_direct_bound(results[1][0], ref, ref_mag, 140 * 9 + 1, "forward", tile)
+    assert_within_tile_bound(results[1][0], ref, ref_mag, 140 * 9 + 1, "forward", tile)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
@@ -153,10 +138,10 @@ def test_autograd_through_the_public_function(tile, winograd):
     FF.conv2d(x, weight, None, padding=1).backward(grad_out)
     assert _calls()[0] == before[0] + 1 and _calls()[1] == before[1] + 1
     (_, _), (ref_gi, ref_gi_mag) = _fp64_refs(x, weight, torch.zeros(24), grad_out, 1)
-    _assert_within_direct_bound(x.grad, ref_gi, ref_gi_mag, 24 * 9, "input gradient", tile)
+    assert_within_tile_bound(x.grad, ref_gi, ref_gi_mag, 24 * 9, "input gradient", tile)
     ref_gw = torch.nn.grad.conv2d_weight(x.detach().double(), weight.shape, grad_out.double(), 1, 1)
     ref_gw_mag = torch.nn.grad.conv2d_weight(x.detach().double().abs(), weight.shape, grad_out.double().abs(), 1, 1)
-    _assert_within_direct_bound(weight.grad, ref_gw, ref_gw_mag, 2 * 10 * 9, "weight gradient")
+    assert_within_tile_bound(weight.grad, ref_gw, ref_gw_mag, 2 * 10 * 9, "weight gradient")
 
 
 def test_off_with_environment_variable(winograd):
@@ -197,7 +182,7 @@ def test_heuristic_picks_winograd_for_resnet_layers(monkeypatch):
     out = ops.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1)
     assert _calls()[0] == before[0] + 1
     (ref, ref_mag), _ = _fp64_refs(x, weight, torch.zeros(64), out, 1)
-    _assert_within_direct_bound(out, ref, ref_mag, 64 * 9, "forward", tile=4)
+    assert_within_tile_bound(out, ref, ref_mag, 64 * 9, "forward", tile=4)
     # A first layer (3 input channels) stays on the direct kernel.
     ops.conv2d(torch.randn(1, 3, 16, 16), torch.randn(16, 3, 3, 3), None, (1, 1), (1, 1), (1, 1), 1)
     assert _calls()[0] == before[0] + 1

@@ -1,10 +1,14 @@
 // Winograd F(m x m, 3 x 3) convolution on the CPU (contract in cpu/conv2d_fast_winograd.h).
 //
-// One stride-1 3x3 convolution of a source (N, Cin, Hin, Win) into a destination (N, Cout,
-// Hout, Wout), dst(y, x) = sum over taps of src(y - pad + r, x - pad + s) g(r, s), serves both
-// passes: the forward pass (source = input, g = weight) and the input gradient (source =
-// grad_output, g(o = c, i = k, r, s) = weight(k, c, 2 - r, 2 - s), pad = 2 - forward pad).
-// The destination is cut into m x m tiles (m = 2 or 4, alpha = m + 2); then
+// One 3x3 convolution of a source (N, Cin, Hin, Win) into a destination (N, Cout, Hout, Wout),
+// dst(y, x) = sum over taps of src(st y - pad + r, st x - pad + s) g(r, s), serves both passes:
+// the forward pass (source = input, g = weight; stride st = 1 or 2) and the stride-1 input
+// gradient (source = grad_output, g(o = c, i = k, r, s) = weight(k, c, 2 - r, 2 - s), pad = 2 -
+// forward pad). The destination is cut into m x m tiles (stride 1: m = 2 or 4, alpha = m + 2;
+// stride 2: m = 2, alpha = 5, the even and odd taps transformed apart, see
+// conv2d_fast_winograd_avx2.cpp: F2s2). The input gradient of a stride-2 layer (a transposed
+// convolution) has the same structure with the transposed transforms (F2s2T): 4 x 4 tiles of
+// the input gradient from 3 x 3 patches of grad_output, with the flipped weights. Then
 //  1. weights: U[xi][ob][i][B] = (G g G^T)[xi] for every (output channel o = ob * B + lane,
 //     input channel i), zero past Cout: one pass in destination order, parallel over blocks;
 //  2. per work item (a chunk of tiles x a group of output-channel blocks, independent of the
@@ -27,7 +31,9 @@
 // tests/test_conv2d_winograd.py): max |error| / (eps x rms(output)) is 40 for the direct
 // kernel, 17 for F(2x2,3x3) and 423 for F(4x4,3x3) (PyTorch/oneDNN: 44). F(4x4)'s transforms
 // scale by up to 8 and 1/24 with mixed signs; its error stays within the worst-case bound of a
-// direct fp32 sum taken over each output's tile neighbours.
+// direct fp32 sum taken over each output's tile neighbours. The stride-2 transforms only add
+// and subtract: 22 on that problem at stride 2 (12 x 12 -> 6 x 6), against 33 for the direct
+// kernel and 10 for the implicit GEMM (oneDNN: 11 NCHW, 36 channels_last).
 #include "cpu/conv2d_fast_winograd.h"
 
 #include <ATen/Parallel.h>
@@ -68,13 +74,38 @@ int winograd_forced_tile() {
 
 namespace {
 
-bool geometry_fits(const ConvGeometry& g) {
-  return g.groups == 1 && g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 &&
-         g.dil_h == 1 && g.dil_w == 1 && g.c > 0 && g.k > 0;
+// stride2_ok: whether 2 x 2 strides fit (else only 1 x 1).
+bool geometry_fits(const ConvGeometry& g, bool stride2_ok) {
+  const bool stride1 = g.stride_h == 1 && g.stride_w == 1;
+  const bool stride2 = g.stride_h == 2 && g.stride_w == 2;
+  return g.groups == 1 && g.r == 3 && g.s == 3 && (stride1 || (stride2_ok && stride2)) && g.dil_h == 1 &&
+         g.dil_w == 1 && g.c > 0 && g.k > 0;
 }
 
 // Large weights (Cin at least this) take the weights-stationary loop order (see `run`).
 constexpr int64_t kStationaryCin = 256;
+
+// Stride 2 (the 3x3 stride-2 layers of ResNet-50): 25 products per tile (forward: 2 x 2
+// outputs; input gradient: 4 x 4 input pixels) against the direct sum's 9 per output pixel
+// (per channel pair), so where the tiles waste few pixels (even output sizes: 0.69 of the
+// direct products; 7 x 7: 0.91) it beats the implicit GEMM / direct kernels. Taken where the
+// products are at most 3/4 of the direct ones. Forward pass measured (AVX-512, 2 threads, best
+// of 6 interleaved, Winograd vs the default path, channels_last): res3a_branch2b batch 8 10.8 vs
+// 12.8 ms, batch 1 1.55 vs 1.53 ms; res4a_branch2b batch 8 11.4 vs 12.2, batch 1 1.55 vs 1.95,
+// batch 2 2.18 vs 2.44; 64 channels 56 x 56 batch 8 2.61 vs 2.92; AlexNet-like 96 channels 27 x
+// 27 (14 x 14 out, batch 4) 0.93 vs 0.98; NCHW res3a / res4a batch 8 14.4 / 12.9 vs 14.6 / 13.7
+// ms, batch 1 1.77 / 1.54 vs 1.97 / 1.47. 7 x 7 outputs (res5a_branch2b) measured slower (batch
+// 8: 16.0 vs 13.8 ms) and stay on the implicit GEMM.
+bool stride2_pays(int64_t tiles, int64_t output_pixels) {
+  return 4 * 25 * tiles <= 3 * 9 * output_pixels;
+}
+// The input gradient's GEMMs reduce over the forward's output channels; with more than 128 of
+// them the strided implicit GEMM (cpu/conv2d_fast_stride2.h) measured faster: channels_last,
+// batch 8, Winograd vs the default path: 64 channels 56 x 56 3.2 vs 4.5 ms, res3a_branch2b
+// (128) 8.3 vs 10.1 ms (batch 2: 3.3 vs 3.6, batch 1: 1.65 vs 1.72; NCHW batch 8 / 1 13.1 /
+// 1.70 vs 13.6 / 1.64), but 192 channels 28 x 28 7.4 vs 7.0 ms and res4a_branch2b (256) 10.1
+// vs 9.4 ms (batch 1: 2.3 vs 2.1; NCHW 1.9 vs 1.5).
+constexpr int64_t kStride2InputGradMaxK = 128;
 
 // The tile size m for a source of cin channels into cout channels of n x hout x wout (pad: the
 // larger padding), or 0 for the direct kernel. A function of the geometry only. Measured on
@@ -93,10 +124,11 @@ constexpr int64_t kStationaryCin = 256;
 // kernel). res4b_branch2b at batch 1 (49 tiles, 1764 direct vs 1424) 1.64 -> 1.23 ms;
 // res5b_branch2b at batch 3 (48 tiles, 1323 vs 1408) stays direct: F(2x2) measured 5.6 against
 // 5.2 ms.
-int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad) {
+int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad, int64_t stride) {
   const int forced = winograd_forced_tile();
-  if (forced >= 0) return forced;
+  if (forced >= 0) return stride == 2 && forced != 0 ? 2 : forced;
   if (cin < 32 || cout < 32 || pad > 2) return 0;
+  if (stride == 2) return stride2_pays(n * ceil_div(hout, 2) * ceil_div(wout, 2), n * hout * wout) ? 2 : 0;
   const int64_t min_tiles = cin >= kStationaryCin ? 64 : 32;
   if (n * ceil_div(hout, 4) * ceil_div(wout, 4) >= min_tiles) return 4;
   const int64_t tiles2 = n * ceil_div(hout, 2) * ceil_div(wout, 2);
@@ -105,9 +137,9 @@ int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, 
 }
 
 bool applies(const ConvGeometry& g, const at::Tensor& src, int64_t cin, int64_t cout, int64_t hout,
-             int64_t wout) {
-  return src.scalar_type() == at::kFloat && geometry_fits(g) && fastk::pick_kernels() != nullptr &&
-         pick_tile(cin, cout, g.n, hout, wout, std::max(g.pad_h, g.pad_w)) != 0;
+             int64_t wout, int64_t stride) {
+  return src.scalar_type() == at::kFloat && geometry_fits(g, stride == 2) && fastk::pick_kernels() != nullptr &&
+         pick_tile(cin, cout, g.n, hout, wout, std::max(g.pad_h, g.pad_w), stride) != 0;
 }
 
 // Scratch buffers reused across calls, per thread (the calling thread holds U, each worker
@@ -132,6 +164,8 @@ std::array<int64_t, 4> strides4(const at::Tensor& t) {
 }
 
 struct Problem {
+  // pad_h, pad_w: source rows / columns before the patch of tile 0 (the forward's padding;
+  // for the input gradient, see conv2d_input_grad_winograd).
   int64_t n, cin, hin, win, cout, hout, wout, pad_h, pad_w;
   const float* w;
   std::array<int64_t, 4> ws;  // the weight's strides (K, C, R, S), any layout
@@ -245,7 +279,7 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
     for (int64_t t = 0; t < nt; ++t) {
       const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
       const wino::InputTile in{src + n * pb.hin * pb.win * cin, pb.win * cin, cin,
-                               ty * m - pb.pad_h, tx * m - pb.pad_w, pb.hin, pb.win,
+                               ty * tf.src_step - pb.pad_h, tx * tf.src_step - pb.pad_w, pb.hin, pb.win,
                                cin, V + t * cin, v_xi};
       tf.input(in);
     }
@@ -344,17 +378,27 @@ void run(const Kernels& kk, const wino::Transforms& tf, const Problem& pb, const
 }  // namespace
 
 bool winograd_applies(const ConvGeometry& g, const at::Tensor& input) {
-  return applies(g, input, g.c, g.k, g.p, g.q);
+  return applies(g, input, g.c, g.k, g.p, g.q, g.stride_h);
 }
 
 bool winograd_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
-  return applies(g, grad_output, g.k, g.c, g.h, g.w);
+  if (g.stride_h != 2) return applies(g, grad_output, g.k, g.c, g.h, g.w, 1);
+  // Stride 2: tiles of 4 x 4 input pixels start at the same parity in both directions (the
+  // transform depends on it). Forced: at any padding, as for the forward pass.
+  const int forced = winograd_forced_tile();
+  if (forced == 0 || grad_output.scalar_type() != at::kFloat || !geometry_fits(g, true) ||
+      fastk::pick_kernels() == nullptr || (g.pad_h - g.pad_w) % 2 != 0) {
+    return false;
+  }
+  return forced > 0 || (g.k >= 32 && g.k <= kStride2InputGradMaxK && g.c >= 32 && std::max(g.pad_h, g.pad_w) <= 2 &&
+                        stride2_pays(g.n * ceil_div(g.h, 4) * ceil_div(g.w, 4), g.n * g.p * g.q));
 }
 
 bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                              const at::Tensor& bias, at::Tensor& output) {
   const Kernels& kk = *fastk::pick_kernels();
-  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q, std::max(g.pad_h, g.pad_w)));
+  const wino::Transforms& tf =
+      wino::avx2_transforms(pick_tile(g.c, g.k, g.n, g.p, g.q, std::max(g.pad_h, g.pad_w), g.stride_h), g.stride_h);
   const Problem pb{g.n, g.c, g.h, g.w, g.k, g.p, g.q, g.pad_h, g.pad_w, weight.data_ptr<float>(),
                    strides4(weight), false};
   run(kk, tf, pb, input, bias.defined() ? bias.data_ptr<float>() : nullptr, fastk::Dest(output));
@@ -365,9 +409,16 @@ bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, con
 bool conv2d_input_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_output,
                                 const at::Tensor& weight, at::Tensor& grad_input) {
   const Kernels& kk = *fastk::pick_kernels();
-  const wino::Transforms& tf = wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w, std::max(g.pad_h, g.pad_w)));
-  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 2 - g.pad_h, 2 - g.pad_w,
-                   weight.data_ptr<float>(), strides4(weight), true};
+  // Stride 2: tile t covers input pixels [4 t, 4 t + 4), i.e. padded columns from 4 t + pad,
+  // which read grad_output from 2 t + (pad even ? pad / 2 - 1 : (pad - 1) / 2) on (see F2s2T in
+  // conv2d_fast_winograd_avx2.cpp); Problem's pad is minus that offset.
+  const bool stride2 = g.stride_h == 2;
+  const wino::Transforms& tf =
+      stride2 ? wino::avx2_transforms_stride2_input_grad(g.pad_h % 2 == 1)
+              : wino::avx2_transforms(pick_tile(g.k, g.c, g.n, g.h, g.w, std::max(g.pad_h, g.pad_w), 1), 1);
+  const int64_t pad_h = stride2 ? 1 - (g.pad_h + 1) / 2 : 2 - g.pad_h;
+  const int64_t pad_w = stride2 ? 1 - (g.pad_w + 1) / 2 : 2 - g.pad_w;
+  const Problem pb{g.n, g.k, g.p, g.q, g.c, g.h, g.w, pad_h, pad_w, weight.data_ptr<float>(), strides4(weight), true};
   run(kk, tf, pb, grad_output, nullptr, fastk::Dest(grad_input));
   input_grad_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();

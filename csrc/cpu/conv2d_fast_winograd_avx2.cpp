@@ -1,7 +1,9 @@
 // The Winograd tile transforms (cpu/conv2d_fast_winograd_kernels.h) for AVX2 + FMA, 8 channels
-// per ymm register. The matrices are Lavin & Gray's ("Fast Algorithms for Convolutional Neural
-// Networks", 2016), interpolation points 0, -1, 1 (F(2x2,3x3)) and 0, -1, 1, -2, 2 (F(4x4,3x3)),
-// each applied as a 1-D transform to the columns and then to the rows of a tile.
+// per ymm register. The stride-1 matrices are Lavin & Gray's ("Fast Algorithms for
+// Convolutional Neural Networks", 2016), interpolation points 0, -1, 1 (F(2x2,3x3)) and 0, -1,
+// 1, -2, 2 (F(4x4,3x3)); the stride-2 one splits the 3 taps into their even (0, 2) and odd (1)
+// phases (see F2s2). Each is applied as a 1-D transform to the columns and then to the rows of
+// a tile.
 // Nothing but <immintrin.h> is included, and no standard-library function is called, under the
 // target pragma (an inline function instantiated here would be compiled for AVX2, and the
 // linker may keep that copy for the whole library).
@@ -17,13 +19,9 @@ namespace {
 
 using V = __m256;  // GCC vector type: + - * work element-wise, a float operand is broadcast
 
-// 1-D transforms over `n` values at stride `s` (in) and `t` (out).
-template <int M>
-struct F;
-
-template <>
-struct F<2> {
-  static constexpr int A = 4;
+// 1-D transforms over `n` values at stride `s` (in) and `t` (out); M outputs from A inputs.
+struct F2 {
+  static constexpr int M = 2, A = 4, P = A;
   // B^T d
   static inline void in(const V* d, int s, V* r, int t) {
     r[0 * t] = d[0 * s] - d[2 * s];
@@ -46,9 +44,8 @@ struct F<2> {
   }
 };
 
-template <>
-struct F<4> {
-  static constexpr int A = 6;
+struct F4 {
+  static constexpr int M = 4, A = 6, P = A;
   static inline void in(const V* d, int s, V* r, int t) {
     const V d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
     const V a = d4 - 4.0f * d2, b = d3 - 4.0f * d1;  // rows 1, 2: (d4 - 4 d2) +- (d3 - 4 d1)
@@ -81,6 +78,61 @@ struct F<4> {
   }
 };
 
+// Stride 2: y0 = d0 g0 + d1 g1 + d2 g2, y1 = d2 g0 + d3 g1 + d4 g2 from a patch of 5. The
+// even taps are F(2,2) over the even inputs d0, d2, d4 (y0 = m0 + m1, y1 = m1 + m2 with m0 =
+// (d0 - d2) g0, m1 = d2 (g0 + g2), m2 = (d4 - d2) g2), the odd tap a plain product per output
+// (m3 = d1 g1, m4 = d3 g1): 5 products for 2 outputs instead of 6, 25 for a 2 x 2 tile instead
+// of 36, and every coefficient is +-1, so the rounding is that of a direct sum.
+struct F2s2 {
+  static constexpr int M = 2, A = 5, P = A;
+  static inline void in(const V* d, int s, V* r, int t) {
+    r[0 * t] = d[0] - d[2 * s];
+    r[1 * t] = d[2 * s];
+    r[2 * t] = d[4 * s] - d[2 * s];
+    r[3 * t] = d[1 * s];
+    r[4 * t] = d[3 * s];
+  }
+  static inline void wt(const V* g, int s, V* u, int t) {
+    u[0 * t] = g[0];
+    u[1 * t] = g[0] + g[2 * s];
+    u[2 * t] = g[2 * s];
+    u[3 * t] = g[1 * s];
+    u[4 * t] = g[1 * s];
+  }
+  static inline void out(const V* m, int s, V* o, int t) {
+    o[0 * t] = m[0] + m[1 * s] + m[3 * s];
+    o[1 * t] = m[1 * s] + m[2 * s] + m[4 * s];
+  }
+};
+
+// The input gradient of a 3x3 stride-2 layer, a transposed convolution: in the padded input's
+// coordinates u = 2 i + r, an even u gets two products (dy[u/2] w0 + dy[u/2 - 1] w2), an odd
+// one one (dy[(u-1)/2] w1). A tile of 4 consecutive u from 3 grad_output values e0..e2 is the
+// stride-2 forward tile transposed: the even pair is F(2,2) over e with the flipped filter (g0
+// = w2, g2 = w0: the same filter transform as F2s2's), the odd pair two plain products; 25
+// products per 4 x 4 tile instead of 36. OddStart: the tile starts at an odd u (odd padding,
+// so tiles start at input pixel 0): (m3, m0 + m1, m4, m1 + m2) with m3 = e0 g1, m4 = e1 g1;
+// else at an even u: (m0 + m1, m3, m1 + m2, m4) with m3 = e1 g1, m4 = e2 g1.
+template <bool OddStart>
+struct F2s2T {
+  static constexpr int M = 4, A = 5, P = 3;
+  static inline void in(const V* d, int s, V* r, int t) {
+    r[0 * t] = d[0] - d[1 * s];
+    r[1 * t] = d[1 * s];
+    r[2 * t] = d[2 * s] - d[1 * s];
+    r[3 * t] = OddStart ? d[0] : d[1 * s];
+    r[4 * t] = OddStart ? d[1 * s] : d[2 * s];
+  }
+  static inline void wt(const V* g, int s, V* u, int t) { F2s2::wt(g, s, u, t); }
+  static inline void out(const V* m, int s, V* o, int t) {
+    const V even0 = m[0] + m[1 * s], even1 = m[1 * s] + m[2 * s];
+    o[0 * t] = OddStart ? m[3 * s] : even0;
+    o[1 * t] = OddStart ? even0 : m[3 * s];
+    o[2 * t] = OddStart ? m[4 * s] : even1;
+    o[3 * t] = OddStart ? even1 : m[4 * s];
+  }
+};
+
 inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -88,17 +140,17 @@ inline __m256i first_lanes(int64_t n) {
 
 // One vector of 8 channels of a patch: column transforms as each column is loaded, then the
 // row transforms straight into the destination. Interior: all of the patch inside the image.
-template <int M, bool Interior, bool Full>
+template <class T, bool Interior, bool Full>
 inline __attribute__((always_inline)) void input_vec(const InputTile& a, int64_t c, __m256i mask,
                                                      int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-  constexpr int A = F<M>::A;
-  V tmp[A][A];
+  constexpr int A = T::A, P = T::P;
+  V tmp[A][P];
   const int64_t off0 = a.y0 * a.row + a.x0 * a.col + c;  // may be negative: never read there
   _Pragma("GCC unroll 8")
-  for (int j = 0; j < A; ++j) {
-    V d[A];
+  for (int j = 0; j < P; ++j) {
+    V d[P];
     _Pragma("GCC unroll 8")
-    for (int i = 0; i < A; ++i) {
+    for (int i = 0; i < P; ++i) {
       if (!Interior && (i < i0 || i >= i1 || j < j0 || j >= j1)) {
         d[i] = _mm256_setzero_ps();
       } else {
@@ -106,13 +158,13 @@ inline __attribute__((always_inline)) void input_vec(const InputTile& a, int64_t
         d[i] = Full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
       }
     }
-    F<M>::in(d, 1, &tmp[0][j], A);  // column j: B^T d
+    T::in(d, 1, &tmp[0][j], P);  // column j: B^T d
   }
   float* q = a.dst + c;
   _Pragma("GCC unroll 8")
   for (int i = 0; i < A; ++i) {
     V r[A];
-    F<M>::in(tmp[i], 1, r, 1);  // row i: (B^T d) B
+    T::in(tmp[i], 1, r, 1);  // row i: (B^T d) B
     _Pragma("GCC unroll 8")
     for (int j = 0; j < A; ++j) {
       if (Full) {
@@ -124,26 +176,26 @@ inline __attribute__((always_inline)) void input_vec(const InputTile& a, int64_t
   }
 }
 
-template <int M>
+template <class T>
 void input_tile(const InputTile& a) {
-  constexpr int A = F<M>::A;
+  constexpr int P = T::P;
   // The patch's rows/columns inside the image: [i0, i1) x [j0, j1).
   const int64_t i0 = a.y0 < 0 ? -a.y0 : 0, j0 = a.x0 < 0 ? -a.x0 : 0;
-  const int64_t i1 = a.h - a.y0 < A ? a.h - a.y0 : A, j1 = a.w - a.x0 < A ? a.w - a.x0 : A;
-  const bool interior = i0 == 0 && j0 == 0 && i1 == A && j1 == A;
+  const int64_t i1 = a.h - a.y0 < P ? a.h - a.y0 : P, j1 = a.w - a.x0 < P ? a.w - a.x0 : P;
+  const bool interior = i0 == 0 && j0 == 0 && i1 == P && j1 == P;
   const __m256i all = first_lanes(8);
   int64_t c = 0;
   if (interior) {
-    for (; c + 8 <= a.nch; c += 8) input_vec<M, true, true>(a, c, all, i0, i1, j0, j1);
+    for (; c + 8 <= a.nch; c += 8) input_vec<T, true, true>(a, c, all, i0, i1, j0, j1);
   } else {
-    for (; c + 8 <= a.nch; c += 8) input_vec<M, false, true>(a, c, all, i0, i1, j0, j1);
+    for (; c + 8 <= a.nch; c += 8) input_vec<T, false, true>(a, c, all, i0, i1, j0, j1);
   }
-  if (c < a.nch) input_vec<M, false, false>(a, c, first_lanes(a.nch - c), i0, i1, j0, j1);
+  if (c < a.nch) input_vec<T, false, false>(a, c, first_lanes(a.nch - c), i0, i1, j0, j1);
 }
 
-template <int M>
+template <class T>
 void output_tile(const OutputTile& a) {
-  constexpr int A = F<M>::A;
+  constexpr int A = T::A, M = T::M;
   for (int64_t c = 0; c < a.nch; c += 8) {
     const int64_t nc = a.nch - c < 8 ? a.nch - c : 8;
     const __m256i mask = first_lanes(nc);
@@ -153,10 +205,10 @@ void output_tile(const OutputTile& a) {
       V m[A];
       _Pragma("GCC unroll 8")
       for (int i = 0; i < A; ++i) m[i] = _mm256_loadu_ps(a.src + (i * A + j) * a.src_xi + c);
-      F<M>::out(m, 1, &tmp[0][j], A);
+      T::out(m, 1, &tmp[0][j], A);
     }
     _Pragma("GCC unroll 8")
-    for (int i = 0; i < M; ++i) F<M>::out(tmp[i], 1, o[i], 1);  // rows: (A^T m) A
+    for (int i = 0; i < M; ++i) T::out(tmp[i], 1, o[i], 1);  // rows: (A^T m) A
     if (a.bias != nullptr) {
       const V b = _mm256_maskload_ps(a.bias + c, mask);
       for (int i = 0; i < M; ++i) {
@@ -190,31 +242,41 @@ void output_tile(const OutputTile& a) {
   }
 }
 
-template <int M>
+template <class T>
 void weight_filters(const float* g, int64_t g_tap, int64_t lanes, float* u, int64_t u_xi) {
-  constexpr int A = F<M>::A;
+  constexpr int A = T::A;
   for (int64_t l = 0; l < lanes; l += 8) {
     V w[3][3], tmp[A][3];
     _Pragma("GCC unroll 9")
     for (int t = 0; t < 9; ++t) w[t / 3][t % 3] = _mm256_loadu_ps(g + t * g_tap + l);
     _Pragma("GCC unroll 3")
-    for (int s = 0; s < 3; ++s) F<M>::wt(&w[0][s], 3, &tmp[0][s], 3);  // columns: G g
+    for (int s = 0; s < 3; ++s) T::wt(&w[0][s], 3, &tmp[0][s], 3);  // columns: G g
     _Pragma("GCC unroll 8")
     for (int i = 0; i < A; ++i) {  // rows: (G g) G^T
       V r[A];
-      F<M>::wt(tmp[i], 1, r, 1);
+      T::wt(tmp[i], 1, r, 1);
       _Pragma("GCC unroll 8")
       for (int j = 0; j < A; ++j) _mm256_storeu_ps(u + (i * A + j) * u_xi + l, r[j]);
     }
   }
 }
 
+// src_step: source pixels between the patches of adjacent tiles.
+template <class T>
+Transforms transforms_of(int src_step) {
+  return {T::M, T::A, T::P, src_step, &input_tile<T>, &output_tile<T>, &weight_filters<T>};
+}
+
 }  // namespace
 
-const Transforms& avx2_transforms(int m) {
-  static const Transforms f2{2, 4, &input_tile<2>, &output_tile<2>, &weight_filters<2>};
-  static const Transforms f4{4, 6, &input_tile<4>, &output_tile<4>, &weight_filters<4>};
-  return m == 2 ? f2 : f4;
+const Transforms& avx2_transforms(int m, int stride) {
+  static const Transforms f2 = transforms_of<F2>(2), f4 = transforms_of<F4>(4), f2s2 = transforms_of<F2s2>(4);
+  return stride == 2 ? f2s2 : m == 2 ? f2 : f4;
+}
+
+const Transforms& avx2_transforms_stride2_input_grad(bool odd_start) {
+  static const Transforms even = transforms_of<F2s2T<false>>(2), odd = transforms_of<F2s2T<true>>(2);
+  return odd_start ? odd : even;
 }
 
 }  // namespace fastconv::cpu::wino

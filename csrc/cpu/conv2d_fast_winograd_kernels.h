@@ -1,7 +1,8 @@
 // The tile transforms of the Winograd convolution (cpu/conv2d_fast_winograd.cpp): plain
 // functions over raw arrays, no ATen, compiled for AVX2 + FMA (conv2d_fast_winograd_avx2.cpp)
 // and vectorized over 8 channels. F(m x m, 3 x 3) turns an alpha x alpha input patch (alpha =
-// m + 2) into alpha^2 values per channel (V = B^T d B), a 3 x 3 filter into alpha^2 values (U =
+// m + 2 at stride 1, 2 m + 1 at stride 2; see Transforms for the stride-2 input gradient) into
+// alpha^2 values per channel (V = B^T d B), a 3 x 3 filter into alpha^2 values (U =
 // G g G^T), and after the alpha^2 channel GEMMs M = V U, the alpha^2 sums into an m x m output
 // tile (Y = A^T M A). Every element is computed by the same sequence of operations whatever the
 // tile's position or the thread that runs it.
@@ -37,7 +38,9 @@ struct OutputTile {
 };
 
 struct Transforms {
-  int m, alpha;
+  // A tile: m x m outputs from a patch x patch input patch (patches src_step source pixels
+  // apart), through alpha x alpha transformed values.
+  int m, alpha, patch, src_step;
   void (*input)(const InputTile&);
   void (*output)(const OutputTile&);
   // g: the 9 taps (r * 3 + s) of `lanes` filters (a multiple of 8), tap t of filter l at
@@ -45,7 +48,11 @@ struct Transforms {
   void (*weight)(const float* g, int64_t g_tap, int64_t lanes, float* u, int64_t u_xi);
 };
 
-// m = 2 or 4; callable only where the CPU has AVX2 and FMA.
-const Transforms& avx2_transforms(int m);
+// stride 1: F(m x m, 3 x 3), m = 2 or 4; stride 2: the stride-2 F(2 x 2, 3 x 3) (m = 2, alpha =
+// 5, any m asked for). Callable only where the CPU has AVX2 and FMA.
+const Transforms& avx2_transforms(int m, int stride);
+// The input gradient of a 3x3 stride-2 layer (m = 4, alpha = 5, patch = 3): tiles that start at
+// an odd or even column of the padded input (odd or even padding).
+const Transforms& avx2_transforms_stride2_input_grad(bool odd_start);
 
 }  // namespace fastconv::cpu::wino
