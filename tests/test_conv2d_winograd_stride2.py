@@ -1,7 +1,9 @@
 """The stride-2 Winograd CPU convolution (csrc/cpu/conv2d_fast_winograd.cpp with the F2s2 and
-F2s2T transforms of conv2d_fast_winograd_avx2.cpp: 3x3 stride-2 layers; the forward pass in 2 x 2
+F2s2T transforms of conv2d_fast_winograd_avx2.cpp, and the weight gradient of
+conv2d_fast_winograd_wgrad.cpp with TrStride2: 3x3 stride-2 layers; the forward pass in 2 x 2
 output tiles from 5 x 5 input patches, the input gradient in 4 x 4 tiles of the input from 3 x 3
-grad_output patches, both 25 products per tile instead of 36), forced with
+grad_output patches, the weight gradient over 2 x 2 grad_output tiles, all 25 products per tile
+instead of 36; the weight gradient in fp32 and fp64, with gradcheck), forced with
 FASTCONV_CPU_WINOGRAD so small shapes reach it: against PyTorch in fp64 within the rounding
 bound of a direct sum over shapes that hit every tail (odd and even sizes, patches past the
 image, padding 0..3 and unequal, odd and even (the input gradient's two tile phases), channel
@@ -60,6 +62,29 @@ def _check(out, x, weight, bias, padding, what):
     assert_within_tile_bound(out, exact, mag, terms, what, tile=2)
 
 
+def _weight_grad(grad_out, x, k, padding):
+    return ops._conv2d_weight_grad(grad_out, x, [k, x.shape[1], 3, 3], [2, 2], list(pair(padding)), [1, 1], 1)
+
+
+# The weight gradient's bound: a direct sum's, terms * eps * magnitude over the N x P x Q
+# products of each weight (plus 8 for the transforms' roundings, which only add: measured up to
+# 2), with the magnitude the largest sum of |grad_output| x |input| over every input offset a
+# transformed product can pair with a grad_output pixel (-2 .. 4: the 5 x 5 patch of a 2 x 2
+# tile), since G^T . G mixes those into each tap (see test_conv2d_winograd.py for stride 1).
+def _check_weight_grad(got, x, grad_out, padding, what="weight gradient"):
+    xd, gd = x.double(), grad_out.double()
+    ph, pw = pair(padding)
+    exact = torch.nn.grad.conv2d_weight(xd, got.shape, gd, 2, (ph, pw))
+    k, c = got.shape[:2]
+    mag = torch.nn.grad.conv2d_weight(xd.abs(), (k, c, 7, 7), gd.abs(), 2, (ph + 2, pw + 2))
+    mag = mag.amax(dim=(2, 3), keepdim=True)
+    terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+    bound = (terms + 8) * torch.finfo(got.dtype).eps * mag + torch.finfo(got.dtype).tiny
+    assert got.shape == exact.shape and got.dtype == x.dtype, what
+    err = (got.double() - exact).abs()
+    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
+
+
 def _check_input_grad(grad_in, grad_out, weight, x_shape, padding):
     exact, mag = reference(lambda g_, w_: torch.nn.grad.conv2d_input(x_shape, w_, g_, 2, pair(padding)),
                            grad_out, weight)
@@ -99,6 +124,34 @@ def test_stride2_input_grad_matches_torch(case, channels_last, monkeypatch):
     _check_input_grad(grad_in, grad_out, weight, (n, c, h, w), padding)
     if n > 0 and p * q > 1:  # (a 1x1 grad_output is in both formats)
         assert grad_in.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_stride2_weight_grad_matches_torch(case, channels_last, dtype, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "2")
+    monkeypatch.setenv("FASTCONV_CPU_WGRAD_IM2COL", "0")  # (it takes few-pixel fp32 layers first)
+    n, c, h, w, k, padding, _ = case
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, c, h, w, dtype=dtype).contiguous(memory_format=fmt)
+    p, q = (h + 2 * pair(padding)[0] - 3) // 2 + 1, (w + 2 * pair(padding)[1] - 3) // 2 + 1
+    grad_out = torch.randn(n, k, p, q, dtype=dtype).contiguous(memory_format=fmt)
+    before = ops._conv2d_cpu_winograd_wgrad_info()
+    got = _weight_grad(grad_out, x, k, padding)
+    assert ops._conv2d_cpu_winograd_wgrad_info() - before == (1 if n > 0 else 0)
+    _check_weight_grad(got, x, grad_out, padding)
+
+
+def test_weight_grad_gradcheck_fp64(monkeypatch):
+    # fp64 through autograd with every stride-2 pass forced onto Winograd where it exists (the
+    # forward and input gradient are fp32-only and run the generic kernels here).
+    monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "2")
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    before = ops._conv2d_cpu_winograd_wgrad_info()
+    assert torch.autograd.gradcheck(lambda a, b: FF.conv2d(a, b, None, stride=2, padding=1), (x, weight))
+    assert ops._conv2d_cpu_winograd_wgrad_info() > before
 
 
 def test_non_contiguous_tensors_and_weight_layouts_give_the_same_bits(monkeypatch):
@@ -171,8 +224,9 @@ def test_results_do_not_depend_on_thread_count(case, channels_last, monkeypatch)
     weight, bias = torch.randn(k, c, 3, 3), torch.randn(k)
     grad_out = torch.randn_like(_conv(x, weight, bias, padding))
     results = results_at_thread_counts(lambda: (_conv(x, weight, bias, padding),
-                                                _input_grad(grad_out, weight, x.shape, padding)), counts=(1, 3))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+                                                _input_grad(grad_out, weight, x.shape, padding),
+                                                _weight_grad(grad_out, x, k, padding)), counts=(1, 3))
+    assert all(torch.equal(a, b) for a, b in zip(results[0], results[1]))
 
 
 def test_heuristic(monkeypatch):
@@ -202,33 +256,56 @@ def test_heuristic(monkeypatch):
     assert _calls() == (before[0] + 3, before[1] + 2)
 
 
+def test_weight_grad_heuristic(monkeypatch):
+    # The weight gradient: where the tiles cost at most 3/4 of the direct products and one side
+    # has at most 64 channels (with more, the direct kernel measured faster).
+    monkeypatch.delenv("FASTCONV_CPU_WINOGRAD", raising=False)
+    monkeypatch.delenv("FASTCONV_CPU_WGRAD_IM2COL", raising=False)
+    before = ops._conv2d_cpu_winograd_wgrad_info()
+    for c, k, size, taken in ((64, 128, 28, True), (128, 128, 28, False), (64, 64, 14, False), (16, 64, 28, False)):
+        x, grad_out = torch.randn(1, c, size, size), torch.randn(1, k, size // 2, size // 2)
+        got = _weight_grad(grad_out, x, k, 1)
+        assert ops._conv2d_cpu_winograd_wgrad_info() - before == int(taken), (c, k, size)
+        before += int(taken)
+        _check_weight_grad(got, x, grad_out, 1)
+
+
 # Max |error| / (eps * rms(exact result)) on this problem (unit normals, C = K = 128, 3x3 stride
 # 2, 12 x 12 <-> 6 x 6), measured: forward: direct kernel 33 (NCHW) and implicit GEMM 10
 # (channels_last), the stride-2 Winograd 22 in both (its transforms only add and subtract, and
 # each GEMM sums C = 128 products instead of 9 C); PyTorch / oneDNN 11 and 36. Input gradient:
-# the other kernels 28, Winograd 27, PyTorch 23 (both formats). The bounds allow about 3x the measured
+# the other kernels 28, Winograd 27, PyTorch 23 (both formats). Weight gradient (C = K = 64, 2 x
+# 24 x 24 input): direct kernel 19, Winograd 16, PyTorch 19. The bounds allow about 3x the measured
 # values (the error of a random problem varies with the seed).
 ACCURACY_BOUNDS = {("forward", "0"): 120.0, ("forward", "2"): 60.0,
-                   ("input_grad", "0"): 120.0, ("input_grad", "2"): 60.0}
+                   ("input_grad", "0"): 120.0, ("input_grad", "2"): 80.0,
+                   ("weight_grad", "0"): 60.0, ("weight_grad", "2"): 50.0}
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("mode", ["0", "2"], ids=["other_kernels", "winograd"])
-@pytest.mark.parametrize("which", ["forward", "input_grad"])
+@pytest.mark.parametrize("which", ["forward", "input_grad", "weight_grad"])
 def test_accuracy_against_fp64(which, mode, channels_last, monkeypatch):
     monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", mode)
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, weight = torch.randn(2, 128, 12, 12).contiguous(memory_format=fmt), torch.randn(128, 128, 3, 3)
     grad_out = torch.randn(2, 128, 6, 6).contiguous(memory_format=fmt)
-    before = _calls()
+    if which == "weight_grad":
+        x, grad_out = torch.randn(2, 64, 24, 24).contiguous(memory_format=fmt), torch.randn(2, 64, 12, 12)
+        grad_out = grad_out.contiguous(memory_format=fmt)
+    before = (*_calls(), ops._conv2d_cpu_winograd_wgrad_info())
     if which == "forward":
         got, exact = _conv(x, weight, None, 1), F.conv2d(x.double(), weight.double(), None, 2, 1)
-    else:
+    elif which == "input_grad":
         got = _input_grad(grad_out, weight, x.shape, 1)
         exact = torch.nn.grad.conv2d_input(x.shape, weight.double(), grad_out.double(), 2, 1)
-    ran = [a - b for a, b in zip(_calls(), before)]
-    assert ran == ([int(mode != "0"), 0] if which == "forward" else [0, int(mode != "0")])
+    else:
+        got = _weight_grad(grad_out, x, 64, 1)
+        exact = torch.nn.grad.conv2d_weight(x.double(), got.shape, grad_out.double(), 2, 1)
+    ran = [a - b for a, b in zip((*_calls(), ops._conv2d_cpu_winograd_wgrad_info()), before)]
+    on = int(mode != "0")
+    assert ran == {"forward": [on, 0, 0], "input_grad": [0, on, 0], "weight_grad": [0, 0, on]}[which]
     scale = torch.finfo(torch.float32).eps * exact.pow(2).mean().sqrt().item()
     err = ((got.double() - exact).abs().max() / scale).item()
     assert err <= ACCURACY_BOUNDS[which, mode], f"max error {err:.1f} eps * rms"

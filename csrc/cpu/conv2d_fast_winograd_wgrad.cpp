@@ -1,9 +1,10 @@
-// The Winograd weight gradient of 3x3, stride-1, undilated, ungrouped layers on the CPU, fp32
-// and fp64 (contract in cpu/conv2d_fast_winograd.h; kernels and the math in
+// The Winograd weight gradient of 3x3, stride-1 or stride-2, undilated, ungrouped layers on
+// the CPU, fp32 and fp64 (contract in cpu/conv2d_fast_winograd.h; kernels and the math in
 // cpu/conv2d_fast_winograd_wgrad_kernels.h).
 //
-// grad_output is cut into m x m tiles (m = 2 or 4, alpha = m + 2; the input patch of a tile
-// is the alpha x alpha window its outputs read, padding read as zero, never stored). Then
+// grad_output is cut into m x m tiles (stride 1: m = 2 or 4, alpha = m + 2; stride 2: m = 2,
+// alpha = 5; the input patch of a tile is the alpha x alpha window its outputs read, padding
+// read as zero, never stored). Then
 //  1. per work item, a (slice of tiles, group of output channels) pair: chunk by chunk, the
 //     input patches into V[xi][tile][C] (B^T d B) and the grad_output tiles of the group's
 //     channels into U[xi][tile][k] (A g A^T), then for each of the alpha^2 values xi one GEMM
@@ -18,7 +19,7 @@
 //
 // Accuracy (fp32, unit normals, C = K = 64, 2 x 24 x 24 outputs, vs an fp64 reference; asserted
 // in tests/test_conv2d_winograd.py): max |error| / (eps x rms(dW)) is 39 for the direct kernel,
-// 25 for F(2x2,3x3) and 170 for F(4x4,3x3).
+// 25 for F(2x2,3x3) and 170 for F(4x4,3x3). Stride 2: see tests/test_conv2d_winograd_stride2.py.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -59,10 +60,23 @@ constexpr int64_t kGroupAlign = 24;
 // 0.110 ms, 1x128x6x6 -> 128 0.253 -> 0.183 / 0.299 -> 0.227, 1x256x4x4 -> 256 0.828 -> 0.504 /
 // 0.966 -> 0.583), so there it takes every layer with C, K >= 32 too (few-pixel layers with many
 // weights go to the im2col GEMM first, see cpu/conv2d_fast_wgrad_im2col.cpp).
+// Stride 2: 25 products per 2 x 2 tile against the direct kernel's 36, where the tiles waste
+// few outputs (at most 3/4 of the direct products, as in the forward pass) and one side has at
+// most 64 channels, where the direct kernel is slow. Measured (AVX-512, 2 threads, best of 6
+// interleaved, channels_last, Winograd vs the default path; NCHW alike): C -> K 56 x 56 batch 8:
+// 64 -> 64 3.2 vs 4.9 ms, 64 -> 128 5.7 vs 7.8; 128 -> 64 28 x 28 2.1 vs 2.4; 64 -> 64 batch 1
+// 0.58 vs 0.57. With more channels the direct kernel wins at batch 8 (res3a_branch2b 12.1 vs
+// 11.6 ms, res4a_branch2b 15.1 vs 13.2) and at batch 1 on res3a (2.4 vs 2.1), though not on
+// res4a at batch 1-2 (2.5 vs 2.8, 3.6 vs 4.3).
+bool stride2_wgrad_pays(const ConvGeometry& g) {
+  return std::min(g.c, g.k) <= 64 && 4 * 25 * ceil_div(g.p, 2) * ceil_div(g.q, 2) <= 3 * 9 * g.p * g.q;
+}
+
 int pick_wgrad_tile(const ConvGeometry& g, bool fp64) {
   const int forced = winograd_forced_tile();
-  if (forced >= 0) return forced;
+  if (forced >= 0) return g.stride_h == 2 && forced != 0 ? 2 : forced;
   if (g.c < 32 || g.k < 32) return 0;
+  if (g.stride_h == 2) return stride2_wgrad_pays(g) ? 2 : 0;
   const int64_t tiles2 = g.n * ceil_div(g.p, 2) * ceil_div(g.q, 2);
   return tiles2 >= 32 || fp64 || fastk::avx512_picked() ? 2 : 0;
 }
@@ -142,7 +156,8 @@ void run(const wino::WgradKernels<T>& kw, const ConvGeometry& g, const at::Tenso
         const int64_t nt = std::min(chunk, s1 - t0);
         for (int64_t t = 0; t < nt; ++t) {
           const int64_t tile = t0 + t, n = tile / (TH * TW), ty = (tile / TW) % TH, tx = tile % TW;
-          const wino::WPatch<T> in{src + n * g.h * g.w * C, g.w * C, C, ty * m - g.pad_h, tx * m - g.pad_w,
+          const int64_t step = m * kw.stride;  // input pixels between tiles
+          const wino::WPatch<T> in{src + n * g.h * g.w * C, g.w * C, C, ty * step - g.pad_h, tx * step - g.pad_w,
                                    g.h, g.w, C, Cp, V + t * ldv, chunk * ldv};
           kw.input(in);
           const wino::WPatch<T> go{gsrc + n * P * Q * K + k0, Q * K, K, ty * m, tx * m,
@@ -169,8 +184,9 @@ void run(const wino::WgradKernels<T>& kw, const ConvGeometry& g, const at::Tenso
 
 bool winograd_weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
   const auto dtype = grad_output.scalar_type();
+  const bool stride1 = g.stride_h == 1 && g.stride_w == 1, stride2 = g.stride_h == 2 && g.stride_w == 2;
   return (dtype == at::kFloat || dtype == at::kDouble) && g.groups == 1 && g.r == 3 && g.s == 3 &&
-         g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && g.c > 0 && g.k > 0 &&
+         (stride1 || stride2) && g.dil_h == 1 && g.dil_w == 1 && g.c > 0 && g.k > 0 &&
          g.n * g.p * g.q > 0 && fastk::pick_kernels() != nullptr && pick_wgrad_tile(g, dtype == at::kDouble) != 0;
 }
 
@@ -179,11 +195,11 @@ bool conv2d_weight_grad_winograd(const ConvGeometry& g, const at::Tensor& grad_o
   const int m = pick_wgrad_tile(g, grad_output.scalar_type() == at::kDouble);
   const bool avx512 = fastk::avx512_picked();
   if (grad_output.scalar_type() == at::kFloat) {
-    run<float>(avx512 ? wino::avx512_wgrad_kernels_f32(m) : wino::avx2_wgrad_kernels_f32(m), g, grad_output,
-               input, grad_weight);
+    run<float>(avx512 ? wino::avx512_wgrad_kernels_f32(m, g.stride_h) : wino::avx2_wgrad_kernels_f32(m, g.stride_h),
+               g, grad_output, input, grad_weight);
   } else {
-    run<double>(avx512 ? wino::avx512_wgrad_kernels_f64(m) : wino::avx2_wgrad_kernels_f64(m), g, grad_output,
-                input, grad_weight);
+    run<double>(avx512 ? wino::avx512_wgrad_kernels_f64(m, g.stride_h) : wino::avx2_wgrad_kernels_f64(m, g.stride_h),
+                g, grad_output, input, grad_weight);
   }
   weight_grad_calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();

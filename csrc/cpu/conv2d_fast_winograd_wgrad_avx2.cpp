@@ -17,6 +17,7 @@ struct F32 {
   using T = float;
   using V = __m256;
   static constexpr int W = 8;
+  static constexpr bool kWide = false;
   static V load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
   static V bcast(const T* p) { return _mm256_broadcast_ss(p); }
@@ -28,6 +29,7 @@ struct F64 {
   using T = double;
   using V = __m256d;
   static constexpr int W = 4;
+  static constexpr bool kWide = false;
   static V load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, V v) { _mm256_storeu_pd(p, v); }
   static V bcast(const T* p) { return _mm256_broadcast_sd(p); }
@@ -39,12 +41,8 @@ struct F64 {
 
 }  // namespace
 
-const WgradKernels<float>& avx2_wgrad_kernels_f32(int m) {
-  return m == 2 ? kernels<F32, 2> : kernels<F32, 4>;
-}
-const WgradKernels<double>& avx2_wgrad_kernels_f64(int m) {
-  return m == 2 ? kernels<F64, 2> : kernels<F64, 4>;
-}
+const WgradKernels<float>& avx2_wgrad_kernels_f32(int m, int stride) { return kernels_for<F32>(m, stride); }
+const WgradKernels<double>& avx2_wgrad_kernels_f64(int m, int stride) { return kernels_for<F64>(m, stride); }
 
 }  // namespace fastconv::cpu::wino
 

@@ -62,7 +62,7 @@ struct WReduce {
 
 template <class T>
 struct WgradKernels {
-  int m, alpha;
+  int m, alpha, stride;  // input patches m * stride pixels apart
   int width;                             // elements per vector
   void (*input)(const WPatch<T>&);       // B^T d B of an alpha x alpha input patch
   void (*grad)(const WPatch<T>&);        // A g A^T of an m x m grad_output patch
@@ -70,10 +70,11 @@ struct WgradKernels {
   void (*reduce)(const WReduce<T>&);
 };
 
-// m = 2 or 4; callable only where the CPU has AVX2 and FMA (avx2_*), AVX-512F (avx512_*).
-const WgradKernels<float>& avx2_wgrad_kernels_f32(int m);
-const WgradKernels<double>& avx2_wgrad_kernels_f64(int m);
-const WgradKernels<float>& avx512_wgrad_kernels_f32(int m);
-const WgradKernels<double>& avx512_wgrad_kernels_f64(int m);
+// stride 1: m = 2 or 4; stride 2: m = 2 (any m asked for). Callable only where the CPU has AVX2
+// and FMA (avx2_*), AVX-512F (avx512_*).
+const WgradKernels<float>& avx2_wgrad_kernels_f32(int m, int stride);
+const WgradKernels<double>& avx2_wgrad_kernels_f64(int m, int stride);
+const WgradKernels<float>& avx512_wgrad_kernels_f32(int m, int stride);
+const WgradKernels<double>& avx512_wgrad_kernels_f64(int m, int stride);
 
 }  // namespace fastconv::cpu::wino
