@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
 from conv_helpers import assert_within_tile_bound, described_case_ids, pair, reference, results_at_thread_counts
+from conv_helpers import gemm_width  # noqa: F401  (fixture: native and, on AVX-512, AVX2 kernels)
 from fastconv.nn import functional as FF
 
 ops = torch.ops.fastconv
@@ -129,7 +130,9 @@ def test_stride2_input_grad_matches_torch(case, channels_last, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_stride2_weight_grad_matches_torch(case, channels_last, dtype, monkeypatch):
+def test_stride2_weight_grad_matches_torch(case, channels_last, dtype, gemm_width, monkeypatch):
+    # gemm_width: the AVX-512 kernels (6 x 64 and 6 x 32 register tiles, by the column count)
+    # and the AVX2 ones (6 x 16).
     monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "2")
     monkeypatch.setenv("FASTCONV_CPU_WGRAD_IM2COL", "0")  # (it takes few-pixel fp32 layers first)
     n, c, h, w, k, padding, _ = case

@@ -156,13 +156,13 @@ bool weights_stationary(int64_t cin, int64_t coutp, int64_t tiles, int64_t A2) {
   return cin >= kStationaryCin && A2 * tiles * std::max(cin, coutp) <= (int64_t(1) << 22);
 }
 
-// One stride-1 3x3 convolution (see the top of the file). Weights: the forward pass's
-// (K, C, 3, 3) tensor; `flipped` for the input gradient (g(o = c, i = k, r, s) = w(k, c, 2 - r,
-// 2 - s)), else g(o = k, i = c, r, s) = w(k, c, r, s).
 std::array<int64_t, 4> strides4(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
+// One 3x3 convolution (see the top of the file). Weights: the forward pass's (K, C, 3, 3)
+// tensor; `flipped` for the input gradient (g(o = c, i = k, r, s) = w(k, c, 2 - r, 2 - s)), else
+// g(o = k, i = c, r, s) = w(k, c, r, s).
 struct Problem {
   // pad_h, pad_w: source rows / columns before the patch of tile 0 (the forward's padding;
   // for the input gradient, see conv2d_input_grad_winograd).

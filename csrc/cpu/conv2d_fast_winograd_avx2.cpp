@@ -82,7 +82,9 @@ struct F4 {
 // even taps are F(2,2) over the even inputs d0, d2, d4 (y0 = m0 + m1, y1 = m1 + m2 with m0 =
 // (d0 - d2) g0, m1 = d2 (g0 + g2), m2 = (d4 - d2) g2), the odd tap a plain product per output
 // (m3 = d1 g1, m4 = d3 g1): 5 products for 2 outputs instead of 6, 25 for a 2 x 2 tile instead
-// of 36, and every coefficient is +-1, so the rounding is that of a direct sum.
+// of 36. Every coefficient is +-1, but as in F(2x2,3x3) the sums cancel terms that belong to
+// the tile's other output (d2 g0 in m0 + m1), so an output's rounding error scales with its
+// tile neighbour's terms, not only its own.
 struct F2s2 {
   static constexpr int M = 2, A = 5, P = A;
   static inline void in(const V* d, int s, V* r, int t) {
@@ -110,9 +112,9 @@ struct F2s2 {
 // one one (dy[(u-1)/2] w1). A tile of 4 consecutive u from 3 grad_output values e0..e2 is the
 // stride-2 forward tile transposed: the even pair is F(2,2) over e with the flipped filter (g0
 // = w2, g2 = w0: the same filter transform as F2s2's), the odd pair two plain products; 25
-// products per 4 x 4 tile instead of 36. OddStart: the tile starts at an odd u (odd padding,
-// so tiles start at input pixel 0): (m3, m0 + m1, m4, m1 + m2) with m3 = e0 g1, m4 = e1 g1;
-// else at an even u: (m0 + m1, m3, m1 + m2, m4) with m3 = e1 g1, m4 = e2 g1.
+// products per 4 x 4 tile instead of 36. Tiles start at input pixels 4 t, i.e. at padded
+// columns of the padding's parity. OddStart (odd padding): (m3, m0 + m1, m4, m1 + m2) with m3 =
+// e0 g1, m4 = e1 g1; else (m0 + m1, m3, m1 + m2, m4) with m3 = e1 g1, m4 = e2 g1.
 template <bool OddStart>
 struct F2s2T {
   static constexpr int M = 4, A = 5, P = 3;
