@@ -144,6 +144,29 @@ def assert_within_tile_bound(got, exact, magnitude, terms, what, tile=0):
     assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
 
 
+# The error bound of a Winograd weight gradient: as for a direct sum, terms * eps * magnitude
+# with terms = the reduction length (N x P x Q products per weight) plus `extra` for the
+# transforms' own roundings, except that the magnitude is the largest sum of |grad_output| x
+# |input| over every input offset a transformed product can pair with a grad_output pixel
+# (`reach` = (first, last) offset: the tile's input patch, B^T d B and A g A^T mixing all of it),
+# which G^T . G then mixes into each tap (a tap whose own products are small, e.g. mostly
+# padding, carries rounding errors of the size of its neighbours' sums).
+def assert_wgrad_within_tile_bound(got, x, grad_out, padding, stride, reach, extra, what):
+    xd, gd = x.double(), grad_out.double()
+    ph, pw = pair(padding)
+    exact = torch.nn.grad.conv2d_weight(xd, got.shape, gd, stride, (ph, pw))
+    first, last = reach
+    span = last - first + 1
+    k, c = got.shape[:2]
+    mag = torch.nn.grad.conv2d_weight(xd.abs(), (k, c, span, span), gd.abs(), stride, (ph - first, pw - first))
+    mag = mag.amax(dim=(2, 3), keepdim=True)
+    terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+    bound = (terms + extra) * torch.finfo(got.dtype).eps * mag + torch.finfo(got.dtype).tiny
+    assert got.shape == exact.shape and got.is_contiguous() and got.dtype == x.dtype, what
+    err = (got.double() - exact).abs()
+    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
+
+
 def reference(fn, *tensors):
     """fn evaluated in fp64 on the tensors' values, and on their absolute values (the
     magnitude of the terms each output element sums)."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_tile_bound
+from conv_helpers import assert_wgrad_within_tile_bound, assert_within_tile_bound
 from conv_helpers import gemm_width  # noqa: F401  (fixture: native and, on AVX-512, AVX2 kernels)
 from fastconv.nn import functional as FF
 
@@ -230,30 +230,12 @@ def _wgrad(grad_out, x, k, padding):
     return ops._conv2d_weight_grad(grad_out, x, [k, x.shape[1], 3, 3], (1, 1), (padding,) * 2, (1, 1), 1)
 
 
-# The error bound of the Winograd weight gradient (tile m): as for a direct sum, terms * eps *
-# magnitude with terms = the reduction length (N x P x Q products per weight), except that the
-# magnitude is the largest sum of |grad_output| x |input| over every offset a transformed product
-# can pair: B^T d B and A g A^T mix all of an alpha x alpha input patch and an m x m
-# grad_output tile, i.e. offsets -(m - 1) .. m + 1 rows and columns (the 3 x 3 taps and their
-# neighbours), which G^T . G then mixes into each tap (a tap whose own products are small, e.g.
-# mostly padding, carries rounding errors of the size of its neighbours' sums). To `terms`
-# (the direct sum's roundings) we add 32 for the transforms' own roundings: a few per 1-D
-# stage, scaled by F(4x4)'s coefficients (up to 8 in A, 5 in B^T); measured on these cases:
-# up to 2 eps x magnitude for F(2x2) and 16 for F(4x4) (fp32 and fp64 alike), even for a 1x1
-# grad_output. test_wgrad_accuracy_against_fp64 measures the typical errors.
 def _assert_wgrad_within_bound(got, x, grad_out, padding, tile, what):
-    xd, gd = x.double(), grad_out.double()
-    exact = torch.nn.grad.conv2d_weight(xd, got.shape, gd, 1, padding)
-    span = 2 * tile + 1  # offsets -(m - 1) .. m + 1
-    k, c = got.shape[:2]
-    mag = torch.nn.grad.conv2d_weight(xd.abs(), (k, c, span, span), gd.abs(), 1, padding + tile - 1)
-    mag = mag.amax(dim=(2, 3), keepdim=True)
-    terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
-    eps = torch.finfo(got.dtype).eps
-    bound = (terms + 32) * eps * mag + torch.finfo(got.dtype).tiny
-    assert got.shape == exact.shape and got.is_contiguous(), what
-    err = (got.double() - exact).abs()
-    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
+    # A stride-1 tile of m outputs pairs input offsets -(m - 1) .. m + 1 with each grad_output
+    # pixel; 32 extra roundings for F(4x4)'s coefficients (up to 8 in A, 5 in B^T; measured up
+    # to 2 eps x magnitude for F(2x2) and 16 for F(4x4), fp32 and fp64 alike, even for a 1x1
+    # grad_output). test_wgrad_accuracy_against_fp64 measures the typical errors.
+    assert_wgrad_within_tile_bound(got, x, grad_out, padding, 1, (-(tile - 1), tile + 1), 32, what)
 
 
 # (n, c, h, w, k, padding, what it reaches)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_tile_bound, described_case_ids, pair, reference, results_at_thread_counts
+from conv_helpers import (assert_wgrad_within_tile_bound, assert_within_tile_bound, described_case_ids, pair,
+                          reference, results_at_thread_counts)
 from conv_helpers import gemm_width  # noqa: F401  (fixture: native and, on AVX-512, AVX2 kernels)
 from fastconv.nn import functional as FF
 
@@ -67,23 +68,11 @@ def _weight_grad(grad_out, x, k, padding):
     return ops._conv2d_weight_grad(grad_out, x, [k, x.shape[1], 3, 3], [2, 2], list(pair(padding)), [1, 1], 1)
 
 
-# The weight gradient's bound: a direct sum's, terms * eps * magnitude over the N x P x Q
-# products of each weight (plus 8 for the transforms' roundings, which only add: measured up to
-# 2), with the magnitude the largest sum of |grad_output| x |input| over every input offset a
-# transformed product can pair with a grad_output pixel (-2 .. 4: the 5 x 5 patch of a 2 x 2
-# tile), since G^T . G mixes those into each tap (see test_conv2d_winograd.py for stride 1).
+# The weight gradient's bound (conv_helpers): a 2 x 2 tile's 5 x 5 input patch pairs offsets -2
+# .. 4 with each grad_output pixel; 8 extra roundings for the transforms, which only add
+# (measured up to 2 eps x magnitude).
 def _check_weight_grad(got, x, grad_out, padding, what="weight gradient"):
-    xd, gd = x.double(), grad_out.double()
-    ph, pw = pair(padding)
-    exact = torch.nn.grad.conv2d_weight(xd, got.shape, gd, 2, (ph, pw))
-    k, c = got.shape[:2]
-    mag = torch.nn.grad.conv2d_weight(xd.abs(), (k, c, 7, 7), gd.abs(), 2, (ph + 2, pw + 2))
-    mag = mag.amax(dim=(2, 3), keepdim=True)
-    terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
-    bound = (terms + 8) * torch.finfo(got.dtype).eps * mag + torch.finfo(got.dtype).tiny
-    assert got.shape == exact.shape and got.dtype == x.dtype, what
-    err = (got.double() - exact).abs()
-    assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
+    assert_wgrad_within_tile_bound(got, x, grad_out, padding, 2, (-2, 4), 8, what)
 
 
 def _check_input_grad(grad_in, grad_out, weight, x_shape, padding):

@@ -63,13 +63,28 @@ std::atomic<int64_t> forward_calls{0}, input_grad_calls{0};
 }  // namespace
 
 // FASTCONV_CPU_WINOGRAD: "0" off, "2" / "4" force that tile size, anything else: the heuristic.
-int winograd_forced_tile() {
+int winograd_forced_tile(int64_t stride) {
   const char* env = std::getenv("FASTCONV_CPU_WINOGRAD");
   if (env == nullptr) return -1;
   if (std::strcmp(env, "0") == 0) return 0;
   if (std::strcmp(env, "2") == 0) return 2;
-  if (std::strcmp(env, "4") == 0) return 4;
+  if (std::strcmp(env, "4") == 0) return stride == 2 ? 2 : 4;
   return -1;
+}
+
+// Stride 2 (the 3x3 stride-2 layers of ResNet-50): 25 products per tile (forward: 2 x 2
+// outputs; input gradient: 4 x 4 input pixels) against the direct sum's 9 per output pixel
+// (per channel pair), so where the tiles waste few pixels (even output sizes: 0.69 of the
+// direct products; 7 x 7: 0.91) it beats the implicit GEMM / direct kernels. Taken where the
+// products are at most 3/4 of the direct ones. Forward pass measured (AVX-512, 2 threads, best
+// of 6 interleaved, Winograd vs the default path, channels_last): res3a_branch2b batch 8 10.8 vs
+// 12.8 ms, batch 1 1.55 vs 1.53 ms; res4a_branch2b batch 8 11.4 vs 12.2, batch 1 1.55 vs 1.95,
+// batch 2 2.18 vs 2.44; 64 channels 56 x 56 batch 8 2.61 vs 2.92; AlexNet-like 96 channels 27 x
+// 27 (14 x 14 out, batch 4) 0.93 vs 0.98; NCHW res3a / res4a batch 8 14.4 / 12.9 vs 14.6 / 13.7
+// ms, batch 1 1.77 / 1.54 vs 1.97 / 1.47. 7 x 7 outputs (res5a_branch2b) measured slower (batch
+// 8: 16.0 vs 13.8 ms) and stay on the implicit GEMM.
+bool winograd_stride2_pays(int64_t tiles, int64_t output_pixels) {
+  return 4 * 25 * tiles <= 3 * 9 * output_pixels;
 }
 
 namespace {
@@ -85,20 +100,6 @@ bool geometry_fits(const ConvGeometry& g, bool stride2_ok) {
 // Large weights (Cin at least this) take the weights-stationary loop order (see `run`).
 constexpr int64_t kStationaryCin = 256;
 
-// Stride 2 (the 3x3 stride-2 layers of ResNet-50): 25 products per tile (forward: 2 x 2
-// outputs; input gradient: 4 x 4 input pixels) against the direct sum's 9 per output pixel
-// (per channel pair), so where the tiles waste few pixels (even output sizes: 0.69 of the
-// direct products; 7 x 7: 0.91) it beats the implicit GEMM / direct kernels. Taken where the
-// products are at most 3/4 of the direct ones. Forward pass measured (AVX-512, 2 threads, best
-// of 6 interleaved, Winograd vs the default path, channels_last): res3a_branch2b batch 8 10.8 vs
-// 12.8 ms, batch 1 1.55 vs 1.53 ms; res4a_branch2b batch 8 11.4 vs 12.2, batch 1 1.55 vs 1.95,
-// batch 2 2.18 vs 2.44; 64 channels 56 x 56 batch 8 2.61 vs 2.92; AlexNet-like 96 channels 27 x
-// 27 (14 x 14 out, batch 4) 0.93 vs 0.98; NCHW res3a / res4a batch 8 14.4 / 12.9 vs 14.6 / 13.7
-// ms, batch 1 1.77 / 1.54 vs 1.97 / 1.47. 7 x 7 outputs (res5a_branch2b) measured slower (batch
-// 8: 16.0 vs 13.8 ms) and stay on the implicit GEMM.
-bool stride2_pays(int64_t tiles, int64_t output_pixels) {
-  return 4 * 25 * tiles <= 3 * 9 * output_pixels;
-}
 // The input gradient's GEMMs reduce over the forward's output channels; with more than 128 of
 // them the strided implicit GEMM (cpu/conv2d_fast_stride2.h) measured faster: channels_last,
 // batch 8, Winograd vs the default path: 64 channels 56 x 56 3.2 vs 4.5 ms, res3a_branch2b
@@ -125,10 +126,10 @@ constexpr int64_t kStride2InputGradMaxK = 128;
 // res5b_branch2b at batch 3 (48 tiles, 1323 vs 1408) stays direct: F(2x2) measured 5.6 against
 // 5.2 ms.
 int pick_tile(int64_t cin, int64_t cout, int64_t n, int64_t hout, int64_t wout, int64_t pad, int64_t stride) {
-  const int forced = winograd_forced_tile();
-  if (forced >= 0) return stride == 2 && forced != 0 ? 2 : forced;
+  const int forced = winograd_forced_tile(stride);
+  if (forced >= 0) return forced;
   if (cin < 32 || cout < 32 || pad > 2) return 0;
-  if (stride == 2) return stride2_pays(n * ceil_div(hout, 2) * ceil_div(wout, 2), n * hout * wout) ? 2 : 0;
+  if (stride == 2) return winograd_stride2_pays(n * ceil_div(hout, 2) * ceil_div(wout, 2), n * hout * wout) ? 2 : 0;
   const int64_t min_tiles = cin >= kStationaryCin ? 64 : 32;
   if (n * ceil_div(hout, 4) * ceil_div(wout, 4) >= min_tiles) return 4;
   const int64_t tiles2 = n * ceil_div(hout, 2) * ceil_div(wout, 2);
@@ -385,13 +386,13 @@ bool winograd_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_o
   if (g.stride_h != 2) return applies(g, grad_output, g.k, g.c, g.h, g.w, 1);
   // Stride 2: tiles of 4 x 4 input pixels start at the same parity in both directions (the
   // transform depends on it). Forced: at any padding, as for the forward pass.
-  const int forced = winograd_forced_tile();
+  const int forced = winograd_forced_tile(2);
   if (forced == 0 || grad_output.scalar_type() != at::kFloat || !geometry_fits(g, true) ||
       fastk::pick_kernels() == nullptr || (g.pad_h - g.pad_w) % 2 != 0) {
     return false;
   }
   return forced > 0 || (g.k >= 32 && g.k <= kStride2InputGradMaxK && g.c >= 32 && std::max(g.pad_h, g.pad_w) <= 2 &&
-                        stride2_pays(g.n * ceil_div(g.h, 4) * ceil_div(g.w, 4), g.n * g.p * g.q));
+                        winograd_stride2_pays(g.n * ceil_div(g.h, 4) * ceil_div(g.w, 4), g.n * g.p * g.q));
 }
 
 bool conv2d_forward_winograd(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,

@@ -20,7 +20,12 @@
 namespace fastconv::cpu {
 
 // FASTCONV_CPU_WINOGRAD: 0 (off), 2 or 4 (forced), or -1 (unset or anything else: the heuristics).
-int winograd_forced_tile();
+// At stride 2 either forced value gives 2, the one stride-2 tile.
+int winograd_forced_tile(int64_t stride);
+
+// Whether stride-2 tiles pay: `tiles` tiles of 25 products each at most 3/4 of the direct
+// kernel's 9 per output pixel (per channel pair); see conv2d_fast_winograd.cpp.
+bool winograd_stride2_pays(int64_t tiles, int64_t output_pixels);
 
 bool winograd_applies(const ConvGeometry& g, const at::Tensor& input);
 bool winograd_input_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output);

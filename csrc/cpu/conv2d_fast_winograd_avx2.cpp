@@ -266,7 +266,7 @@ void weight_filters(const float* g, int64_t g_tap, int64_t lanes, float* u, int6
 // src_step: source pixels between the patches of adjacent tiles.
 template <class T>
 Transforms transforms_of(int src_step) {
-  return {T::M, T::A, T::P, src_step, &input_tile<T>, &output_tile<T>, &weight_filters<T>};
+  return {T::M, T::A, src_step, &input_tile<T>, &output_tile<T>, &weight_filters<T>};
 }
 
 }  // namespace

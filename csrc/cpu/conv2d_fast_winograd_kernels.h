@@ -38,9 +38,9 @@ struct OutputTile {
 };
 
 struct Transforms {
-  // A tile: m x m outputs from a patch x patch input patch (patches src_step source pixels
-  // apart), through alpha x alpha transformed values.
-  int m, alpha, patch, src_step;
+  // A tile: m x m outputs through alpha x alpha transformed values, from an input patch (alpha x
+  // alpha; 3 x 3 for the stride-2 input gradient) whose tiles are src_step source pixels apart.
+  int m, alpha, src_step;
   void (*input)(const InputTile&);
   void (*output)(const OutputTile&);
   // g: the 9 taps (r * 3 + s) of `lanes` filters (a multiple of 8), tap t of filter l at

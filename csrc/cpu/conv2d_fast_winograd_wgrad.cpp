@@ -69,12 +69,12 @@ constexpr int64_t kGroupAlign = 24;
 // 11.6 ms, res4a_branch2b 15.1 vs 13.2) and at batch 1 on res3a (2.4 vs 2.1), though not on
 // res4a at batch 1-2 (2.5 vs 2.8, 3.6 vs 4.3).
 bool stride2_wgrad_pays(const ConvGeometry& g) {
-  return std::min(g.c, g.k) <= 64 && 4 * 25 * ceil_div(g.p, 2) * ceil_div(g.q, 2) <= 3 * 9 * g.p * g.q;
+  return std::min(g.c, g.k) <= 64 && winograd_stride2_pays(ceil_div(g.p, 2) * ceil_div(g.q, 2), g.p * g.q);
 }
 
 int pick_wgrad_tile(const ConvGeometry& g, bool fp64) {
-  const int forced = winograd_forced_tile();
-  if (forced >= 0) return g.stride_h == 2 && forced != 0 ? 2 : forced;
+  const int forced = winograd_forced_tile(g.stride_h);
+  if (forced >= 0) return forced;
   if (g.c < 32 || g.k < 32) return 0;
   if (g.stride_h == 2) return stride2_wgrad_pays(g) ? 2 : 0;
   const int64_t tiles2 = g.n * ceil_div(g.p, 2) * ceil_div(g.q, 2);
