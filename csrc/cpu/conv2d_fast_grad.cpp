@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cpu/conv2d_fast.h"
@@ -281,10 +282,10 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
 
   // The pixels are swept in chunks of whole output rows (fixed by the geometry, never by the
   // thread count, so the summation order is too). Per chunk, a thread (with `pack`) packs what its tiles read into contiguous buffers: for each run, the input elements as
-  // [tile][pixel][M] (all kernel rows that miss the image dropped), and for each channel block
-  // grad_output as [pixel][B], zero past the group's channels. NHWC strides of a power of two
-  // bytes would otherwise map a tile's pixels to a few L1 sets; packed, a tile streams two
-  // sequential arrays, and the block of grad_output stays in L1 across all tiles of the run.
+  // [pixel][run] (all kernel rows that miss the image dropped; see a_stride), and for each
+  // channel block grad_output as [pixel][B], zero past the group's channels. NHWC strides of a
+  // power of two bytes would otherwise map a tile's pixels to a few L1 sets; packed, they spread
+  // over all sets, and the block of grad_output stays in L1 across all tiles of the run.
   // Packing pays where the input's pixel stride is large (C * stride_w >= 128 floats: every
   // pixel a different cache line, in few sets); with few input channels (first layers, C <= 64)
   // the tiles read the NHWC data in place, in chunks of about 64 pixels (measured, AVX2; also
@@ -297,10 +298,13 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const int64_t max_rows = std::max<int64_t>(1, (pack ? 128 : 64) / g.q);
   const int64_t chunk_rows = ceil_div(total_rows, ceil_div(total_rows, max_rows));
   const int64_t items = G * nruns * KB * tiles_per_run;  // (group, run, block, tile), tile fastest
+  // Packed, a pixel's run is one contiguous copy of the input ([pixel][run], row stride
+  // a_stride), and a tile reads M floats of each pixel. The stride is an odd number of cache
+  // lines, so a tile's pixels spread over all L1 sets (runlen = 768, 3 KB, would map them to 4).
+  const int64_t a_stride = (ceil_div(runlen, 16) | 1) * 16;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     const int64_t chunk_px = chunk_rows * g.q;
-    std::vector<float> apack(tiles_per_run * chunk_px * M), gpack(chunk_px * B);
-    std::vector<float> edge(pack ? runlen : 0);  // a border pixel's run, padding as zeros
+    std::vector<float> apack(pack ? chunk_px * a_stride : 0), gpack(chunk_px * B);
     std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
     std::vector<int64_t> rows;  // chunk rows (n * P + oh) whose input row exists for this run
     for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
@@ -340,31 +344,26 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
             if (ih >= 0 && ih < g.h) rows.push_back(row);
           }
           npix = static_cast<int64_t>(rows.size()) * g.q;
-          const int64_t full_tiles = runlen / M, tail = runlen % M;
           for (size_t i = 0; i < rows.size(); ++i) {
             const int64_t n = rows[i] / g.p, oh = rows[i] % g.p;
             const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
             const float* x_row = src + (n * g.h + ih) * g.w * C + gi * Cg;
             for (int64_t q = 0; q < g.q; ++q) {
-              // The run's columns (fold: S consecutive ones, dil_w = 1): in place where all are
-              // inside the image, else assembled with zeros for the padding.
+              // The run's columns (fold: S consecutive ones, dil_w = 1), zeros for the padding.
               const int64_t iw0 = q * g.stride_w - g.pad_w + s * g.dil_w, ncols = fold ? g.s : 1;
-              const float* a_px = edge.data();
-              if (iw0 >= 0 && iw0 + ncols <= g.w) {
-                a_px = x_row + iw0 * C;
-              } else {
-                for (int64_t j = 0; j < ncols; ++j) {
-                  float* e = edge.data() + j * Cg;
-                  if (iw0 + j >= 0 && iw0 + j < g.w) {
-                    std::copy(x_row + (iw0 + j) * C, x_row + (iw0 + j) * C + Cg, e);
-                  } else {
-                    std::fill(e, e + Cg, 0.0f);
-                  }
+              float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * a_stride;
+              if (iw0 >= 0 && iw0 + ncols <= g.w) {  // contiguous in NHWC (fold implies one group)
+                std::memcpy(dst, x_row + iw0 * C, runlen * sizeof(float));
+                continue;
+              }
+              for (int64_t j = 0; j < ncols; ++j) {
+                float* e = dst + j * Cg;
+                if (iw0 + j >= 0 && iw0 + j < g.w) {
+                  std::memcpy(e, x_row + (iw0 + j) * C, Cg * sizeof(float));
+                } else {
+                  std::fill(e, e + Cg, 0.0f);
                 }
               }
-              float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * M;
-              for (int64_t t = 0; t < full_tiles; ++t) copy_floats(a_px + t * M, M, dst + t * npix * M);
-              if (tail > 0) copy_floats(a_px + full_tiles * M, tail, dst + full_tiles * npix * M);
             }
           }
           packed_a = gr;
@@ -385,8 +384,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
         }
         const int64_t e0 = tile * M;
         const float* g_rows[1] = {gpack.data()};
-        const float* a_rows[1] = {apack.data() + tile * npix * M};
-        const WgradTile t{1, g_rows, a_rows, npix, B, M, static_cast<int>(std::min(M, runlen - e0)),
+        const float* a_rows[1] = {apack.data() + e0};
+        const WgradTile t{1, g_rows, a_rows, npix, B, a_stride, static_cast<int>(std::min(M, runlen - e0)),
                           static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B,
                           row0 == 0};
         kk->wgrad_tile(t);
