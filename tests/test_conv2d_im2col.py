@@ -8,7 +8,8 @@ every case), several runs of pixel panels per thread
 (channels_last work items), channels_last blocks that are part padding (read
 from a copy; the others in place), batch 1 and more, with and without bias;
 that the path ran (a per-process counter) under FASTCONV_CPU_IM2COL=1 and not under =0, where
-the direct kernel gives the same values within the same bound; non-contiguous inputs and
+the direct kernel gives the same values within the same bound; NCHW layers routed through the
+channels_last form (FASTCONV_CPU_IM2COL_NHWC) give that form's bits; non-contiguous inputs and
 weights; bit-identical results at 1, 2 and 3 threads.
 """
 import os
@@ -78,6 +79,8 @@ def _check(x, weight, bias, args, fmt, want_im2col=True):
 @pytest.fixture
 def im2col_on(monkeypatch):
     monkeypatch.setenv("FASTCONV_CPU_IM2COL", "1")
+    # NCHW cases test the NCHW form; test_nchw_via_nhwc the route through the channels_last one
+    monkeypatch.setenv("FASTCONV_CPU_IM2COL_NHWC", "0")
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
@@ -143,14 +146,34 @@ def test_results_do_not_depend_on_thread_count(case, fmt, im2col_on):
         assert torch.equal(results[0], other)
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_nchw_via_nhwc(case, im2col_on, monkeypatch):
+    # FASTCONV_CPU_IM2COL_NHWC=1: an NCHW layer runs the channels_last form on transposed
+    # copies of its input and result: within the rounding bound, NCHW out, and the same bits as
+    # the channels_last input gives (the same kernel calls; the transposes only move values).
+    monkeypatch.setenv("FASTCONV_CPU_IM2COL_NHWC", "1")
+    x, weight, bias, args = _inputs(case, torch.contiguous_format, seed=4)
+    got = _check(x, weight, bias, args, torch.contiguous_format)
+    assert got.is_contiguous()
+    want = _conv(x.contiguous(memory_format=torch.channels_last), weight, bias, args)
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 def test_default_choice(fmt, monkeypatch):
     # Unset, the switch sends channels_last strided layers with >= 64 channels in and out here
     # (measured faster, csrc/cpu/conv2d_fast_im2col.cpp: forward_applies), and 5x5 ones at
     # stride 1 where the 6 x 64 tile runs, and the others to the direct kernel.
     monkeypatch.delenv("FASTCONV_CPU_IM2COL", raising=False)
+    monkeypatch.delenv("FASTCONV_CPU_IM2COL_NHWC", raising=False)
     strided = (1, 64, 9, 9, 64, (3, 3), 2, 1, 1, "")
     x, weight, bias, args = _inputs(strided, fmt)
+    _check(x, weight, bias, args, fmt, want_im2col=fmt == torch.channels_last)
+    # NCHW too with more than one image and fewer than 256 output pixels (via NHWC copies);
+    # 17 x 17 = 289 output pixels are too many (odd sizes: not Winograd either)
+    x, weight, bias, args = _inputs((2, 64, 9, 9, 64, (3, 3), 2, 1, 1, ""), fmt)
+    _check(x, weight, bias, args, fmt, want_im2col=True)
+    x, weight, bias, args = _inputs((2, 64, 33, 33, 64, (3, 3), 2, 1, 1, ""), fmt)
     _check(x, weight, bias, args, fmt, want_im2col=fmt == torch.channels_last)
     # 5x5 stride 1 with >= 64 channels in and out: only on the 6 x 64 AVX-512 tile
     wide = ops._conv2d_cpu_fast_info()[0] == "avx512" and os.environ.get("FASTCONV_CPU_KERNELS") != "avx2" \

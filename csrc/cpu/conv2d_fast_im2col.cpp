@@ -25,6 +25,7 @@
 
 #include "cpu/conv2d_fast_gemm.h"
 #include "cpu/conv2d_fast_util.h"
+#include "cpu/layout_transpose.h"
 
 namespace fastconv::cpu::im2col {
 namespace {
@@ -262,6 +263,22 @@ void forward_nhwc(const gemm::Kernels& kk, const ConvGeometry& g, const float* x
   });
 }
 
+// NCHW forward passes that run as channels_last ones, on NHWC copies of the input and the
+// result (two transposes: 4 MB at ResNet-50's res5a_branch2b, batch 8, ~0.3 ms per side),
+// where the NCHW form wastes its panels: strided layers with small output images (under 256
+// pixels, as for the 1x1 GEMM's nchw_via_nhwc) and more than one image, as the channels_last
+// form runs its pixel panels across images. Measured (AVX-512 on AMD EPYC, 2 threads, best of
+// 5 interleaved, NCHW, direct kernel -> via NHWC): res5a_branch2b (512 x 14 x 14 -> 512, stride
+// 2) batch 8 18.6 -> 13.6 ms; at batch 1 2.38 -> 3.77 ms, and DeepBench's 256 x 20 x 84 -> 512
+// 5x5 stride 2 (batch 1) 14.0 -> 16.5 ms, hence the batch rule; res4a_branch2b (28 x 28 -> 14 x
+// 14, the direct kernel when Winograd is off) 11.8 both ways. FASTCONV_CPU_IM2COL_NHWC=0 turns
+// it off, =1 takes it for every NCHW layer this path runs.
+bool nchw_via_nhwc(const ConvGeometry& g) {
+  const char* env = std::getenv("FASTCONV_CPU_IM2COL_NHWC");
+  if (env != nullptr && env[0] != '\0') return env[0] == '1';
+  return (g.stride_h > 1 || g.stride_w > 1) && g.n > 1 && g.p * g.q < 256;
+}
+
 // channels_last when either tensor is only that (a tensor with one channel or one pixel can be
 // both, its memory the same either way).
 bool channels_last(const at::Tensor& input, const at::Tensor& output) {
@@ -295,9 +312,10 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   // -> implicit GEMM) 5x5 stride 1 gains too: AlexNet conv2 (64 -> 192, 27 x 27) batch 1 3.05 ->
   // 2.77 ms, batch 8 22.7 -> 20.1 ms; 3x3 stride 1 does not (ResNet-50 res4b at batch 1 1.72 ->
   // 1.94 ms, where Winograd does not take it).
+  // NCHW layers that nchw_via_nhwc picks run the channels_last form on transposed copies.
   const bool strided = g.stride_h > 1 || g.stride_w > 1;
   const bool large_kernel = g.r * g.s >= 25 && gemm::kernels_for_columns(g.k).nr == 64;
-  return cl && (strided || large_kernel) && g.c >= 64 && g.k >= 64;
+  return (cl || nchw_via_nhwc(g)) && (strided || large_kernel) && g.c >= 64 && g.k >= 64;
 }
 
 bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
@@ -307,6 +325,14 @@ bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const
   if (channels_last(input, output)) {  // (the weights' panels are the GEMM's columns)
     forward_nhwc(gemm::kernels_for_columns(g.k), g, input.data_ptr<float>(), w.data_ptr<float>(), b,
                  output.data_ptr<float>());
+  } else if (nchw_via_nhwc(g)) {
+    // the input transposed into workspace slot 1, the result into slot 3 (forward_nhwc uses 0
+    // and 2), then transposed into the NCHW output
+    const float* x = fastk::nhwc_padded(input, 0, g.h, 0, g.w, 1);
+    const int64_t P = g.p * g.q;
+    float* y = fastk::workspace(3, g.n * P * g.k);
+    forward_nhwc(gemm::kernels_for_columns(g.k), g, x, w.data_ptr<float>(), b, y);
+    transpose_batch(static_cast<const float*>(y), P * g.k, output.data_ptr<float>(), g.k * P, g.n, P, g.k);
   } else {
     forward_nchw(gemm::kernels(), g, input.data_ptr<float>(), w.data_ptr<float>(), b,
                  output.data_ptr<float>(), output.stride(0), output.stride(1));

@@ -8,7 +8,9 @@
 // The weight operand is packed once per call; the im2col operand is never built: NCHW
 // micro-panels of pixels (nr pixels x kc steps) are gathered straight from the input, padding
 // read as zeros; channels_last rows of A (one pixel's kc steps, contiguous in the input) are
-// read in place by the micro-kernel (gemm::Kernels::micro_a_ptrs).
+// read in place by the micro-kernel (gemm::Kernels::micro_a_ptrs). Strided NCHW layers with
+// small output images and more than one image run the channels_last form on transposed copies
+// (nchw_via_nhwc in the .cpp).
 #pragma once
 #include <ATen/core/Tensor.h>
 
