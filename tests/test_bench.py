@@ -170,3 +170,32 @@ def test_failing_case_is_reported_not_timed(tmp_path, tiny_layers, monkeypatch, 
     assert [r["status"] for r in rows] == ["FAIL", "FAIL"]
     assert all("output" in r["note"] and "fastconv" not in r for r in rows)
     assert "not timed" in capsys.readouterr().out
+
+
+def test_row_peak_brackets_compute_rows(tmp_path, capsys):
+    # A compute-bound row (conv2d) gets the FMA peak measured right before and after it and its
+    # % of that peak; a memory-bound one (max-pool) does not, nor any row with the option off.
+    layers = {"sources": [], "suites": {"tiny": {"description": "test suite", "entries": [
+        {"id": "tiny_conv3x3", "op": "conv2d", "n": 1, "n_cpu": 1, "c": 8, "h": 6, "w": 6,
+         "k": 8, "r": 3, "s": 3, "stride": [1, 1], "pad": [1, 1], "dilation": [1, 1],
+         "groups": 1, "count": 1, "note": ""},
+        TINY_LAYERS["suites"]["tiny"]["entries"][0]]}}}
+    path = tmp_path / "layers.json"
+    path.write_text(json.dumps(layers))
+    args = ["--layers", str(path), "--suite", "tiny", "--memory-format", "channels_last",
+            "--ops", "conv2d,max_pool2d"] + FAST_ARGS
+    assert main(args + ["--out", str(tmp_path / "on"), "--row-peak-seconds", "0.01"]) == 0
+    assert "% of row peak" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "on" / "results.json").read_text())["results"]
+    conv = [r for r in rows if r["op"] == "conv2d"]
+    pool = [r for r in rows if r["op"] == "max_pool2d"]
+    assert conv and pool and all(r["status"] == "ok" for r in rows)
+    for r in conv:
+        assert r["fma_gflops_row"] > 0
+        for side in ("fastconv", "torch"):
+            want = 100 * r[f"{side}_rate"] / r["fma_gflops_row"]
+            assert r[f"pct_row_peak_{side}"] == pytest.approx(want)
+    assert all("fma_gflops_row" not in r for r in pool)
+    assert main(args + ["--out", str(tmp_path / "off"), "--row-peak-seconds", "0"]) == 0
+    rows = json.loads((tmp_path / "off" / "results.json").read_text())["results"]
+    assert all("fma_gflops_row" not in r and "pct_row_peak_fastconv" not in r for r in rows)

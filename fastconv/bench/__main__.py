@@ -6,6 +6,7 @@ results.json and results.png go to --out. Exit status 1 when a case failed its c
 raised, so scripts notice; entries not implemented yet are skipped, not failures.
 """
 import argparse
+import dataclasses
 import gc
 import os
 import sys
@@ -38,6 +39,9 @@ def parse_args(argv=None):
                    help="CPU threads for both sides (default: torch.get_num_threads())")
     p.add_argument("--fma-seconds", type=float, default=0.5,
                    help="duration of the FMA-peak measurement")
+    p.add_argument("--row-peak-seconds", type=float, default=0.1,
+                   help="CPU: duration of the FMA-peak measurements right before and after "
+                        "each compute-bound row (0: none)")
     p.add_argument("--copy-mib", type=int, default=None,
                    help="tensor size of the copy-bandwidth test (default: >= 256 MiB, 2x LLC)")
     p.add_argument("--layers", default=None, help="another layers.json (default: packaged)")
@@ -70,6 +74,15 @@ def rate_and_pct(case, nbytes, flops, seconds, lim):
     return rate, (100.0 * rate / limit if limit else None)
 
 
+def row_peak(case, lim, seconds):
+    """The FMA peak measured now (CPU, compute-bound rows), or None: this machine's speed
+    moves by up to a third between minutes (a shared host), so a row is also reported
+    against the peak of the minute it ran in, next to the run's start-of-run peak."""
+    if seconds <= 0 or case.device != "cpu" or case.bound != "compute" or lim.fma_gflops is None:
+        return None
+    return limits_mod.fma_peak_gflops(seconds)
+
+
 def run_case(case, lim, args, tag):
     """Check one case, then time each of its passes; one result row per pass."""
     base = dict(id=case.entry["id"], op=case.op, shape=case.shape, batch=case.batch,
@@ -87,9 +100,11 @@ def run_case(case, lim, args, tag):
         return [dict(r, status="FAIL", note="; ".join(failures)) for r in rows]
     for row, p in zip(rows, case.passes):
         try:
+            before = row_peak(case, lim, args.row_peak_seconds)
             t = timing.interleaved({"fastconv": p.fastconv, "torch": p.torch},
                                    rounds=args.repeats, min_run_time=args.min_run_time,
                                    num_threads=torch.get_num_threads(), device=case.device)
+            after = row_peak(case, lim, args.row_peak_seconds)
         except Exception as e:  # e.g. out of memory while timing: report it, go on
             row.update(status="error", note=f"timing raised {type(e).__name__}: {e}")
             progress(f"{tag} {case.entry['id']} {case.memory_format} {p.name}: {row['note']}")
@@ -100,6 +115,11 @@ def run_case(case, lim, args, tag):
             row[side] = dict(median_ms=tm.median_ms, iqr_ms=tm.iqr_ms, calls=tm.calls)
             row[f"{side}_rate"], row[f"pct_limit_{side}"] = rate_and_pct(
                 case, p.bytes, p.flops, tm.median, lim)
+        if before and after:  # the better of the two, as the start-of-run peak is a best of 4
+            row["fma_gflops_row"] = max(before, after)
+            at_row = dataclasses.replace(lim, fma_gflops=row["fma_gflops_row"])
+            for side, tm in (("fastconv", fc), ("torch", pt)):
+                row[f"pct_row_peak_{side}"] = rate_and_pct(case, p.bytes, p.flops, tm.median, at_row)[1]
         row["rate_unit"] = "GFLOP/s" if case.bound == "compute" else "GB/s"
         row["speedup"] = pt.median / fc.median
         progress(f"{tag} {case.entry['id']} {case.memory_format} {p.name}: fastconv "
@@ -129,6 +149,7 @@ def run(args):
                 mkldnn_available=torch.backends.mkldnn.is_available(),
                 mkldnn_enabled=bool(torch.backends.mkldnn.enabled),
                 repeats=args.repeats, min_run_time=args.min_run_time, seed=args.seed,
+                row_peak_seconds=args.row_peak_seconds,
                 cpu_count=os.cpu_count())
     if args.device == "cuda":
         # fp32 means fp32 (fairness rule 1): no TF32 in cuDNN or cuBLAS.

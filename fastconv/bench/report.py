@@ -12,7 +12,7 @@ COLUMNS = [  # (title, key in the formatted row, alignment)
     ("op", "op", "<"), ("entry", "id", "<"), ("shape", "shape", "<"), ("format", "fmt", "<"),
     ("pass", "pass", "<"), ("check", "check", "<"), ("fastconv ms", "fc", ">"),
     ("PyTorch ms", "pt", ">"), ("speedup", "speedup", ">"), ("achieved", "rate", ">"),
-    ("% of limit fc / pt", "pct", ">"),
+    ("% of limit fc / pt", "pct", ">"), ("% of row peak fc / pt", "pct_row", ">"),
 ]
 
 FORMAT_ABBREV = {"contiguous": "NCHW", "channels_last": "NHWC"}
@@ -38,12 +38,15 @@ def format_row(row):
         "check": "pass" if timed else row["status"],
         "fc": _ms(row.get("fastconv")), "pt": _ms(row.get("torch")),
         "speedup": f"{row['speedup']:.2f}x" if timed else "-",
-        "rate": "-", "pct": "-",
+        "rate": "-", "pct": "-", "pct_row": "-",
     }
     if timed:
         unit = row["rate_unit"]
         out["rate"] = f"{row['fastconv_rate']:.1f} {unit}{cache_mark}"
         out["pct"] = f"{_pct(row['pct_limit_fastconv'])} / {_pct(row['pct_limit_torch'])}"
+        if "pct_row_peak_fastconv" in row:
+            out["pct_row"] = (f"{_pct(row['pct_row_peak_fastconv'])} / "
+                              f"{_pct(row['pct_row_peak_torch'])}")
     return out
 
 
@@ -105,6 +108,9 @@ def header(meta, limits):
         f"timing: torch.utils.benchmark blocked_autorange, {meta['repeats']} interleaved rounds "
         f"x {meta['min_run_time']} s per side; medians ± IQR; correctness checked first",
     ]
+    if meta["device"] == "cpu" and meta.get("row_peak_seconds"):
+        lines.append("% of row peak: against the FMA peak measured right before and after the "
+                     "row (the better of the two), as the machine's speed drifts during a run")
     if meta["device"] == "cuda":
         sheet = lim.get("datasheet") or {}
         sheet_text = (f"{sheet['product']}: fp32 {sheet['fp32']} / tf32 {sheet['tf32']} / "
