@@ -13,10 +13,10 @@ stamp=.venv/.requirements-installed
 wanted=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "[setup] installing dependencies into .venv" >&2
-  # torch's CUDA build and its libraries take ~6 GB in the venv; a CI machine once failed here
+  # torch's CUDA build and its libraries take ~6 GiB in the venv; a CI machine once failed here
   # with ENOSPC, so say up front how much room there is (pip's own error names no sizes).
-  free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
-  if [ "${free_kb:-0}" -lt $((7 * 1024 * 1024)) ]; then
+  free_kb=$(df -Pk . 2>/dev/null | awk 'NR == 2 {print $4}') || true
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((7 * 1024 * 1024)) ]; then
     echo "[setup] warning: $((free_kb / 1024)) MiB free in $ROOT; the dependencies need ~6 GiB" >&2
   fi
   # --no-cache-dir: no second copy of the wheels in ~/.cache/pip

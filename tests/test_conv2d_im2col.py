@@ -153,10 +153,23 @@ def test_nchw_via_nhwc(case, im2col_on, monkeypatch):
     # the channels_last input gives (the same kernel calls; the transposes only move values).
     monkeypatch.setenv("FASTCONV_CPU_IM2COL_NHWC", "1")
     x, weight, bias, args = _inputs(case, torch.contiguous_format, seed=4)
+    before = ops._conv2d_cpu_im2col_nhwc_info()
     got = _check(x, weight, bias, args, torch.contiguous_format)
+    assert ops._conv2d_cpu_im2col_nhwc_info() == before + 1, "the route through NHWC did not run"
     assert got.is_contiguous()
     want = _conv(x.contiguous(memory_format=torch.channels_last), weight, bias, args)
     assert torch.equal(got, want)
+    if case is CASES[14]:  # the route at several thread counts: the same bits
+        for other in results_at_thread_counts(lambda: _conv(x, weight, bias, args)):
+            assert torch.equal(other, got)
+
+
+def test_nchw_via_nhwc_off_switch(monkeypatch, im2col_on):
+    # FASTCONV_CPU_IM2COL_NHWC=0: the NCHW form (the route's counter stays)
+    x, weight, bias, args = _inputs(CASES[13], torch.contiguous_format, seed=5)
+    before = ops._conv2d_cpu_im2col_nhwc_info()
+    _check(x, weight, bias, args, torch.contiguous_format)
+    assert ops._conv2d_cpu_im2col_nhwc_info() == before
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)

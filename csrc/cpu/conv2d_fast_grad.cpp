@@ -304,7 +304,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const int64_t a_stride = (ceil_div(runlen, 16) | 1) * 16;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     const int64_t chunk_px = chunk_rows * g.q;
-    std::vector<float> apack(pack ? chunk_px * a_stride : 0), gpack(chunk_px * B);
+    std::vector<float> apack_mem, gpack(chunk_px * B);
+    float* apack = pack ? aligned_scratch(apack_mem, chunk_px * a_stride) : nullptr;  // rows on lines
     std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
     std::vector<int64_t> rows;  // chunk rows (n * P + oh) whose input row exists for this run
     for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
@@ -351,7 +352,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
             for (int64_t q = 0; q < g.q; ++q) {
               // The run's columns (fold: S consecutive ones, dil_w = 1), zeros for the padding.
               const int64_t iw0 = q * g.stride_w - g.pad_w + s * g.dil_w, ncols = fold ? g.s : 1;
-              float* dst = apack.data() + (static_cast<int64_t>(i) * g.q + q) * a_stride;
+              float* dst = apack + (static_cast<int64_t>(i) * g.q + q) * a_stride;
               if (iw0 >= 0 && iw0 + ncols <= g.w) {  // contiguous in NHWC (fold implies one group)
                 std::memcpy(dst, x_row + iw0 * C, runlen * sizeof(float));
                 continue;
@@ -384,7 +385,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
         }
         const int64_t e0 = tile * M;
         const float* g_rows[1] = {gpack.data()};
-        const float* a_rows[1] = {apack.data() + e0};
+        const float* a_rows[1] = {apack + e0};
         const WgradTile t{1, g_rows, a_rows, npix, B, a_stride, static_cast<int>(std::min(M, runlen - e0)),
                           static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B,
                           row0 == 0};

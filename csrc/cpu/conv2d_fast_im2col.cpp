@@ -39,7 +39,7 @@ using fastk::ceil_div;
 // other.
 constexpr int64_t KC = 384;
 
-std::atomic<int64_t> forward_calls{0};
+std::atomic<int64_t> forward_calls{0}, nchw_via_nhwc_calls{0};
 
 // FASTCONV_CPU_IM2COL: "0" off, "1" on wherever the path can run, unset: the measured choice.
 int switch_value() {
@@ -333,6 +333,7 @@ bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const
     float* y = fastk::workspace(3, g.n * P * g.k);
     forward_nhwc(gemm::kernels_for_columns(g.k), g, x, w.data_ptr<float>(), b, y);
     transpose_batch(static_cast<const float*>(y), P * g.k, output.data_ptr<float>(), g.k * P, g.n, P, g.k);
+    nchw_via_nhwc_calls.fetch_add(1, std::memory_order_relaxed);
   } else {
     forward_nchw(gemm::kernels(), g, input.data_ptr<float>(), w.data_ptr<float>(), b,
                  output.data_ptr<float>(), output.stride(0), output.stride(1));
@@ -343,6 +344,7 @@ bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const
 
 namespace {
 int64_t im2col_info() { return forward_calls.load(); }
+int64_t im2col_nhwc_info() { return nchw_via_nhwc_calls.load(); }
 }  // namespace
 
 }  // namespace fastconv::cpu::im2col
@@ -351,4 +353,7 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   // _conv2d_cpu_im2col_info() -> int: how many forward passes the implicit-GEMM path
   // (csrc/cpu/conv2d_fast_im2col.cpp) has computed in this process. For tests and benchmarks.
   m.def("_conv2d_cpu_im2col_info() -> int", &fastconv::cpu::im2col::im2col_info);
+  // _conv2d_cpu_im2col_nhwc_info() -> int: how many of those were NCHW passes run in the
+  // channels_last form on transposed copies (nchw_via_nhwc). For tests.
+  m.def("_conv2d_cpu_im2col_nhwc_info() -> int", &fastconv::cpu::im2col::im2col_nhwc_info);
 }

@@ -115,7 +115,7 @@ def run_case(case, lim, args, tag):
             row[side] = dict(median_ms=tm.median_ms, iqr_ms=tm.iqr_ms, calls=tm.calls)
             row[f"{side}_rate"], row[f"pct_limit_{side}"] = rate_and_pct(
                 case, p.bytes, p.flops, tm.median, lim)
-        if before and after:  # the better of the two, as the start-of-run peak is a best of 4
+        if before and after:  # the better of the two (each a best of 4 short runs, as at the start)
             row["fma_gflops_row"] = max(before, after)
             at_row = dataclasses.replace(lim, fma_gflops=row["fma_gflops_row"])
             for side, tm in (("fastconv", fc), ("torch", pt)):
