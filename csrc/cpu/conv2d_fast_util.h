@@ -108,7 +108,8 @@ T* aligned_scratch(std::vector<T>& v, int64_t elements) {
 
 // Scratch memory reused across calls (per thread, four slots: a pass stages at most two
 // tensors in slots 0 and 1 on the calling thread; slot 2 holds a worker's packed weights, slot
-// 3 the weight gradient's accumulators).
+// 3 the weight gradient's accumulators, or the NHWC result of an NCHW forward pass that the
+// implicit GEMM runs in its channels_last form, cpu/conv2d_fast_im2col.cpp).
 inline float* workspace(int slot, int64_t floats) {
   thread_local std::vector<float> slots[4];
   return aligned_scratch(slots[slot], floats);
