@@ -151,6 +151,15 @@ def assert_within_tile_bound(got, exact, magnitude, terms, what, tile=0):
 # (`reach` = (first, last) offset: the tile's input patch, B^T d B and A g A^T mixing all of it),
 # which G^T . G then mixes into each tap (a tap whose own products are small, e.g. mostly
 # padding, carries rounding errors of the size of its neighbours' sums).
+def weight_grad_format(x, grad_out):
+    """The memory format of fastconv's weight gradient: channels_last when either activation
+    is (PyTorch's rule for a contiguous weight), else contiguous."""
+    cl = torch.channels_last
+    is_cl = [t.dim() == 4 and t.is_contiguous(memory_format=cl) and not t.is_contiguous()
+             for t in (x, grad_out)]
+    return cl if any(is_cl) else torch.contiguous_format
+
+
 def assert_wgrad_within_tile_bound(got, x, grad_out, padding, stride, reach, extra, what):
     xd, gd = x.double(), grad_out.double()
     ph, pw = pair(padding)
@@ -162,7 +171,8 @@ def assert_wgrad_within_tile_bound(got, x, grad_out, padding, stride, reach, ext
     mag = mag.amax(dim=(2, 3), keepdim=True)
     terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
     bound = (terms + extra) * torch.finfo(got.dtype).eps * mag + torch.finfo(got.dtype).tiny
-    assert got.shape == exact.shape and got.is_contiguous() and got.dtype == x.dtype, what
+    assert got.shape == exact.shape and got.dtype == x.dtype, what
+    assert got.is_contiguous(memory_format=weight_grad_format(x, grad_out)), what
     err = (got.double() - exact).abs()
     assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
 

@@ -15,7 +15,7 @@ import torch
 
 import fastconv  # noqa: F401  (registers the ops)
 from conv_helpers import (FORMAT_IDS, FORMATS, assert_within_rounding, described_case_ids,  # noqa: F401
-                          gemm_tile, pair, reference, results_at_thread_counts)
+                          gemm_tile, pair, reference, results_at_thread_counts, weight_grad_format)
 
 ops = torch.ops.fastconv
 
@@ -64,6 +64,8 @@ def _check(x, weight, grad_out, args, want_im2col=True):
         lambda x_, g_: torch.nn.grad.conv2d_weight(x_, weight.shape, g_, *args), x, grad_out)
     terms = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]  # products per weight
     assert_within_rounding(got, exact, mag, terms, "weight gradient")
+    # channels_last activations: the columns in (r, s, c) order write a channels_last dW
+    assert got.is_contiguous(memory_format=weight_grad_format(x, grad_out))
     return got
 
 

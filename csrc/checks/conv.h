@@ -167,6 +167,17 @@ inline at::MemoryFormat conv_memory_format(const at::Tensor& a, const at::Tensor
   return (a_cl || weight.suggest_memory_format() == cl) ? cl : at::MemoryFormat::Contiguous;
 }
 
+// The memory format of the weight gradient (K, C / groups, R, S): the activations' format
+// `fmt` (conv_memory_format(input, grad_output)), so channels_last when they are, as PyTorch
+// returns it (its rule also looks at the weight, which this op does not see; the autograd
+// backward converts to the weight's own format). Where both formats are the same memory order
+// (one channel per group, or a 1x1 kernel) the contiguous strides, as PyTorch's. The CPU, CUDA
+// and Meta kernels all allocate with this, so strides agree everywhere.
+inline at::MemoryFormat conv_weight_grad_format(c10::SymIntArrayRef weight_size, at::MemoryFormat fmt) {
+  const bool same_order = weight_size[1] == 1 || (weight_size[2] == 1 && weight_size[3] == 1);
+  return same_order ? at::MemoryFormat::Contiguous : fmt;
+}
+
 // An uninitialized activation-shaped result: batched (N, C, H, W) `size4` in memory format
 // `fmt`, returned 3-D (the batch of one dropped) when the call was unbatched. The CPU, CUDA and
 // Meta kernels all allocate through this, so strides agree everywhere.

@@ -62,11 +62,16 @@ at::Tensor conv2d_weight_grad_cpu(const at::Tensor& grad_output, const at::Tenso
   const auto fmt = conv_memory_format(input, grad_output);
   const at::Tensor x = batched(input, sg.batched, fmt);
   const at::Tensor go = batched(grad_output, sg.batched, fmt);
-  at::Tensor grad_weight = at::empty({g.k, g.c_per_group(), g.r, g.s}, x.options());
+  // (channels_last activations give a channels_last weight gradient, as PyTorch's does)
+  at::Tensor grad_weight = at::empty({g.k, g.c_per_group(), g.r, g.s},
+                                     x.options().memory_format(conv_weight_grad_format(weight_size, fmt)));
   if (g.n == 0) {
     grad_weight.zero_();  // a sum over an empty batch
   } else if (!cpu::conv2d_weight_grad_fast(g, go, x, grad_weight)) {
-    cpu::conv2d_weight_grad_generic(g, go, x, grad_weight, fmt == kChannelsLast);
+    // the generic kernels write a contiguous (K, C / groups, R, S) tensor
+    at::Tensor dw = grad_weight.is_contiguous() ? grad_weight : at::empty(grad_weight.sizes(), x.options());
+    cpu::conv2d_weight_grad_generic(g, go, x, dw, fmt == kChannelsLast);
+    if (!dw.is_same(grad_weight)) grad_weight.copy_(dw);
   }
   return grad_weight;
 }

@@ -401,6 +401,24 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // would scatter over B rows whose stride is often a multiple of 4 KiB: cache set conflicts.)
   float* gw = grad_weight.data_ptr<float>();
   const int64_t RS = g.r * g.s, wrow = Cg * RS;
+  if (!grad_weight.is_contiguous()) {
+    // channels_last: row k of grad_weight is (r, s, c), the accumulators' own (run, element)
+    // order, so each channel block is a [wrow][B] -> [B][wrow] transpose, in chunks of EC
+    // elements (EC x B floats, 16 KiB, stay in L1 while the B rows are written).
+    const int64_t EC = 128, ECB = ceil_div(wrow, EC);
+    at::parallel_for(0, G * KB * ECB, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t e0 = (it % ECB) * EC, kb = (it / ECB) % KB, gi = it / (ECB * KB);
+        const int64_t ne = std::min(EC, wrow - e0), nk = std::min(B, Kg - kb * B);
+        const float* blk = acc + ((gi * KB + kb) * wrow + e0) * B;
+        for (int64_t kk = 0; kk < nk; ++kk) {
+          float* dst = gw + (gi * Kg + kb * B + kk) * wrow + e0;
+          for (int64_t e = 0; e < ne; ++e) dst[e] = blk[e * B + kk];
+        }
+      }
+    });
+    return handled();
+  }
   const int64_t CC = std::max<int64_t>(1, 256 / RS), CCB = ceil_div(Cg, CC);
   at::parallel_for(0, G * KB * CCB, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf(B * CC * RS);

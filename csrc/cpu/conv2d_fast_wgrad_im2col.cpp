@@ -1,7 +1,9 @@
 // The weight gradient as one explicit-im2col GEMM on the packed 1x1 GEMM (cpu/conv2d_fast_gemm.h):
 //   dW[K, C*R*S] = sum over n of dY_n[K, P] Col_n[P, C*R*S]
 // Col_n row p holds the input values that output pixel p sees through every (c, r, s), in
-// grad_weight's own (c, r, s) order, padding as zeros, so the GEMM writes dW in place.
+// grad_weight's own memory order, padding as zeros, so the GEMM writes dW in place: (c, r, s)
+// for NCHW, (r, s, c) for channels_last (whose grad_weight is channels_last too: each tap's
+// channels are then one copy of an input pixel).
 // The direct weight-gradient kernel (cpu/conv2d_fast_grad.cpp) accumulates per (run, tile) into
 // a buffer as large as dW and reorders it into dW afterwards: where a layer has few pixels per
 // weight (res5b at batch 1: 49 pixels for 2.4 M weights) those passes over dW, not the
@@ -23,8 +25,10 @@ namespace {
 
 using fastk::ceil_div;
 
-// Col for images [n0, n0 + nb): col[((n - n0) * P + p) * CRS + (c * R + r) * S + s].
-void build_columns(const ConvGeometry& g, const at::Tensor& input, int64_t n0, int64_t nb, float* col) {
+// Col for images [n0, n0 + nb): col[((n - n0) * P + p) * CRS + (c * R + r) * S + s], or with
+// taps_outer col[((n - n0) * P + p) * CRS + (r * S + s) * C + c] (NHWC input only).
+void build_columns(const ConvGeometry& g, const at::Tensor& input, int64_t n0, int64_t nb, bool taps_outer,
+                   float* col) {
   const int64_t C = g.c, H = g.h, W = g.w, RS = g.r * g.s, CRS = C * RS, P = g.p * g.q;
   const float* x = input.data_ptr<float>();
   const bool nhwc = input.stride(1) == 1 && C > 1;
@@ -34,6 +38,24 @@ void build_columns(const ConvGeometry& g, const at::Tensor& input, int64_t n0, i
       const int64_t n = n0 + row / g.p, oh = row % g.p;
       float* out = col + (row / g.p * P + oh * g.q) * CRS;  // the row's Q pixels, CRS floats each
       const float* img = x + n * xs_n;
+      if (taps_outer) {  // per pixel and tap, the C channels of the input pixel, copied whole
+        for (int64_t ow = 0; ow < g.q; ++ow) {
+          float* dst = out + ow * CRS;
+          for (int64_t r = 0; r < g.r; ++r) {
+            const int64_t ih = oh * g.stride_h - g.pad_h + r * g.dil_h;
+            for (int64_t s = 0; s < g.s; ++s, dst += C) {
+              const int64_t iw = ow * g.stride_w - g.pad_w + s * g.dil_w;
+              if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
+                std::fill(dst, dst + C, 0.0f);
+              } else {
+                const float* src = img + ih * xs_h + iw * xs_w;
+                std::copy(src, src + C, dst);
+              }
+            }
+          }
+        }
+        continue;
+      }
       if (nhwc) {
         // per pixel and tap, the C channels of the input pixel, scattered to stride RS
         for (int64_t ow = 0; ow < g.q; ++ow) {
@@ -118,15 +140,18 @@ bool weight_grad_applies(const ConvGeometry& g, const at::Tensor& grad_output) {
 
 bool conv2d_weight_grad_im2col(const ConvGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                                at::Tensor& grad_weight) {
-  // (Col's columns are in grad_weight's memory order: the (K, C, R, S) tensor of cpu/conv2d.cpp)
-  TORCH_INTERNAL_ASSERT(grad_weight.is_contiguous());
+  // Col's columns are in grad_weight's memory order: (C, R, S), or (R, S, C) for the
+  // channels_last tensor of cpu/conv2d.cpp (which comes with NHWC activations)
+  const bool taps_outer = !grad_weight.is_contiguous();
+  TORCH_INTERNAL_ASSERT(!taps_outer || (grad_weight.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                                        input.stride(1) == 1));
   const int64_t CRS = g.c * g.r * g.s, P = g.p * g.q;
   const int64_t images = std::max<int64_t>(1, std::min(g.n, max_column_floats() / std::max<int64_t>(1, P * CRS)));
   float* col = fastk::workspace(3, images * P * CRS);
   float* gw = grad_weight.data_ptr<float>();
   for (int64_t n0 = 0; n0 < g.n; n0 += images) {
     const int64_t nb = std::min(images, g.n - n0);
-    build_columns(g, input, n0, nb, col);
+    build_columns(g, input, n0, nb, taps_outer, col);
     gemm::Problem pr;
     pr.M = g.k;
     pr.N = CRS;

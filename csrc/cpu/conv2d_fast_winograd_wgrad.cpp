@@ -174,8 +174,9 @@ void run(const wino::WgradKernels<T>& kw, const ConvGeometry& g, const at::Tenso
   });
 
   T* dw = grad_weight.data_ptr<T>();
+  const bool channels_last = !grad_weight.is_contiguous();  // then (K, 3, 3, C) in memory
   at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
-    const wino::WReduce<T> r{M, nslices, msize, Kr * Cp, Cp, begin, end, C, dw};
+    const wino::WReduce<T> r{M, nslices, msize, Kr * Cp, Cp, begin, end, C, dw, channels_last};
     kw.reduce(r);
   });
 }

@@ -51,13 +51,15 @@ constexpr int kRows = 6;  // rows (output channels) of the GEMM's register tile
 
 // Rows [k0, k1) of the weight gradient: for each channel c < C, the sum over slices
 // s < nslices (in order) of m[s * slice + xi * xi_stride + k * ld + c], through G^T . G, stored
-// at dw[k * C * 9 + c * 9 + r * 3 + s] (a contiguous (K, C, 3, 3) tensor).
+// at dw[k * C * 9 + c * 9 + r * 3 + s] (a contiguous (K, C, 3, 3) tensor) or, channels_last,
+// at dw[k * 9 * C + (r * 3 + s) * C + c].
 template <class T>
 struct WReduce {
   const T* m;
   int64_t nslices, slice, xi_stride, ld;
   int64_t k0, k1, C;
   T* dw;
+  bool channels_last;
 };
 
 template <class T>

@@ -31,7 +31,8 @@ at::Tensor conv2d_weight_grad_meta(const at::Tensor& grad_output, const at::Tens
                                    at::IntArrayRef padding, at::IntArrayRef dilation,
                                    int64_t groups) {
   check_conv2d_weight_grad(grad_output, input, weight_size, stride, padding, dilation, groups);
-  return at::empty_symint(weight_size, input.options());
+  const auto fmt = conv_weight_grad_format(weight_size, conv_memory_format(input, grad_output));
+  return at::empty_symint(weight_size, input.options().memory_format(fmt));
 }
 
 }  // namespace

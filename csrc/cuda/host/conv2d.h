@@ -155,7 +155,8 @@ inline at::Tensor conv2d_weight_grad(const HostLaunch& l, const at::Tensor& grad
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor dy = conv_batched(grad_output).contiguous(fmt);
   const at::Tensor x = conv_batched(input).contiguous(fmt);
-  at::Tensor dw = l.empty({g.k, g.c_per_group(), g.r, g.s}, input.options());
+  at::Tensor dw = l.empty({g.k, g.c_per_group(), g.r, g.s},
+                          input.options().memory_format(conv_weight_grad_format(weight_size, fmt)));
   if (dw.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                     "fastconv::_conv2d_weight_grad", [&] {

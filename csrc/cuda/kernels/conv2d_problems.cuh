@@ -258,7 +258,8 @@ struct ConvDgradProblem {
 
 // ---- weight gradient: split over the N*P*Q reduction into fp32/fp64 partials ---------------
 // Split `split` of a group sums pixels [split * k_chunk, min(Kr, (split + 1) * k_chunk)) and
-// writes its partial sums to ws[split][K][C/g][R][S]; conv_wgrad_reduce adds the splits in
+// writes its partial sums to ws[split][K][C/g][R][S] (NCHW) or ws[split][K][R][S][C/g]
+// (channels_last: dw's own memory order either way); conv_wgrad_reduce adds the splits in
 // order (deterministic: no atomics).
 template <typename T>
 struct ConvWgradProblem {
@@ -266,7 +267,7 @@ struct ConvWgradProblem {
   using acc_t = typename ConvAcc<T>::type;
   const T* dy;  // grad_output (N, K, P, Q)
   const T* x;   // input (N, C, H, W), same memory format
-  acc_t* ws;    // partials (splits, K, C/g, R, S)
+  acc_t* ws;    // partials (splits, K, C/g, R, S), or (splits, K, R, S, C/g) when cl
   ConvGeometry g;
   bool cl;
   int cg, kg;  // channels per group of input and output (host-computed: no 64-bit division)
@@ -318,9 +319,11 @@ struct ConvWgradProblem {
   FC_DEV void out_next(ConvOutRow& o) const { ++o.base; }
   FC_DEV void store(const ConvOutRow& o, int64_t n, int64_t grp, int64_t split,
                     acc_t v) const {
-    // n in the panel's order; the partials are stored in (c, r, s) order
+    // n in the panel's order; the partials are stored in dw's order: (c, r, s), or (r, s, c)
+    // when channels_last
     const ConvTap t = conv_tap(int(n), cg, int(g.r), int(g.s), cl);
-    const int64_t row = gemm_n(), widx = (int64_t(t.c) * g.r + t.r) * g.s + t.s;
+    const int64_t row = gemm_n();
+    const int64_t widx = cl ? (int64_t(t.r) * g.s + t.s) * cg + t.c : (int64_t(t.c) * g.r + t.r) * g.s + t.s;
     ws[(split * g.k + grp * gemm_m() + o.base) * row + widx] = v;
   }
 };
