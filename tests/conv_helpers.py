@@ -144,13 +144,6 @@ def assert_within_tile_bound(got, exact, magnitude, terms, what, tile=0):
     assert (err <= bound).all(), f"{what}: error up to {(err / bound).max().item():.2f}x the bound"
 
 
-# The error bound of a Winograd weight gradient: as for a direct sum, terms * eps * magnitude
-# with terms = the reduction length (N x P x Q products per weight) plus `extra` for the
-# transforms' own roundings, except that the magnitude is the largest sum of |grad_output| x
-# |input| over every input offset a transformed product can pair with a grad_output pixel
-# (`reach` = (first, last) offset: the tile's input patch, B^T d B and A g A^T mixing all of it),
-# which G^T . G then mixes into each tap (a tap whose own products are small, e.g. mostly
-# padding, carries rounding errors of the size of its neighbours' sums).
 def weight_grad_format(x, grad_out):
     """The memory format of fastconv's weight gradient: channels_last when either activation
     is (PyTorch's rule for a contiguous weight), else contiguous."""
@@ -160,6 +153,13 @@ def weight_grad_format(x, grad_out):
     return cl if any(is_cl) else torch.contiguous_format
 
 
+# The error bound of a Winograd weight gradient: as for a direct sum, terms * eps * magnitude
+# with terms = the reduction length (N x P x Q products per weight) plus `extra` for the
+# transforms' own roundings, except that the magnitude is the largest sum of |grad_output| x
+# |input| over every input offset a transformed product can pair with a grad_output pixel
+# (`reach` = (first, last) offset: the tile's input patch, B^T d B and A g A^T mixing all of it),
+# which G^T . G then mixes into each tap (a tap whose own products are small, e.g. mostly
+# padding, carries rounding errors of the size of its neighbours' sums).
 def assert_wgrad_within_tile_bound(got, x, grad_out, padding, stride, reach, extra, what):
     xd, gd = x.double(), grad_out.double()
     ph, pw = pair(padding)

@@ -87,10 +87,11 @@ def test_gradient_ops_match_torch_nn_grad(device, case, memory_format):
     torch.testing.assert_close(gx, ref_x, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(gw, ref_w, rtol=1e-12, atol=1e-12)
     # the weight gradient comes in PyTorch's memory format (convolution_backward's; its weight
-    # here is contiguous, so its rule follows x: channels_last for a channels_last batch)
+    # here is contiguous, so its rule follows x: channels_last for a channels_last batch). Its
+    # CPU rule: on CUDA, torch keeps fp64 convolutions contiguous (cudnn_conv_suggest_memory_format)
     if len(x_shape) == 4:
-        torch_gw = torch.ops.aten.convolution_backward(go, x, w, None, s, p, d, False, [0, 0], g,
-                                                       [False, True, False])[1]
+        torch_gw = torch.ops.aten.convolution_backward(go.cpu(), x.cpu(), w.cpu(), None, s, p, d,
+                                                       False, [0, 0], g, [False, True, False])[1]
         assert gw.stride() == torch_gw.stride()
     else:
         assert gw.is_contiguous()

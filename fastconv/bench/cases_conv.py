@@ -5,7 +5,8 @@ under test (weight included, as `model.to(memory_format=...)` leaves it): fastco
 forward and its gradient ops against F.conv2d / F.conv_transpose2d and
 torch.ops.aten.convolution_backward with an output_mask asking for the one gradient. The
 weight gradient is returned in the weight's memory format on both sides (fastconv's op gives
-a contiguous one; the conversion, as its autograd does it, is charged to fastconv).
+the activations' one, which is the weight's here; a conversion, as its autograd would do it,
+would be charged to fastconv).
 Entries with `input_grad: false` (first layers) have no dgrad pass, like the references.
 """
 import torch

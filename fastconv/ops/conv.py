@@ -31,8 +31,9 @@ def _conv2d_setup_context(ctx, inputs, output):
     # input's format even when grad is, say, the expanded gradient of a sum.
     ctx.channels_last = output.dim() == 4 and output.is_contiguous(
         memory_format=torch.channels_last)
-    # The weight gradient op returns a contiguous tensor; torch gives a channels_last weight
-    # a channels_last gradient, and so does this backward (a weight-sized copy).
+    # The weight gradient op returns the activations' format (channels_last when they are);
+    # torch gives a weight's gradient the weight's format, and so does this backward (a
+    # weight-sized copy where the two differ).
     ctx.weight_format = _weight_format(weight)
 
 

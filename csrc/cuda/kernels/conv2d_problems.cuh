@@ -296,14 +296,12 @@ struct ConvWgradProblem {
   struct BRow {
     int64_t c;     // input channel (absolute)
     int dh, dw;    // input coordinate of output pixel (0, 0) through this tap
-    int64_t widx;  // (c, r, s) offset inside a weight row
     bool valid;
   };
   FC_DEV BRow b_row(int64_t n, int64_t grp) const {
     const ConvTap t = conv_tap(int(n < gemm_n() ? n : 0), cg, int(g.r), int(g.s), cl);
     return {grp * cg + t.c, int(conv_input_coord(0, t.r, 1, g.pad_h, g.dil_h)),
-            int(conv_input_coord(0, t.s, 1, g.pad_w, g.dil_w)),
-            (int64_t(t.c) * g.r + t.r) * g.s + t.s, n < gemm_n()};
+            int(conv_input_coord(0, t.s, 1, g.pad_w, g.dil_w)), n < gemm_n()};
   }
   FC_DEV const T* b_src(const BRow& b, int64_t kk, int64_t kend) const {
     const int pq = int(g.p * g.q), n = int(kk) / pq, rem = int(kk) % pq, q = int(g.q);
