@@ -95,11 +95,11 @@ def _check_case(case, channels_last):
     reductions = ((c // groups) * r * s, (k // groups) * r * s, n * p * q)
     for g, wt, red in zip(got, want, reductions):
         _assert_close_to_fp64(g, wt, red)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     # the weight gradient comes in the activations' format (PyTorch's, for a contiguous weight)
-    assert got[2].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert got[2].is_contiguous(memory_format=fmt)
     if c == 1:  # a one-channel input is contiguous in both formats: no format to check
         return
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert got[0].is_contiguous(memory_format=fmt)
     assert got[1].is_contiguous(memory_format=fmt)
 

@@ -8,7 +8,8 @@
 //   - input, grad_output and the output tensor are 4-D and contiguous in one memory format,
 //     NCHW (contiguous) or channels_last, the same for all of them; weight (K, C / groups, R,
 //     S) may have any strides (it is only read while packing); grad_weight is contiguous, or
-//     channels_last (not contiguous) when the activations are (cpu/conv2d.cpp); bias is 1-D contiguous or undefined.
+//     channels_last (not contiguous) when the activations are (cpu/conv2d.cpp); bias is 1-D
+//     contiguous or undefined.
 //   - the output tensor is allocated by the caller with its final shape and format; its
 //     contents on entry are unspecified (the kernel writes every element).
 //   - deterministic: the same inputs give bit-identical results at any thread count.

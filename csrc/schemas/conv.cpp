@@ -29,8 +29,7 @@ TORCH_LIBRARY_FRAGMENT(fastconv, m) {
   // (N, K, P, Q), input (N, C, H, W) (or both 3-D), weight_size = (K, C / groups, R, S). Output of
   // shape weight_size, channels_last when the activations are (as torch's; contiguous where both
   // orders are the same memory, conv_weight_grad_format in checks/conv.h), else contiguous,
-  // fp32-accumulated for reduced precision. The sum over N, P,
-  // Q runs in a fixed order (a split reduction is reduced without atomics), so it is
-  // deterministic.
+  // fp32-accumulated for reduced precision. The sum over N, P, Q runs in a fixed order (a
+  // split reduction is reduced without atomics), so it is deterministic.
   m.def(FC_SCHEMA_CONV2D_WEIGHT_GRAD);
 }
