@@ -55,6 +55,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/conv2d_fast_dot.h"
 #include "cpu/conv2d_fast_gemm.h"
 #include "cpu/conv2d_fast_im2col.h"
 #include "cpu/conv2d_fast_kernels.h"
@@ -136,6 +137,7 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   if (winograd_applies(g, input)) return conv2d_forward_winograd(g, input, weight, bias, output);
   if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
   if (gemm::forward_applies(g, input)) return gemm::conv2d_forward_gemm(g, input, weight, bias, output);
+  if (dot::forward_applies(g, input, weight, output)) return dot::conv2d_forward_dot(g, input, weight, bias, output);
   if (im2col::forward_applies(g, input, output)) return im2col::conv2d_forward_im2col(g, input, weight, bias, output);
 
   ForwardPlan p;

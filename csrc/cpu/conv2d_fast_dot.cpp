@@ -1,0 +1,178 @@
+// The dot-product forward convolution (contract in cpu/conv2d_fast_dot.h).
+//
+// out[pixel][k] = bias[k] + sum over taps t, channels c of x[pixel + tap t][c] * w[k][t][c]:
+// channels_last activations and a channels_last weight both hold c adjacent, so a register
+// tile of M pixels x N output channels multiplies M input vectors by N weight vectors per
+// step of 16 channels (M + N loads for M N multiply-adds), every accumulator holding 16
+// partial sums that are added up once, at the end of the reduction. Nothing is packed.
+// Work items are runs of output channels; each runs all pixels tile by tile, so its N weight
+// rows are read from memory once and then from L2, and the (padded) input stays in L2.
+// The summation order (taps, then channels by lane, then the lanes by a fixed tree) depends on
+// the geometry alone, so results do not depend on the thread count.
+#include "cpu/conv2d_fast_dot.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+#include "cpu/conv2d_fast_util.h"
+
+namespace fastconv::cpu::dot {
+namespace {
+
+// A tile's inputs: pixel i's input (tap 0) at src + pix[i], tap t at + tap_off[t]; output
+// channel k's weights of tap t at w + k * wk + t * C; result (pixel i, channel k) at
+// dst[i * d_pix + k].
+struct Job {
+  const float* src;
+  const int64_t* pix;
+  const int64_t* tap_off;
+  int ntaps;
+  int64_t C;
+  const float* w;
+  int64_t wk;
+  const float* bias;
+  float* dst;
+  int64_t d_pix;
+};
+
+constexpr int kMaxM = 4, kMaxN = 6;  // 24 accumulators + 4 inputs + 1 weight of 32 zmm
+
+}  // namespace
+}  // namespace fastconv::cpu::dot
+
+// The kernels, compiled for AVX-512F. Only intrinsics and plain loops in here: a standard
+// template instantiated under the target pragma could be kept by the linker for the whole
+// library.
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+
+namespace fastconv::cpu::dot {
+namespace {
+
+template <int M, int N>
+void dot_tile(const Job& j, int64_t i0, int64_t k0) {
+  __m512 acc[M][N];
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) acc[m][n] = _mm512_setzero_ps();
+  }
+  const float* w0 = j.w + k0 * j.wk;
+  for (int t = 0; t < j.ntaps; ++t) {
+    const float* a[M];
+    for (int m = 0; m < M; ++m) a[m] = j.src + j.pix[i0 + m] + j.tap_off[t];
+    const float* b = w0 + t * j.C;
+    for (int64_t c = 0; c < j.C; c += 16) {
+      __m512 av[M];
+      for (int m = 0; m < M; ++m) av[m] = _mm512_loadu_ps(a[m] + c);
+      for (int n = 0; n < N; ++n) {
+        const __m512 bv = _mm512_loadu_ps(b + n * j.wk + c);
+        for (int m = 0; m < M; ++m) acc[m][n] = _mm512_fmadd_ps(av[m], bv, acc[m][n]);
+      }
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    float* d = j.dst + (i0 + m) * j.d_pix + k0;
+    for (int n = 0; n < N; ++n) d[n] = _mm512_reduce_add_ps(acc[m][n]) + (j.bias ? j.bias[k0 + n] : 0.0f);
+  }
+}
+
+using TileFn = void (*)(const Job&, int64_t, int64_t);
+#define FC_DOT_ROW(M) \
+  { &dot_tile<M, 1>, &dot_tile<M, 2>, &dot_tile<M, 3>, &dot_tile<M, 4>, &dot_tile<M, 5>, &dot_tile<M, 6> }
+const TileFn kTiles[kMaxM][kMaxN] = {FC_DOT_ROW(1), FC_DOT_ROW(2), FC_DOT_ROW(3), FC_DOT_ROW(4)};
+#undef FC_DOT_ROW
+
+// Output channels [k0, k1) of pixels [0, npix), tile by tile (channels outer).
+void run_channels(const Job& j, int64_t npix, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; k += kMaxN) {
+    const int n = static_cast<int>(k1 - k < kMaxN ? k1 - k : kMaxN);
+    for (int64_t i = 0; i < npix; i += kMaxM) {
+      const int m = static_cast<int>(npix - i < kMaxM ? npix - i : kMaxM);
+      kTiles[m - 1][n - 1](j, i, k);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fastconv::cpu::dot
+
+#pragma GCC pop_options
+
+namespace fastconv::cpu::dot {
+namespace {
+
+std::atomic<int64_t> calls{0};
+
+int mode() {
+  const char* env = std::getenv("FASTCONV_CPU_DOT");
+  return env == nullptr || env[0] == '\0' ? -1 : (env[0] == '0' ? 0 : 1);
+}
+
+}  // namespace
+
+bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                     const at::Tensor& output) {
+  const int m = mode();
+  if (m == 0 || input.scalar_type() != at::kFloat || !fastk::avx512_picked() || g.groups != 1 || g.c % 16 != 0) {
+    return false;
+  }
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  if (!input.is_contiguous(cl) || !output.is_contiguous(cl) || input.stride(1) != 1 || output.stride(1) != 1) {
+    return false;
+  }
+  // each output channel's weights one run in (r, s, c) order (the stride of a dimension of
+  // size 1 does not matter: torch gives a 1x1 channels_last weight unit strides there)
+  if (weight.stride(1) != 1 || (g.s > 1 && weight.stride(3) != g.c) || (g.r > 1 && weight.stride(2) != g.s * g.c)) {
+    return false;
+  }
+  if (m == 1) return true;
+  // At most 128 output pixels for at least 1024 weights per output channel. 2 threads, best of
+  // 5-12 interleaved, channels_last, the path taken before -> this one: ResNet-50
+  // res5b_branch2b (512x7x7 -> 512) batch 1 1.40 -> 1.16 ms and 1.62 -> 1.30 ms (direct
+  // kernel), batch 2 2.74 -> 2.40; res5a_branch2b (512x14x14 -> 512, stride 2) batch 1 2.20 ->
+  // 1.33 (implicit GEMM); 1024x14x14 -> 1024 stride 2 batch 1 9.90 -> 6.17. Beyond that the
+  // others amortize their packing: equal or slower here at 196 pixels and more (256x14x14 ->
+  // 256, 128x28x28 -> 128 stride 2 0.35 -> 0.40, AlexNet conv2 2.23 -> 2.31, res5b batch 8
+  // 7.50 -> 7.74 against Winograd).
+  return g.n * g.p * g.q <= 128 && g.c * g.r * g.s >= 1024;
+}
+
+bool conv2d_forward_dot(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                        const at::Tensor& bias, at::Tensor& output) {
+  // the input padded in rows and columns, so every tap of every pixel exists
+  const int64_t Hp = std::max(g.pad_h + g.h, (g.p - 1) * g.stride_h + (g.r - 1) * g.dil_h + 1);
+  const int64_t Wp = std::max(g.pad_w + g.w, (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1);
+  const float* src = fastk::nhwc_padded(input, g.pad_h, Hp, g.pad_w, Wp, 0);
+  const int64_t npix = g.n * g.p * g.q;
+  std::vector<int64_t> pix(npix), tap_off(g.r * g.s);
+  for (int64_t i = 0; i < npix; ++i) {
+    const int64_t n = i / (g.p * g.q), y = (i / g.q) % g.p, x = i % g.q;
+    pix[i] = ((n * Hp + y * g.stride_h) * Wp + x * g.stride_w) * g.c;
+  }
+  for (int64_t t = 0; t < g.r * g.s; ++t) tap_off[t] = ((t / g.s) * g.dil_h * Wp + (t % g.s) * g.dil_w) * g.c;
+  const Job job{src, pix.data(), tap_off.data(), static_cast<int>(g.r * g.s), g.c, weight.data_ptr<float>(),
+                weight.stride(0), bias.defined() ? bias.data_ptr<float>() : nullptr, output.data_ptr<float>(),
+                g.k};
+  at::parallel_for(0, fastk::ceil_div(g.k, kMaxN), 1, [&](int64_t begin, int64_t end) {
+    run_channels(job, npix, begin * kMaxN, std::min(g.k, end * kMaxN));
+  });
+  calls.fetch_add(1, std::memory_order_relaxed);
+  return fastk::handled();
+}
+
+namespace {
+int64_t dot_info() { return calls.load(); }
+}  // namespace
+
+}  // namespace fastconv::cpu::dot
+
+TORCH_LIBRARY_FRAGMENT(fastconv, m) {
+  // _conv2d_cpu_dot_info() -> int: how many forward passes the dot-product kernel
+  // (csrc/cpu/conv2d_fast_dot.cpp) has computed in this process. For tests.
+  m.def("_conv2d_cpu_dot_info() -> int", &fastconv::cpu::dot::dot_info);
+}

@@ -1,0 +1,23 @@
+// The forward convolution as dot products along the input channels (cpu/conv2d_fast_dot.cpp),
+// for channels_last layers with many weights and few output pixels (ResNet-50 res5b_branch2b
+// at batch 1: 2.4 M weights, 49 pixels). Both operands are read in their own memory order,
+// channels adjacent, so the weight is never packed: the direct kernel's packing reads every
+// weight once per call through strided rows, which there costs about a fifth of the pass.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include "common/conv.h"
+
+namespace fastconv::cpu::dot {
+
+// Whether the dot-product forward takes the case: fp32, AVX-512, no groups, channels_last
+// input and output, a channels_last weight ((K, R, S, C) order, so each output channel's
+// weights are one run), channels a multiple of 16, and few pixels for many weights (see the
+// .cpp). FASTCONV_CPU_DOT=0 turns it off, =1 takes every case it can (tests).
+bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                     const at::Tensor& output);
+// The contract of cpu/conv2d_fast.h; only for cases forward_applies takes.
+bool conv2d_forward_dot(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                        const at::Tensor& bias, at::Tensor& output);
+
+}  // namespace fastconv::cpu::dot

@@ -1,0 +1,124 @@
+"""The dot-product forward convolution of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_dot.cpp):
+channels_last activations and weight against PyTorch in fp64 within the rounding bound, over
+tails of the output channels (not a multiple of the 6-channel tile) and of the pixels (not a
+multiple of 4), 1x1, 3x3 and non-square kernels, stride, dilation, padding larger than half the
+kernel, batches, with and without bias; that the path ran (a per-process counter) under
+FASTCONV_CPU_DOT=1, by default only where it is meant to (few pixels, many weights per output
+channel), never for cases it has no kernel for (an NCHW weight, channels not a multiple of 16,
+groups), and not under =0, where another kernel gives the same values within the same
+bound; bit-identical results at 1, 2 and 3 threads.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastconv  # noqa: F401  (registers the ops)
+from conv_helpers import assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts
+
+ops = torch.ops.fastconv
+CL = torch.channels_last
+
+pytestmark = pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] != "avx512",
+                                reason="the dot-product kernel is AVX-512 only")
+
+# (n, c, h, w, k, (r, s), stride, padding, dilation, what it reaches)
+CASES = [
+    (1, 64, 7, 7, 20, (3, 3), 1, 1, 1, "7x7 image: 49 pixels (12 tiles + 1), 20 channels (3 tiles + 2)"),
+    (2, 32, 6, 5, 13, (3, 3), 2, 1, 1, "stride 2, batch 2: tiles across images"),
+    (1, 16, 9, 8, 7, (2, 3), (1, 2), (2, 1), (2, 1), "non-square kernel, stride, row dilation 2"),
+    (1, 48, 5, 5, 6, (3, 3), 1, 3, 1, "padding 3 > half the kernel"),
+    (3, 16, 4, 4, 9, (1, 1), 1, 1, 1, "1x1 kernel, padded (the 1x1 GEMM takes unpadded ones)"),
+    (1, 32, 3, 3, 1, (3, 3), 1, 0, 1, "one output pixel, one output channel"),
+]
+IDS = described_case_ids(CASES)
+
+
+def _inputs(case, seed=0):
+    n, c, h, w, k, (r, s), stride, padding, dilation, _ = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen).contiguous(memory_format=CL)
+    weight = torch.randn(k, c, r, s, generator=gen).contiguous(memory_format=CL)
+    bias = torch.randn(k, generator=gen)
+    return x, weight, bias, (pair(stride), pair(padding), pair(dilation))
+
+
+def _conv(x, weight, bias, args, groups=1):
+    stride, padding, dilation = args
+    return ops.conv2d(x, weight, bias, list(stride), list(padding), list(dilation), groups)
+
+
+def _ran(fn):
+    before = ops._conv2d_cpu_dot_info()
+    out = fn()
+    return out, ops._conv2d_cpu_dot_info() - before
+
+
+def _check(x, weight, bias, args, want_dot=True):
+    out, ran = _ran(lambda: _conv(x, weight, bias, args))
+    assert ran == (1 if want_dot else 0), "the dot-product kernel ran" if ran else "it did not run"
+    assert out.is_contiguous(memory_format=CL)
+    exact, mag = reference(lambda x_, w_, b_: F.conv2d(x_, w_, b_, *args), x, weight, bias)
+    assert_within_rounding(out, exact, mag, weight[0].numel() + (bias is not None), "forward")
+    return out
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_dot_matches_torch(case, with_bias, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    x, weight, bias, args = _inputs(case)
+    _check(x, weight, bias if with_bias else None, args)
+
+
+def test_empty_batch(monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    x, weight, bias, args = _inputs(CASES[0])
+    assert _conv(x[:0], weight, bias, args).shape == (0, 20, 7, 7)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=[IDS[0], IDS[1]])
+def test_off_switch_gives_another_kernel(case, monkeypatch):
+    # FASTCONV_CPU_DOT=0: another kernel runs, within the same bound; the two agree to twice it
+    # (they sum in different orders, so not bit for bit)
+    x, weight, bias, args = _inputs(case, seed=1)
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "0")
+    off = _check(x, weight, bias, args, want_dot=False)
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    on = _check(x, weight, bias, args)
+    _, mag = reference(lambda x_, w_, b_: F.conv2d(x_, w_, b_, *args), x, weight, bias)
+    assert_within_rounding(on, off.double(), mag, 2 * (weight[0].numel() + 1), "on vs off")
+
+
+def test_default_choice(monkeypatch):
+    # taken by default for few pixels (<= 128) and many weights per output channel (>= 1024),
+    # as ResNet-50's res5b_branch2b at batch 1; not with more pixels or fewer weights
+    monkeypatch.delenv("FASTCONV_CPU_DOT", raising=False)
+    few = (1, 128, 7, 7, 16, (3, 3), 1, 1, 1, "")             # 49 pixels, 1152 weights per channel
+    many_pixels = (1, 128, 12, 12, 16, (3, 3), 1, 1, 1, "")    # 144 pixels
+    few_weights = (1, 96, 7, 7, 16, (3, 3), 1, 1, 1, "")       # 864 weights per channel
+    _check(*_inputs(few), want_dot=True)
+    _check(*_inputs(many_pixels), want_dot=False)
+    _check(*_inputs(few_weights), want_dot=False)
+
+
+def test_cases_without_a_kernel_go_elsewhere(monkeypatch):
+    # forced on, still not taken where the kernel cannot read the operands as they are
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    x, weight, bias, args = _inputs(CASES[0])
+    _check(x, weight.contiguous(), bias, args, want_dot=False)  # NCHW weight
+    out, ran = _ran(lambda: _conv(x.contiguous(), weight.contiguous(), bias, args))  # all NCHW
+    assert ran == 0 and out.is_contiguous()
+    x24, w24, b24, args24 = _inputs((1, 24, 7, 7, 8, (3, 3), 1, 1, 1, ""))
+    _check(x24, w24, b24, args24, want_dot=False)  # 24 channels: not a multiple of 16
+    grouped = weight[:, :32].contiguous(memory_format=CL)
+    out, ran = _ran(lambda: _conv(x, grouped, bias, args, groups=2))
+    assert ran == 0
+    torch.testing.assert_close(out, F.conv2d(x, grouped, bias, *args, groups=2), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=[IDS[0], IDS[1]])
+def test_results_do_not_depend_on_thread_count(case, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    x, weight, bias, args = _inputs(case, seed=2)
+    one, two, three = results_at_thread_counts(lambda: _conv(x, weight, bias, args))
+    assert torch.equal(one, two) and torch.equal(one, three)
