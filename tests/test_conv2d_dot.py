@@ -1,7 +1,7 @@
 """The dot-product forward convolution of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_dot.cpp):
 channels_last activations and weight against PyTorch in fp64 within the rounding bound, over
 tails of the output channels (not a multiple of the 6-channel tile) and of the pixels (not a
-multiple of 4), 1x1, 3x3 and non-square kernels, stride, dilation, padding larger than half the
+multiple of 4), 1x1 (ahead of the 1x1 GEMM), 3x3 and non-square kernels, stride, dilation, padding larger than half the
 kernel, batches, with and without bias; that the path ran (a per-process counter) under
 FASTCONV_CPU_DOT=1, by default only where it is meant to (few pixels, many weights per output
 channel), never for cases it has no kernel for (an NCHW weight, channels not a multiple of 16,
@@ -27,7 +27,8 @@ CASES = [
     (2, 32, 6, 5, 13, (3, 3), 2, 1, 1, "stride 2, batch 2: tiles across images"),
     (1, 16, 9, 8, 7, (2, 3), (1, 2), (2, 1), (2, 1), "non-square kernel, stride, row dilation 2"),
     (1, 48, 5, 5, 6, (3, 3), 1, 3, 1, "padding 3 > half the kernel"),
-    (3, 16, 4, 4, 9, (1, 1), 1, 1, 1, "1x1 kernel, padded (the 1x1 GEMM takes unpadded ones)"),
+    (3, 16, 4, 4, 9, (1, 1), 1, 1, 1, "1x1 kernel, padded"),
+    (2, 32, 5, 5, 8, (1, 1), 2, 0, 1, "1x1 stride 2 (ahead of the 1x1 GEMM)"),
     (1, 32, 3, 3, 1, (3, 3), 1, 0, 1, "one output pixel, one output channel"),
 ]
 IDS = described_case_ids(CASES)
@@ -99,6 +100,7 @@ def test_default_choice(monkeypatch):
     _check(*_inputs(few), want_dot=True)
     _check(*_inputs(many_pixels), want_dot=False)
     _check(*_inputs(few_weights), want_dot=False)
+    _check(*_inputs((1, 1024, 3, 3, 8, (1, 1), 1, 0, 1, "")), want_dot=True)  # 1x1: before the GEMM
 
 
 def test_cases_without_a_kernel_go_elsewhere(monkeypatch):

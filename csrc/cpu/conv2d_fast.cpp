@@ -4,7 +4,9 @@
 // 1x1 convolutions without groups or padding (any stride, both layouts, all three passes) are
 // a packed GEMM instead: cpu/conv2d_fast_gemm.{h,cpp}, hooked in at the top of each entry
 // (except channels_last forward passes over images of 56 x 56 pixels or more, where the
-// direct kernel below measured faster: gemm::forward_applies).
+// direct kernel below measured faster: gemm::forward_applies). Before both, channels_last
+// forward passes with few pixels for many weights (1x1 or not) take the dot-product kernel of
+// cpu/conv2d_fast_dot.cpp, which packs nothing.
 //
 // Everything else runs on NHWC data (except NCHW 1x1 layers the GEMM does not take, stride 1
 // over images at least 24 pixels wide: cpu/conv2d_fast_nchw.cpp). channels_last tensors are
@@ -136,8 +138,8 @@ bool conv2d_forward_fast(const ConvGeometry& g, const at::Tensor& input, const a
   if (output.numel() == 0) return handled();
   if (winograd_applies(g, input)) return conv2d_forward_winograd(g, input, weight, bias, output);
   if (g.depthwise() && g.k == g.c) return depthwise_forward(*kk, g, input, weight, bias, output);
-  if (gemm::forward_applies(g, input)) return gemm::conv2d_forward_gemm(g, input, weight, bias, output);
   if (dot::forward_applies(g, input, weight, output)) return dot::conv2d_forward_dot(g, input, weight, bias, output);
+  if (gemm::forward_applies(g, input)) return gemm::conv2d_forward_gemm(g, input, weight, bias, output);
   if (im2col::forward_applies(g, input, output)) return im2col::conv2d_forward_im2col(g, input, weight, bias, output);
 
   ForwardPlan p;
