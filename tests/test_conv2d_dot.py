@@ -1,12 +1,14 @@
 """The dot-product forward convolution of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_dot.cpp):
 channels_last activations and weight against PyTorch in fp64 within the rounding bound, over
-tails of the output channels (not a multiple of the 6-channel tile) and of the pixels (not a
-multiple of 4), 1x1 (ahead of the 1x1 GEMM), 3x3 and non-square kernels, stride, dilation, padding larger than half the
-kernel, batches, with and without bias; that the path ran (a per-process counter) under
-FASTCONV_CPU_DOT=1, by default only where it is meant to (few pixels, many weights per output
-channel), never for cases it has no kernel for (an NCHW weight, channels not a multiple of 16,
-groups), and not under =0, where another kernel gives the same values within the same
-bound; bit-identical results at 1, 2 and 3 threads.
+tails of the output channels (1-5 past a multiple of the 6-channel tile) and of the pixels
+(not a multiple of 4), 1x1 (ahead of the 1x1 GEMM), 3x3 and non-square kernels, stride, row
+and column dilation, padding larger than half the kernel, weight rows further apart than
+R S C, batches, with and without bias; that the path ran (a per-process counter) under
+FASTCONV_CPU_DOT=1, by default only where it is meant to (at most 128 pixels, at least 1024
+weights per output channel), never for cases it has no kernel for (a weight whose (r, s, c)
+are not one run, channels not a multiple of 16, groups), and not under =0, where another
+kernel gives the same values within the same bound; bit-identical results at 1, 2 and 3
+threads.
 """
 import pytest
 import torch
@@ -30,8 +32,16 @@ CASES = [
     (3, 16, 4, 4, 9, (1, 1), 1, 1, 1, "1x1 kernel, padded"),
     (2, 32, 5, 5, 8, (1, 1), 2, 0, 1, "1x1 stride 2 (ahead of the 1x1 GEMM)"),
     (1, 32, 3, 3, 1, (3, 3), 1, 0, 1, "one output pixel, one output channel"),
+    (1, 16, 8, 9, 10, (3, 3), 1, (1, 2), (1, 2), "column dilation 2; channel tail of 4"),
+    (2, 32, 6, 6, 11, (2, 2), 1, 0, (2, 3), "dilation (2, 3); channel tail of 5"),
 ]
 IDS = described_case_ids(CASES)
+
+
+@pytest.fixture(autouse=True)
+def no_winograd(monkeypatch):
+    # the 3x3 stride-1 cases would otherwise be Winograd's wherever it runs first
+    monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "0")
 
 
 def _inputs(case, seed=0):
@@ -71,12 +81,6 @@ def test_dot_matches_torch(case, with_bias, monkeypatch):
     _check(x, weight, bias if with_bias else None, args)
 
 
-def test_empty_batch(monkeypatch):
-    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
-    x, weight, bias, args = _inputs(CASES[0])
-    assert _conv(x[:0], weight, bias, args).shape == (0, 20, 7, 7)
-
-
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=[IDS[0], IDS[1]])
 def test_off_switch_gives_another_kernel(case, monkeypatch):
     # FASTCONV_CPU_DOT=0: another kernel runs, within the same bound; the two agree to twice it
@@ -95,9 +99,11 @@ def test_default_choice(monkeypatch):
     # as ResNet-50's res5b_branch2b at batch 1; not with more pixels or fewer weights
     monkeypatch.delenv("FASTCONV_CPU_DOT", raising=False)
     few = (1, 128, 7, 7, 16, (3, 3), 1, 1, 1, "")             # 49 pixels, 1152 weights per channel
-    many_pixels = (1, 128, 12, 12, 16, (3, 3), 1, 1, 1, "")    # 144 pixels
+    at_most = (2, 128, 8, 8, 16, (3, 3), 1, 1, 1, "")          # 128 pixels
+    many_pixels = (2, 128, 8, 9, 16, (3, 3), 1, 1, 1, "")      # 144 pixels
     few_weights = (1, 96, 7, 7, 16, (3, 3), 1, 1, 1, "")       # 864 weights per channel
     _check(*_inputs(few), want_dot=True)
+    _check(*_inputs(at_most), want_dot=True)
     _check(*_inputs(many_pixels), want_dot=False)
     _check(*_inputs(few_weights), want_dot=False)
     _check(*_inputs((1, 1024, 3, 3, 8, (1, 1), 1, 0, 1, "")), want_dot=True)  # 1x1: before the GEMM
@@ -112,10 +118,23 @@ def test_cases_without_a_kernel_go_elsewhere(monkeypatch):
     assert ran == 0 and out.is_contiguous()
     x24, w24, b24, args24 = _inputs((1, 24, 7, 7, 8, (3, 3), 1, 1, 1, ""))
     _check(x24, w24, b24, args24, want_dot=False)  # 24 channels: not a multiple of 16
+    wide = torch.randn(20, 80, 3, 3).contiguous(memory_format=CL)[:, :64]  # channels 80 apart
+    assert wide.stride(1) == 1 and wide.stride(3) == 80
+    _check(x, wide, bias, args, want_dot=False)
     grouped = weight[:, :32].contiguous(memory_format=CL)
     out, ran = _ran(lambda: _conv(x, grouped, bias, args, groups=2))
     assert ran == 0
     torch.testing.assert_close(out, F.conv2d(x, grouped, bias, *args, groups=2), rtol=1e-4, atol=1e-4)
+
+
+def test_weight_rows_further_apart(monkeypatch):
+    # every other output channel of a channels_last weight: its rows 2 R S C floats apart,
+    # read in place
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    x, weight, bias, args = _inputs(CASES[0])
+    sparse = torch.randn(40, 64, 3, 3).contiguous(memory_format=CL)[::2]
+    assert sparse.stride(0) == 2 * 64 * 9 and sparse.stride(1) == 1
+    _check(x, sparse, bias, args)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=[IDS[0], IDS[1]])

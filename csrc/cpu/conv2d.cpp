@@ -28,7 +28,8 @@ at::Tensor conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
   const at::Tensor x = batched(input, sg.batched, fmt);
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   at::Tensor out = at::empty({g.n, g.k, g.p, g.q}, x.options().memory_format(fmt));
-  // the fast kernels pack the weight from any strides (no copy of a channels_last weight)
+  // the fast kernels read the weight through its strides (packed, or in place where a
+  // channels_last weight allows it): no copy of a channels_last weight
   if (out.numel() > 0 && !cpu::conv2d_forward_fast(g, x, weight, b, out)) {
     cpu::conv2d_forward_generic(g, x, weight.contiguous(), b, out, fmt == kChannelsLast);
   }

@@ -4,9 +4,12 @@
 // 1x1 convolutions without groups or padding (any stride, both layouts, all three passes) are
 // a packed GEMM instead: cpu/conv2d_fast_gemm.{h,cpp}, hooked in at the top of each entry
 // (except channels_last forward passes over images of 56 x 56 pixels or more, where the
-// direct kernel below measured faster: gemm::forward_applies). Before both, channels_last
-// forward passes with few pixels for many weights (1x1 or not) take the dot-product kernel of
-// cpu/conv2d_fast_dot.cpp, which packs nothing.
+// direct kernel below measured faster: gemm::forward_applies). Before the GEMM (after Winograd
+// and depthwise), channels_last forward passes with few pixels for many weights (1x1 or not;
+// AVX-512, channels a multiple of 16, a weight whose (r, s, c) are one run per output
+// channel) take the dot-product kernel of cpu/conv2d_fast_dot.cpp, which packs nothing; the
+// input gradient of such stride-1 layers reads the weight in place too
+// (cpu/conv2d_fast_dgrad_inplace.cpp, after the GEMM).
 //
 // Everything else runs on NHWC data (except NCHW 1x1 layers the GEMM does not take, stride 1
 // over images at least 24 pixels wide: cpu/conv2d_fast_nchw.cpp). channels_last tensors are

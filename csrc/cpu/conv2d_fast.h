@@ -7,7 +7,10 @@
 //   - `g` is the validated geometry of the forward convolution (batched; n may be 0).
 //   - input, grad_output and the output tensor are 4-D and contiguous in one memory format,
 //     NCHW (contiguous) or channels_last, the same for all of them; weight (K, C / groups, R,
-//     S) may have any strides (it is only read while packing); grad_weight is contiguous, or
+//     S) may have any strides (it is read through them: packed, or in place by the paths
+//     that need each output channel's (r, s, c) elements in one run, which a channels_last
+//     weight has -- the dot-product forward and the in-place input gradient; so a weight's
+//     strides can decide the path, and with it the rounding); grad_weight is contiguous, or
 //     channels_last (not contiguous) when the activations are (cpu/conv2d.cpp); bias is 1-D
 //     contiguous or undefined.
 //   - the output tensor is allocated by the caller with its final shape and format; its

@@ -126,7 +126,8 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
     return false;
   }
   // each output channel's weights one run in (r, s, c) order (the stride of a dimension of
-  // size 1 does not matter: torch gives a 1x1 channels_last weight unit strides there)
+  // size 1 is never used, so it is not checked: a 1x1 weight with unit channel stride, NCHW
+  // contiguous included, is one run)
   if (weight.stride(1) != 1 || (g.s > 1 && weight.stride(3) != g.c) || (g.r > 1 && weight.stride(2) != g.s * g.c)) {
     return false;
   }

@@ -29,7 +29,8 @@ bool gemm_enabled() {
   return env == nullptr || env[0] != '0';
 }
 // FASTCONV_CPU_GEMM=all also sends the channels_last forward passes that keep the direct kernel
-// (forward_applies) to the GEMM, for measuring one against the other.
+// (forward_applies) to the GEMM, for measuring one against the other (not those the
+// dot-product forward takes: it runs first, cpu/conv2d_fast_dot.h).
 bool gemm_everywhere() {
   const char* env = std::getenv("FASTCONV_CPU_GEMM");
   return env != nullptr && std::strcmp(env, "all") == 0;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/conv2d_fast.h"
+#include "cpu/conv2d_fast_dgrad_inplace.h"
 #include "cpu/conv2d_fast_gemm.h"
 #include "cpu/conv2d_fast_im2col.h"
 #include "cpu/conv2d_fast_kernels.h"
@@ -95,6 +96,9 @@ bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output
   if (grad_input.numel() == 0) return handled();
   if (winograd_input_grad_applies(g, grad_output)) return conv2d_input_grad_winograd(g, grad_output, weight, grad_input);
   if (gemm::input_grad_applies(g, grad_output)) return gemm::conv2d_input_grad_gemm(g, grad_output, weight, grad_input);
+  if (inplace_input_grad_applies(*kk, g, grad_output, weight, grad_input)) {
+    return conv2d_input_grad_inplace(*kk, g, grad_output, weight, grad_input);
+  }
   if (strided_input_grad_gemm_applies(g, grad_input)) {
     return conv2d_input_grad_strided_gemm(g, grad_output, weight, grad_input);
   }

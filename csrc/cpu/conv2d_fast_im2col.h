@@ -36,7 +36,8 @@ void gather_nchw(const NchwPanel& pp, int nr, int64_t k0, int64_t kc, float* dst
 
 // Whether this path takes the forward pass (fp32, no groups, the AVX2 kernels on; the
 // FASTCONV_CPU_IM2COL switch: 0 off, 1 on wherever it can run, unset: where it measured
-// faster than the direct kernel), and the pass itself (tensors as in cpu/conv2d_fast.h).
+// faster than the direct kernel; the dot-product forward, cpu/conv2d_fast_dot.h, runs before
+// it either way), and the pass itself (tensors as in cpu/conv2d_fast.h).
 bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& output);
 bool conv2d_forward_im2col(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                            const at::Tensor& bias, at::Tensor& output);

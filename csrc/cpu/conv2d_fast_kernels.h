@@ -4,7 +4,8 @@
 //
 // Every pass is reduced to two shapes of work on NHWC data:
 //  - ConvRow: one destination row segment x one block of `block` destination channels,
-//    out[x][0:block] = init + sum over taps t, l < L of a[t][x * a_pix + l] * b[t][l][0:block].
+//    out[x][0:block] = init + sum over taps t, l < L of a[t][x * a_pix + l] * b[t][l][0:block]
+//    (b[t][l] at b[t] + l * b_ld where b_ld is set; init: out's own contents with accumulate).
 //    Forward: destination = output pixels, source = (zero-padded) input, reduction = input
 //    channels (or kernel columns x input channels, folded into one contiguous run).
 //    Input gradient: destination = input pixels of one stride phase, source = (zero-padded)
@@ -36,6 +37,12 @@ struct ConvRow {
   int nvalid;             // channels of the block that exist (1..block); only these are stored
   int64_t l_block;        // reduction steps per pass over the row (<= 0: all of L at once)
   const int64_t* pix_off;  // if set, pixel x reads a[t] + pix_off[x] instead of a[t] + x * a_pix
+  // Floats between consecutive reduction steps of b[t]: 0 means `block` (packed weights); a
+  // weight read in place gives its own stride (cpu/conv2d_fast_dgrad_inplace.cpp).
+  int64_t b_ld = 0;
+  // The first pass starts from dst's contents (a partial sum over an earlier part of the
+  // reduction) instead of init.
+  bool accumulate = false;
 };
 
 struct WgradTile {

@@ -76,7 +76,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
   constexpr int B = 2 * V::W;
   reg acc[M][2];
   float* d = r.dst + x0 * r.d_pix;
-  if (l0 == 0) {
+  if (l0 == 0 && !r.accumulate) {
     const reg i0 = r.init ? V::load(r.init) : V::zero();
     const reg i1 = r.init ? V::load(r.init + V::W) : V::zero();
     _Pragma("GCC unroll 16")
@@ -93,7 +93,7 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
       acc[m][1] = V::load_masked(d + m * r.d_pix + V::W, mask.hi);
     }
   }
-  const int64_t a_pix = r.a_pix;
+  const int64_t a_pix = r.a_pix, b_ld = r.b_ld > 0 ? r.b_ld : B;
   for (int t = 0; t < r.ntaps; ++t) {
     const float* a = r.a[t] + x0 * a_pix;
     const float* b = r.b[t];
@@ -101,8 +101,8 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
     _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) ap[m] = r.pix_off ? r.a[t] + r.pix_off[x0 + m] : a + m * a_pix;
     for (int64_t l = l0; l < l1; ++l) {
-      const reg b0 = V::load(b + l * B);
-      const reg b1 = V::load(b + l * B + V::W);
+      const reg b0 = V::load(b + l * b_ld);
+      const reg b1 = V::load(b + l * b_ld + V::W);
       _Pragma("GCC unroll 16")
       for (int m = 0; m < M; ++m) {
         const reg av = V::bcast(ap[m] + l);
@@ -160,7 +160,7 @@ constexpr int kSegTaps = 256;
 template <class V, int MaxM>
 void conv_row(const ConvRow& r) {
   constexpr int B = 2 * V::W;
-  if (r.d_chan == 1 || r.ntaps > kSegTaps || kSeg % MaxM != 0) {
+  if (r.d_chan == 1 || r.accumulate || r.ntaps > kSegTaps || kSeg % MaxM != 0) {
     conv_row_passes<V, MaxM>(r);
     return;
   }

@@ -145,15 +145,14 @@ bool conv2d_weight_grad_im2col(const ConvGeometry& g, const at::Tensor& grad_out
   const bool taps_outer = !grad_weight.is_contiguous();
   TORCH_INTERNAL_ASSERT(!taps_outer || (grad_weight.is_contiguous(at::MemoryFormat::ChannelsLast) &&
                                         input.stride(1) == 1));
-  // Col's rows are ld floats apart: CRS rounded up to whole 64-byte lines, and to an odd number
-  // of them, so the rows the GEMM reads in place (Kernels::micro_b_rows, one step per row) fall
-  // in all of L1's sets. With CRS = 4608 (512 channels x 3 x 3), 288 lines apart, they fell in
-  // two of its 64. res5b_branch2b (512x7x7 -> 512, batch 1), 2 threads, best of 12
-  // interleaved: NCHW 1.88 -> 1.71 and 2.00 -> 1.79 ms; channels_last 1.57 -> 1.49 and 1.42 ->
-  // 1.43 ms.
-  const int64_t CRS = g.c * g.r * g.s, P = g.p * g.q;
-  const int64_t lines = ceil_div(CRS, 16), ld = (lines + (lines % 2 == 0 ? 1 : 0)) * 16;
-  const int64_t images = std::max<int64_t>(1, std::min(g.n, max_column_floats() / std::max<int64_t>(1, P * ld)));
+  // Col's rows are ld floats apart: CRS rounded up to an odd number of 64-byte lines, so the
+  // rows the GEMM reads in place (Kernels::micro_b_rows, one step per row) fall in all of L1's
+  // sets. With CRS = 4608 (512 channels x 3 x 3), 288 lines apart, they fell in two of its 64.
+  // res5b_branch2b (512x7x7 -> 512, batch 1), 2 threads, best of 12 interleaved: NCHW 1.88 ->
+  // 1.71 and 2.00 -> 1.79 ms; channels_last 1.57 -> 1.49 and 1.42 -> 1.43 ms. (The cap on
+  // Col counts CRS floats per row: the padding adds less than two lines to each.)
+  const int64_t CRS = g.c * g.r * g.s, P = g.p * g.q, ld = fastk::odd_lines<float>(CRS);
+  const int64_t images = std::max<int64_t>(1, std::min(g.n, max_column_floats() / std::max<int64_t>(1, P * CRS)));
   float* col = fastk::workspace(3, images * P * ld);
   float* gw = grad_weight.data_ptr<float>();
   for (int64_t n0 = 0; n0 < g.n; n0 += images) {
