@@ -8,7 +8,7 @@ FASTCONV_CPU_DOT=1, by default only where it is meant to (at most 128 pixels, at
 weights per output channel), never for cases it has no kernel for (a weight whose (r, s, c)
 are not one run, channels not a multiple of 16, groups), and not under =0, where another
 kernel gives the same values within the same bound; bit-identical results at 1, 2 and 3
-threads.
+threads; NCHW 1x1 layers giving the channels_last result's bits.
 """
 import pytest
 import torch
@@ -125,6 +125,19 @@ def test_cases_without_a_kernel_go_elsewhere(monkeypatch):
     out, ran = _ran(lambda: _conv(x, grouped, bias, args, groups=2))
     assert ran == 0
     torch.testing.assert_close(out, F.conv2d(x, grouped, bias, *args, groups=2), rtol=1e-4, atol=1e-4)
+
+
+def test_nchw_1x1_gives_the_channels_last_bits(monkeypatch):
+    # NCHW activations with a 1x1 weight (one run per output channel as it is): the input staged
+    # as NHWC, the same sums stored a plane per channel
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    for case in (CASES[4], CASES[5]):  # padded 1x1, and 1x1 stride 2
+        x, weight, bias, args = _inputs(case, seed=3)
+        weight = weight.contiguous()
+        nchw, ran = _ran(lambda: _conv(x.contiguous(), weight, bias, args))
+        assert ran == 1 and nchw.is_contiguous()
+        cl = _check(x, weight, bias, args)
+        assert torch.equal(nchw, cl)
 
 
 def test_weight_rows_further_apart(monkeypatch):

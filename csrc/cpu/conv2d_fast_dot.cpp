@@ -27,7 +27,7 @@ namespace {
 
 // A tile's inputs: pixel i's input (tap 0) at src + pix[i], tap t at + tap_off[t]; output
 // channel k's weights of tap t at w + k * wk + t * C; result (pixel i, channel k) at
-// dst[i * d_pix + k].
+// dst[d_off[i] + k * d_chan].
 struct Job {
   const float* src;
   const int64_t* pix;
@@ -38,7 +38,8 @@ struct Job {
   int64_t wk;
   const float* bias;
   float* dst;
-  int64_t d_pix;
+  const int64_t* d_off;
+  int64_t d_chan;
 };
 
 constexpr int kMaxM = 4, kMaxN = 6;  // 24 accumulators + 4 inputs + 1 weight of 32 zmm
@@ -76,8 +77,10 @@ void dot_tile(const Job& j, int64_t i0, int64_t k0) {
     }
   }
   for (int m = 0; m < M; ++m) {
-    float* d = j.dst + (i0 + m) * j.d_pix + k0;
-    for (int n = 0; n < N; ++n) d[n] = _mm512_reduce_add_ps(acc[m][n]) + (j.bias ? j.bias[k0 + n] : 0.0f);
+    float* d = j.dst + j.d_off[i0 + m] + k0 * j.d_chan;
+    for (int n = 0; n < N; ++n) {
+      d[n * j.d_chan] = _mm512_reduce_add_ps(acc[m][n]) + (j.bias ? j.bias[k0 + n] : 0.0f);
+    }
   }
 }
 
@@ -108,6 +111,13 @@ namespace {
 
 std::atomic<int64_t> calls{0};
 
+// Each output channel's weights one run in (r, s, c) order: a channels_last weight, or any 1x1
+// weight with unit channel stride (NCHW contiguous included; the stride of a dimension of size
+// 1 is never used, so it is not checked).
+bool taps_outer(const ConvGeometry& g, const at::Tensor& w) {
+  return w.stride(1) == 1 && (g.s == 1 || w.stride(3) == g.c) && (g.r == 1 || w.stride(2) == g.s * g.c);
+}
+
 int mode() {
   const char* env = std::getenv("FASTCONV_CPU_DOT");
   return env == nullptr || env[0] == '\0' ? -1 : (env[0] == '0' ? 0 : 1);
@@ -122,15 +132,13 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
     return false;
   }
   const auto cl = at::MemoryFormat::ChannelsLast;
-  if (!input.is_contiguous(cl) || !output.is_contiguous(cl) || input.stride(1) != 1 || output.stride(1) != 1) {
-    return false;
-  }
-  // each output channel's weights one run in (r, s, c) order (the stride of a dimension of
-  // size 1 is never used, so it is not checked: a 1x1 weight with unit channel stride, NCHW
-  // contiguous included, is one run)
-  if (weight.stride(1) != 1 || (g.s > 1 && weight.stride(3) != g.c) || (g.r > 1 && weight.stride(2) != g.s * g.c)) {
-    return false;
-  }
+  const bool nhwc = input.is_contiguous(cl) && output.is_contiguous(cl) && input.stride(1) == 1 &&
+                    output.stride(1) == 1;
+  // NCHW: the input staged as NHWC, the result stored a plane per channel. (An NCHW 3x3 weight
+  // transposed into (K, R, S, C) rows cost more than the kernel saved: res5b_branch2b batch 1
+  // 1.73 -> 1.96 ms. So the weight must be one run per output channel as it is: 1x1 layers.)
+  const bool nchw = input.is_contiguous() && output.is_contiguous();
+  if ((!nhwc && !nchw) || !taps_outer(g, weight)) return false;
   if (m == 1) return true;
   // At most 128 output pixels for at least 1024 weights per output channel. 2 threads, best of
   // 5-12 interleaved, channels_last, the path taken before -> this one: ResNet-50
@@ -142,7 +150,9 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   // 7.50 -> 7.74 against Winograd). 1x1 layers too, against the packed GEMM (which packs the
   // weight as B panels): 2048x7x7 -> 512 batch 1 0.78 -> 0.56 ms, batch 2 1.56 -> 1.31;
   // 1024x7x7 -> 1024 0.85 -> 0.62; 1024x14x14 -> 2048 stride 2 batch 1 1.94 -> 1.40, batch 2
-  // 3.05 -> 2.80; equal at 512 -> 2048 (512 weights per channel) and 1024x14x14 -> 256.
+  // 3.05 -> 2.80; equal at 512 -> 2048 (512 weights per channel) and 1024x14x14 -> 256. NCHW
+  // 1x1 layers against the GEMM: 2048x7x7 -> 512 batch 1 0.74 -> 0.66 ms, 1024x14x14 -> 2048
+  // stride 2 1.76 -> 1.55.
   return g.n * g.p * g.q <= 128 && g.c * g.r * g.s >= 1024;
 }
 
@@ -159,9 +169,14 @@ bool conv2d_forward_dot(const ConvGeometry& g, const at::Tensor& input, const at
     pix[i] = ((n * Hp + y * g.stride_h) * Wp + x * g.stride_w) * g.c;
   }
   for (int64_t t = 0; t < g.r * g.s; ++t) tap_off[t] = ((t / g.s) * g.dil_h * Wp + (t % g.s) * g.dil_w) * g.c;
+  // result element (pixel i, channel k) at d_off[i] + k * d_chan, in either format
+  const bool nhwc = output.stride(1) == 1;
+  const int64_t PQ = g.p * g.q, d_chan = nhwc ? 1 : PQ;
+  std::vector<int64_t> d_off(npix);
+  for (int64_t i = 0; i < npix; ++i) d_off[i] = nhwc ? i * g.k : (i / PQ) * g.k * PQ + i % PQ;
   const Job job{src, pix.data(), tap_off.data(), static_cast<int>(g.r * g.s), g.c, weight.data_ptr<float>(),
-                weight.stride(0), bias.defined() ? bias.data_ptr<float>() : nullptr, output.data_ptr<float>(),
-                g.k};
+                weight.stride(0),
+                bias.defined() ? bias.data_ptr<float>() : nullptr, output.data_ptr<float>(), d_off.data(), d_chan};
   at::parallel_for(0, fastk::ceil_div(g.k, kMaxN), 1, [&](int64_t begin, int64_t end) {
     run_channels(job, npix, begin * kMaxN, std::min(g.k, end * kMaxN));
   });
