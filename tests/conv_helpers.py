@@ -21,6 +21,14 @@ def described_case_ids(cases):
             for c in cases]
 
 
+def run_counting(counter, fn):
+    """fn()'s result and how much the per-process path counter `counter()` (one of the private
+    `_conv2d_cpu_*_info` ops) rose while it ran: whether that path took the call."""
+    before = counter()
+    out = fn()
+    return out, counter() - before
+
+
 def results_at_thread_counts(fn, counts=(1, 2, 3)):
     """fn() run at each thread count (the previous count restored after)."""
     threads = torch.get_num_threads()

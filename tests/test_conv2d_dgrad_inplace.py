@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts
+from conv_helpers import (assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts,
+                          run_counting)
 
 ops = torch.ops.fastconv
 CL = torch.channels_last
@@ -59,9 +60,7 @@ def _input_grad(grad_out, weight, size, padding, stride=(1, 1), dilation=(1, 1))
 
 
 def _ran(fn):
-    before = ops._conv2d_cpu_dgrad_inplace_info()
-    out = fn()
-    return out, ops._conv2d_cpu_dgrad_inplace_info() - before
+    return run_counting(ops._conv2d_cpu_dgrad_inplace_info, fn)
 
 
 def _check(grad_out, weight, size, padding, want=True):

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
-from conv_helpers import assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts
+from conv_helpers import (assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts,
+                          run_counting)
 
 ops = torch.ops.fastconv
 CL = torch.channels_last
@@ -59,9 +60,7 @@ def _conv(x, weight, bias, args, groups=1):
 
 
 def _ran(fn):
-    before = ops._conv2d_cpu_dot_info()
-    out = fn()
-    return out, ops._conv2d_cpu_dot_info() - before
+    return run_counting(ops._conv2d_cpu_dot_info, fn)
 
 
 def _check(x, weight, bias, args, want_dot=True):
