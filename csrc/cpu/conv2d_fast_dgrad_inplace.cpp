@@ -44,16 +44,7 @@ bool inplace_input_grad_applies(const Kernels& kk, const ConvGeometry& g, const 
   if (g.pad_h > g.r - 1 || g.pad_w > g.s - 1) return false;  // every tap of every pixel in the padded dY
   // whole blocks only: the kernel loads both vectors of a block from the weight itself
   if (g.c % kk.block != 0) return false;
-  const auto cl = at::MemoryFormat::ChannelsLast;
-  if (!grad_output.is_contiguous(cl) || !grad_input.is_contiguous(cl) || grad_output.stride(1) != 1 ||
-      grad_input.stride(1) != 1) {
-    return false;
-  }
-  // each (k, r, s) holds its channels adjacent, in (r, s, c) order (a dimension of size 1 may
-  // have any stride)
-  if (weight.stride(1) != 1 || (g.s > 1 && weight.stride(3) != g.c) || (g.r > 1 && weight.stride(2) != g.s * g.c)) {
-    return false;
-  }
+  if (!channels_adjacent(grad_output) || !channels_adjacent(grad_input) || !weight_taps_outer(weight)) return false;
   if (m == 1) return true;
   // At most 128 input pixels for at least 1024 weights per input channel (as the dot-product
   // forward, cpu/conv2d_fast_dot.cpp). 2 threads, best of 6-12 interleaved, channels_last,
@@ -61,7 +52,7 @@ bool inplace_input_grad_applies(const Kernels& kk, const ConvGeometry& g, const 
   // 2.92; 256x7x7 -> 256 0.42 -> 0.34. Equal at 196 pixels (512x14x14 without Winograd 4.88 vs
   // 4.77 ms); 1x1 layers keep the GEMM, which runs first (equal or faster: 1024x7x7 -> 1024
   // 0.71 vs 0.75 ms).
-  return g.n * g.h * g.w <= 128 && g.k * g.r * g.s >= 1024;
+  return few_pixels_many_weights(g.n * g.h * g.w, g.k * g.r * g.s);
 }
 
 bool conv2d_input_grad_inplace(const Kernels& kk, const ConvGeometry& g, const at::Tensor& grad_output,

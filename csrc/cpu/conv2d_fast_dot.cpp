@@ -111,13 +111,6 @@ namespace {
 
 std::atomic<int64_t> calls{0};
 
-// Each output channel's weights one run in (r, s, c) order: a channels_last weight, or any 1x1
-// weight with unit channel stride (NCHW contiguous included; the stride of a dimension of size
-// 1 is never used, so it is not checked).
-bool taps_outer(const ConvGeometry& g, const at::Tensor& w) {
-  return w.stride(1) == 1 && (g.s == 1 || w.stride(3) == g.c) && (g.r == 1 || w.stride(2) == g.s * g.c);
-}
-
 int mode() {
   const char* env = std::getenv("FASTCONV_CPU_DOT");
   return env == nullptr || env[0] == '\0' ? -1 : (env[0] == '0' ? 0 : 1);
@@ -131,14 +124,12 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   if (m == 0 || input.scalar_type() != at::kFloat || !fastk::avx512_picked() || g.groups != 1 || g.c % 16 != 0) {
     return false;
   }
-  const auto cl = at::MemoryFormat::ChannelsLast;
-  const bool nhwc = input.is_contiguous(cl) && output.is_contiguous(cl) && input.stride(1) == 1 &&
-                    output.stride(1) == 1;
+  const bool nhwc = fastk::channels_adjacent(input) && fastk::channels_adjacent(output);
   // NCHW: the input staged as NHWC, the result stored a plane per channel. (An NCHW 3x3 weight
   // transposed into (K, R, S, C) rows cost more than the kernel saved: res5b_branch2b batch 1
   // 1.73 -> 1.96 ms. So the weight must be one run per output channel as it is: 1x1 layers.)
   const bool nchw = input.is_contiguous() && output.is_contiguous();
-  if ((!nhwc && !nchw) || !taps_outer(g, weight)) return false;
+  if ((!nhwc && !nchw) || !fastk::weight_taps_outer(weight)) return false;
   if (m == 1) return true;
   // At most 128 output pixels for at least 1024 weights per output channel. 2 threads, best of
   // 5-12 interleaved, channels_last, the path taken before -> this one: ResNet-50
@@ -153,7 +144,7 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   // 3.05 -> 2.80; equal at 512 -> 2048 (512 weights per channel) and 1024x14x14 -> 256. NCHW
   // 1x1 layers against the GEMM: 2048x7x7 -> 512 batch 1 0.74 -> 0.66 ms, 1024x14x14 -> 2048
   // stride 2 1.76 -> 1.55.
-  return g.n * g.p * g.q <= 128 && g.c * g.r * g.s >= 1024;
+  return fastk::few_pixels_many_weights(g.n * g.p * g.q, g.c * g.r * g.s);
 }
 
 bool conv2d_forward_dot(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,

@@ -1,8 +1,9 @@
 // The forward convolution as dot products along the input channels (cpu/conv2d_fast_dot.cpp),
-// for channels_last layers with many weights and few output pixels (ResNet-50 res5b_branch2b
-// at batch 1: 2.4 M weights, 49 pixels), 1x1 layers included (it runs before the 1x1 GEMM). Both operands are read in their own memory order,
-// channels adjacent, so the weight is never packed: the direct kernel's packing reads every
-// weight once per call through strided rows, which there costs about a fifth of the pass.
+// for layers with many weights and few output pixels (ResNet-50 res5b_branch2b at batch 1: 2.4
+// M weights, 49 pixels), 1x1 layers included (it runs before the 1x1 GEMM). Both operands are
+// read in their own memory order, channels adjacent, so the weight is never packed: the direct
+// kernel's packing reads every weight once per call through strided rows, which there costs
+// about a fifth of the pass.
 #pragma once
 #include <ATen/core/Tensor.h>
 

@@ -49,6 +49,25 @@ inline bool handled() {
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
+// The paths that read the weight in place (cpu/conv2d_fast_dot.cpp, the forward;
+// cpu/conv2d_fast_dgrad_inplace.cpp, the input gradient) share three tests:
+// t is channels_last with its channels adjacent (a tensor with one channel or one pixel can
+// pass is_contiguous(ChannelsLast) with another stride there).
+inline bool channels_adjacent(const at::Tensor& t) {
+  return t.is_contiguous(at::MemoryFormat::ChannelsLast) && t.stride(1) == 1;
+}
+// Each output channel's weights (K, C, R, S) are one run in (r, s, c) order: a channels_last
+// weight, or any 1x1 weight with unit channel stride (the stride of a dimension of size 1 is
+// never used, so it is not checked).
+inline bool weight_taps_outer(const at::Tensor& w) {
+  const int64_t C = w.size(1), R = w.size(2), S = w.size(3);
+  return w.stride(1) == 1 && (S == 1 || w.stride(3) == C) && (R == 1 || w.stride(2) == S * C);
+}
+// Their default rule: few pixels for many weights, where packing the weight would cost a
+// fifth to a third of the pass (the 7 x 7 layers at batch 1-2). `pixels`: of the pass's
+// destination; `weights`: per destination channel. Measurements at each path's *_applies.
+inline bool few_pixels_many_weights(int64_t pixels, int64_t weights) { return pixels <= 128 && weights >= 1024; }
+
 // Reduction steps per pass of ConvRow: the weights of one pass (taps x steps x block floats)
 // fill about `bytes`. A function of the geometry only (it sets the summation order).
 // 16 KiB (half the Zen 3's L1) by default; the direct kernels' forward and stride-1 input
