@@ -53,6 +53,24 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@pytest.fixture(params=["native", "avx2"])
+def simd_kernels(request, monkeypatch):
+    """The direct-convolution SIMD kernels of the running CPU and, on an AVX-512 machine, the
+    AVX2 ones too (FASTCONV_CPU_KERNELS=avx2), with Winograd off (it would otherwise take the
+    3x3 stride-1 cases wherever it runs first)."""
+    isa = torch.ops.fastconv._conv2d_cpu_fast_info()[0]
+    if isa == "generic":
+        pytest.skip("no AVX2: these paths run the SIMD kernels")
+    if request.param == "avx2":
+        if isa != "avx512":
+            pytest.skip("no AVX-512 here: the native kernels are the AVX2 ones")
+        monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
+    else:
+        monkeypatch.delenv("FASTCONV_CPU_KERNELS", raising=False)
+    monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "0")
+    return "avx2" if request.param == "avx2" else isa
+
+
 def _use_gemm_kernels(which, monkeypatch):
     if which == "native":
         return

@@ -14,13 +14,10 @@ import torch
 
 import fastconv  # noqa: F401  (registers the ops)
 from conv_helpers import (assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts,
-                          run_counting)
+                          run_counting, simd_kernels)  # noqa: F401  (simd_kernels: a fixture)
 
 ops = torch.ops.fastconv
 CL = torch.channels_last
-ISA = ops._conv2d_cpu_fast_info()[0]
-
-pytestmark = pytest.mark.skipif(ISA == "generic", reason="no AVX2: the path runs the SIMD kernels")
 
 # (n, c, h, w, k, (r, s), padding, what it reaches)
 CASES = [
@@ -31,18 +28,6 @@ CASES = [
     (1, 32, 6, 6, 9, (3, 3), 0, "no padding"),
 ]
 IDS = described_case_ids(CASES)
-
-
-@pytest.fixture(params=["native"] + (["avx2"] if ISA == "avx512" else []))
-def kernels(request, monkeypatch):
-    # on an AVX-512 machine the AVX2 kernels (16-channel blocks) run too
-    if request.param == "avx2":
-        monkeypatch.setenv("FASTCONV_CPU_KERNELS", "avx2")
-    else:
-        monkeypatch.delenv("FASTCONV_CPU_KERNELS", raising=False)
-    # 3x3 layers would otherwise be Winograd's wherever it runs first
-    monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "0")
-    return request.param
 
 
 def _inputs(case, seed=0):
@@ -74,12 +59,12 @@ def _check(grad_out, weight, size, padding, want=True):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_matches_torch(case, kernels, monkeypatch):
+def test_matches_torch(case, simd_kernels, monkeypatch):
     monkeypatch.setenv("FASTCONV_CPU_DGRAD_INPLACE", "1")
     _check(*_inputs(case))
 
 
-def test_weight_rows_further_apart(kernels, monkeypatch):
+def test_weight_rows_further_apart(simd_kernels, monkeypatch):
     # every other output channel of a channels_last weight: rows 2 R S C floats apart, read in place
     monkeypatch.setenv("FASTCONV_CPU_DGRAD_INPLACE", "1")
     grad_out, _, size, padding = _inputs(CASES[0])
@@ -88,7 +73,7 @@ def test_weight_rows_further_apart(kernels, monkeypatch):
     _check(grad_out, sparse, size, padding)
 
 
-def test_off_switch_gives_the_direct_kernel(kernels, monkeypatch):
+def test_off_switch_gives_the_direct_kernel(simd_kernels, monkeypatch):
     # the two sum in different orders: each within the bound, and within twice it of each other
     grad_out, weight, size, padding = _inputs(CASES[1], seed=1)
     monkeypatch.setenv("FASTCONV_CPU_DGRAD_INPLACE", "0")
@@ -99,7 +84,7 @@ def test_off_switch_gives_the_direct_kernel(kernels, monkeypatch):
     assert_within_rounding(on, off.double(), mag, 2 * weight.shape[0] * 9, "on vs off")
 
 
-def test_default_choice(kernels, monkeypatch):
+def test_default_choice(simd_kernels, monkeypatch):
     monkeypatch.delenv("FASTCONV_CPU_DGRAD_INPLACE", raising=False)
     _check(*_inputs((1, 64, 7, 7, 128, (3, 3), 1, "")), want=True)    # 49 pixels, 1152 weights per channel
     _check(*_inputs((2, 64, 8, 8, 128, (3, 3), 1, "")), want=True)    # 128 pixels
@@ -107,7 +92,7 @@ def test_default_choice(kernels, monkeypatch):
     _check(*_inputs((1, 64, 7, 7, 96, (3, 3), 1, "")), want=False)    # 864 weights per channel
 
 
-def test_cases_without_a_kernel_go_elsewhere(kernels, monkeypatch):
+def test_cases_without_a_kernel_go_elsewhere(simd_kernels, monkeypatch):
     monkeypatch.setenv("FASTCONV_CPU_DGRAD_INPLACE", "1")
     grad_out, weight, size, padding = _inputs(CASES[0])
     _check(grad_out, weight.contiguous(), size, padding, want=False)      # NCHW weight
@@ -120,7 +105,7 @@ def test_cases_without_a_kernel_go_elsewhere(kernels, monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_results_do_not_depend_on_thread_count(kernels, monkeypatch):
+def test_results_do_not_depend_on_thread_count(simd_kernels, monkeypatch):
     monkeypatch.setenv("FASTCONV_CPU_DGRAD_INPLACE", "1")
     grad_out, weight, size, padding = _inputs(CASES[1], seed=2)
     one, two, three = results_at_thread_counts(lambda: _input_grad(grad_out, weight, size, padding))

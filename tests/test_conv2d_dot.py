@@ -1,14 +1,15 @@
-"""The dot-product forward convolution of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_dot.cpp):
-channels_last activations and weight against PyTorch in fp64 within the rounding bound, over
-tails of the output channels (1-5 past a multiple of the 6-channel tile) and of the pixels
-(not a multiple of 4), 1x1 (ahead of the 1x1 GEMM), 3x3 and non-square kernels, stride, row
-and column dilation, padding larger than half the kernel, weight rows further apart than
-R S C, batches, with and without bias; that the path ran (a per-process counter) under
-FASTCONV_CPU_DOT=1, by default only where it is meant to (at most 128 pixels, at least 1024
-weights per output channel), never for cases it has no kernel for (a weight whose (r, s, c)
-are not one run, channels not a multiple of 16, groups), and not under =0, where another
-kernel gives the same values within the same bound; bit-identical results at 1, 2 and 3
-threads; NCHW 1x1 layers giving the channels_last result's bits.
+"""The dot-product forward convolution of the fast fp32 CPU kernels (csrc/cpu/conv2d_fast_dot.cpp),
+on the running CPU's tiles and, on an AVX-512 machine, on the AVX2 ones too (4 pixels x 6
+channels and 3 pixels x 4 channels): channels_last activations and weight against PyTorch in
+fp64 within the rounding bound, over tails of the output channels (1-5 past a multiple of 6,
+1-3 past a multiple of 4) and of the pixels, 1x1 (ahead of the 1x1 GEMM), 3x3 and non-square
+kernels, stride, row and column dilation, padding larger than half the kernel, weight rows
+further apart than R S C, batches, with and without bias; that the path ran (a per-process
+counter) under FASTCONV_CPU_DOT=1, by default only where it is meant to (at most 128 pixels, at
+least 1024 weights per output channel), never for cases it has no kernel for (a weight whose
+(r, s, c) are not one run, channels not a multiple of the vector width, groups), and not
+under =0, where another kernel gives the same values within the same bound; bit-identical
+results at 1, 2 and 3 threads; NCHW 1x1 layers giving the channels_last result's bits.
 """
 import pytest
 import torch
@@ -16,33 +17,27 @@ import torch.nn.functional as F
 
 import fastconv  # noqa: F401  (registers the ops)
 from conv_helpers import (assert_within_rounding, described_case_ids, pair, reference, results_at_thread_counts,
-                          run_counting)
+                          run_counting, simd_kernels)  # noqa: F401  (simd_kernels: a fixture)
 
 ops = torch.ops.fastconv
 CL = torch.channels_last
 
-pytestmark = pytest.mark.skipif(ops._conv2d_cpu_fast_info()[0] != "avx512",
-                                reason="the dot-product kernel is AVX-512 only")
+# every test runs on each ISA's tiles, with Winograd off (simd_kernels)
+pytestmark = pytest.mark.usefixtures("simd_kernels")
 
 # (n, c, h, w, k, (r, s), stride, padding, dilation, what it reaches)
 CASES = [
-    (1, 64, 7, 7, 20, (3, 3), 1, 1, 1, "7x7 image: 49 pixels (12 tiles + 1), 20 channels (3 tiles + 2)"),
-    (2, 32, 6, 5, 13, (3, 3), 2, 1, 1, "stride 2, batch 2: tiles across images"),
+    (1, 64, 7, 7, 20, (3, 3), 1, 1, 1, "7x7 image: 49 pixels (4-pixel tiles + 1), 20 channels (6-channel tiles + 2)"),
+    (2, 32, 6, 5, 13, (3, 3), 2, 1, 1, "stride 2, batch 2: tiles across images; 13 channels (4-channel tiles + 1)"),
     (1, 16, 9, 8, 7, (2, 3), (1, 2), (2, 1), (2, 1), "non-square kernel, stride, row dilation 2"),
     (1, 48, 5, 5, 6, (3, 3), 1, 3, 1, "padding 3 > half the kernel"),
     (3, 16, 4, 4, 9, (1, 1), 1, 1, 1, "1x1 kernel, padded"),
     (2, 32, 5, 5, 8, (1, 1), 2, 0, 1, "1x1 stride 2 (ahead of the 1x1 GEMM)"),
     (1, 32, 3, 3, 1, (3, 3), 1, 0, 1, "one output pixel, one output channel"),
-    (1, 16, 8, 9, 10, (3, 3), 1, (1, 2), (1, 2), "column dilation 2; channel tail of 4"),
-    (2, 32, 6, 6, 11, (2, 2), 1, 0, (2, 3), "dilation (2, 3); channel tail of 5"),
+    (1, 16, 8, 9, 10, (3, 3), 1, (1, 2), (1, 2), "column dilation 2; channel tails of 4 and 2"),
+    (2, 32, 6, 6, 11, (2, 2), 1, 0, (2, 3), "dilation (2, 3); channel tails of 5 and 3"),
 ]
 IDS = described_case_ids(CASES)
-
-
-@pytest.fixture(autouse=True)
-def no_winograd(monkeypatch):
-    # the 3x3 stride-1 cases would otherwise be Winograd's wherever it runs first
-    monkeypatch.setenv("FASTCONV_CPU_WINOGRAD", "0")
 
 
 def _inputs(case, seed=0):
@@ -115,8 +110,8 @@ def test_cases_without_a_kernel_go_elsewhere(monkeypatch):
     _check(x, weight.contiguous(), bias, args, want_dot=False)  # NCHW weight
     out, ran = _ran(lambda: _conv(x.contiguous(), weight.contiguous(), bias, args))  # all NCHW
     assert ran == 0 and out.is_contiguous()
-    x24, w24, b24, args24 = _inputs((1, 24, 7, 7, 8, (3, 3), 1, 1, 1, ""))
-    _check(x24, w24, b24, args24, want_dot=False)  # 24 channels: not a multiple of 16
+    x20, w20, b20, args20 = _inputs((1, 20, 7, 7, 8, (3, 3), 1, 1, 1, ""))
+    _check(x20, w20, b20, args20, want_dot=False)  # 20 channels: not a multiple of 8 or 16
     wide = torch.randn(20, 80, 3, 3).contiguous(memory_format=CL)[:, :64]  # channels 80 apart
     assert wide.stride(1) == 1 and wide.stride(3) == 80
     _check(x, wide, bias, args, want_dot=False)
@@ -155,3 +150,9 @@ def test_results_do_not_depend_on_thread_count(case, monkeypatch):
     x, weight, bias, args = _inputs(case, seed=2)
     one, two, three = results_at_thread_counts(lambda: _conv(x, weight, bias, args))
     assert torch.equal(one, two) and torch.equal(one, three)
+
+
+def test_channel_steps_of_the_vector_width(simd_kernels, monkeypatch):
+    # 24 channels: three steps of the AVX2 tiles' 8, not whole steps of the AVX-512 ones' 16
+    monkeypatch.setenv("FASTCONV_CPU_DOT", "1")
+    _check(*_inputs((1, 24, 7, 7, 9, (3, 3), 1, 1, 1, "")), want_dot=simd_kernels == "avx2")

@@ -6,8 +6,8 @@
 // (except channels_last forward passes over images of 56 x 56 pixels or more, where the
 // direct kernel below measured faster: gemm::forward_applies). Before the GEMM (after Winograd
 // and depthwise), forward passes with few pixels for many weights (channels_last, or NCHW
-// 1x1; AVX-512, channels a multiple of 16, a weight whose (r, s, c) are one run per output
-// channel) take the dot-product kernel of cpu/conv2d_fast_dot.cpp, which packs nothing; the
+// 1x1; channels a multiple of the vector width, a weight whose (r, s, c) are one run per
+// output channel) take the dot-product kernel of cpu/conv2d_fast_dot.cpp, which packs nothing; the
 // input gradient of such stride-1 layers reads the weight in place too
 // (cpu/conv2d_fast_dgrad_inplace.cpp, after the GEMM).
 //

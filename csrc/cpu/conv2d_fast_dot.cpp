@@ -3,8 +3,9 @@
 // out[pixel][k] = bias[k] + sum over taps t, channels c of x[pixel + tap t][c] * w[k][t][c]:
 // channels_last activations and a channels_last weight both hold c adjacent, so a register
 // tile of M pixels x N output channels multiplies M input vectors by N weight vectors per
-// step of 16 channels (M + N loads for M N multiply-adds), every accumulator holding 16
-// partial sums that are added up once, at the end of the reduction. Nothing is packed.
+// step of one vector of channels (M + N loads for M N multiply-adds; 4 x 6 on AVX-512, 3 x 4
+// on AVX2), every accumulator holding a vector of partial sums that are added up once, at the
+// end of the reduction. Nothing is packed.
 // Work items are runs of output channels; each runs all pixels tile by tile, so its N weight
 // rows are read from memory once and then from L2, and the (padded) input stays in L2.
 // The summation order (taps, then channels by lane, then the lanes by a fixed tree) depends on
@@ -42,68 +43,60 @@ struct Job {
   int64_t d_chan;
 };
 
-constexpr int kMaxM = 4, kMaxN = 6;  // 24 accumulators + 4 inputs + 1 weight of 32 zmm
-
 }  // namespace
 }  // namespace fastconv::cpu::dot
 
-// The kernels, compiled for AVX-512F. Only intrinsics and plain loops in here: a standard
-// template instantiated under the target pragma could be kept by the linker for the whole
-// library.
+// The tiles per instruction set (cpu/conv2d_fast_dot_tile.inc). Only intrinsics and plain
+// loops under the target pragmas: a standard template instantiated there could be kept by the
+// linker for the whole library.
 #pragma GCC push_options
 #pragma GCC target("avx512f")
-
-namespace fastconv::cpu::dot {
+namespace fastconv::cpu::dot::avx512 {
 namespace {
-
-template <int M, int N>
-void dot_tile(const Job& j, int64_t i0, int64_t k0) {
-  __m512 acc[M][N];
-  for (int m = 0; m < M; ++m) {
-    for (int n = 0; n < N; ++n) acc[m][n] = _mm512_setzero_ps();
-  }
-  const float* w0 = j.w + k0 * j.wk;
-  for (int t = 0; t < j.ntaps; ++t) {
-    const float* a[M];
-    for (int m = 0; m < M; ++m) a[m] = j.src + j.pix[i0 + m] + j.tap_off[t];
-    const float* b = w0 + t * j.C;
-    for (int64_t c = 0; c < j.C; c += 16) {
-      __m512 av[M];
-      for (int m = 0; m < M; ++m) av[m] = _mm512_loadu_ps(a[m] + c);
-      for (int n = 0; n < N; ++n) {
-        const __m512 bv = _mm512_loadu_ps(b + n * j.wk + c);
-        for (int m = 0; m < M; ++m) acc[m][n] = _mm512_fmadd_ps(av[m], bv, acc[m][n]);
-      }
-    }
-  }
-  for (int m = 0; m < M; ++m) {
-    float* d = j.dst + j.d_off[i0 + m] + k0 * j.d_chan;
-    for (int n = 0; n < N; ++n) {
-      d[n * j.d_chan] = _mm512_reduce_add_ps(acc[m][n]) + (j.bias ? j.bias[k0 + n] : 0.0f);
-    }
-  }
-}
-
-using TileFn = void (*)(const Job&, int64_t, int64_t);
-#define FC_DOT_ROW(M) \
-  { &dot_tile<M, 1>, &dot_tile<M, 2>, &dot_tile<M, 3>, &dot_tile<M, 4>, &dot_tile<M, 5>, &dot_tile<M, 6> }
-const TileFn kTiles[kMaxM][kMaxN] = {FC_DOT_ROW(1), FC_DOT_ROW(2), FC_DOT_ROW(3), FC_DOT_ROW(4)};
-#undef FC_DOT_ROW
-
-// Output channels [k0, k1) of pixels [0, npix), tile by tile (channels outer).
-void run_channels(const Job& j, int64_t npix, int64_t k0, int64_t k1) {
-  for (int64_t k = k0; k < k1; k += kMaxN) {
-    const int n = static_cast<int>(k1 - k < kMaxN ? k1 - k : kMaxN);
-    for (int64_t i = 0; i < npix; i += kMaxM) {
-      const int m = static_cast<int>(npix - i < kMaxM ? npix - i : kMaxM);
-      kTiles[m - 1][n - 1](j, i, k);
-    }
-  }
-}
-
+struct Vec {
+  using reg = __m512;
+  static constexpr int W = 16;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(reg v) { return _mm512_reduce_add_ps(v); }
+};
 }  // namespace
-}  // namespace fastconv::cpu::dot
+}  // namespace fastconv::cpu::dot::avx512
+#define FC_DOT_NS avx512
+#include "cpu/conv2d_fast_dot_tile.inc"
+#undef FC_DOT_NS
+namespace fastconv::cpu::dot::avx512 {
+// 4 pixels x 6 channels: 24 accumulators + 4 inputs + 1 weight of the 32 zmm registers
+void run(const Job& j, int64_t npix, int64_t k0, int64_t k1) { run_channels<Vec, 4, 6>(j, npix, k0, k1); }
+}  // namespace fastconv::cpu::dot::avx512
+#pragma GCC pop_options
 
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace fastconv::cpu::dot::avx2 {
+namespace {
+struct Vec {
+  using reg = __m256;
+  static constexpr int W = 8;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(reg v) {  // ((l0 + h0) + (l2 + h2)) + ((l1 + h1) + (l3 + h3))
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+  }
+};
+}  // namespace
+}  // namespace fastconv::cpu::dot::avx2
+#define FC_DOT_NS avx2
+#include "cpu/conv2d_fast_dot_tile.inc"
+#undef FC_DOT_NS
+namespace fastconv::cpu::dot::avx2 {
+// 3 pixels x 4 channels: 12 accumulators + 3 inputs + 1 weight of the 16 ymm registers
+void run(const Job& j, int64_t npix, int64_t k0, int64_t k1) { run_channels<Vec, 3, 4>(j, npix, k0, k1); }
+}  // namespace fastconv::cpu::dot::avx2
 #pragma GCC pop_options
 
 namespace fastconv::cpu::dot {
@@ -116,14 +109,25 @@ int mode() {
   return env == nullptr || env[0] == '\0' ? -1 : (env[0] == '0' ? 0 : 1);
 }
 
+// The tiles of the instruction set pick_kernels() runs (nullptr: no SIMD kernels): `run` takes
+// output channels in groups of `group`, channels in steps of `width`.
+struct Tiles {
+  void (*run)(const Job&, int64_t, int64_t, int64_t);
+  int64_t group, width;
+};
+const Tiles* tiles() {
+  static const Tiles on_avx512{&avx512::run, 6, 16}, on_avx2{&avx2::run, 4, 8};
+  if (fastk::pick_kernels() == nullptr) return nullptr;
+  return fastk::avx512_picked() ? &on_avx512 : &on_avx2;
+}
+
 }  // namespace
 
 bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                      const at::Tensor& output) {
   const int m = mode();
-  if (m == 0 || input.scalar_type() != at::kFloat || !fastk::avx512_picked() || g.groups != 1 || g.c % 16 != 0) {
-    return false;
-  }
+  const Tiles* t = tiles();
+  if (m == 0 || input.scalar_type() != at::kFloat || t == nullptr || g.groups != 1 || g.c % t->width != 0) return false;
   const bool nhwc = fastk::channels_adjacent(input) && fastk::channels_adjacent(output);
   // NCHW: the input staged as NHWC, the result stored a plane per channel. (An NCHW 3x3 weight
   // transposed into (K, R, S, C) rows cost more than the kernel saved: res5b_branch2b batch 1
@@ -144,6 +148,12 @@ bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::T
   // 3.05 -> 2.80; equal at 512 -> 2048 (512 weights per channel) and 1024x14x14 -> 256. NCHW
   // 1x1 layers against the GEMM: 2048x7x7 -> 512 batch 1 0.74 -> 0.66 ms, 1024x14x14 -> 2048
   // stride 2 1.76 -> 1.55.
+  // The AVX2 tiles (an AVX2-only AMD EPYC, 2 threads, best of 5-7 interleaved, the path taken
+  // before -> this one), channels_last: res5b_branch2b batch 1 1.60 -> 1.41 ms, batch 2 3.05 ->
+  // 2.87; res5a_branch2b batch 1 2.01 -> 1.71; 1x1 1024x7x7 -> 1024 0.80 -> 0.68, 1024x14x14 ->
+  // 2048 stride 2 1.62 -> 1.37, 2048x7x7 -> 512 0.79 -> 0.78, 512x7x7 -> 2048 0.78 -> 0.67;
+  // 128x28x28 -> 128 stride 2 (196 pixels) 0.41 -> 0.40. NCHW 1x1: 2048x7x7 -> 512 0.85 ->
+  // 0.81, 1024x14x14 -> 2048 stride 2 1.70 -> 1.39.
   return fastk::few_pixels_many_weights(g.n * g.p * g.q, g.c * g.r * g.s);
 }
 
@@ -168,8 +178,9 @@ bool conv2d_forward_dot(const ConvGeometry& g, const at::Tensor& input, const at
   const Job job{src, pix.data(), tap_off.data(), static_cast<int>(g.r * g.s), g.c, weight.data_ptr<float>(),
                 weight.stride(0),
                 bias.defined() ? bias.data_ptr<float>() : nullptr, output.data_ptr<float>(), d_off.data(), d_chan};
-  at::parallel_for(0, fastk::ceil_div(g.k, kMaxN), 1, [&](int64_t begin, int64_t end) {
-    run_channels(job, npix, begin * kMaxN, std::min(g.k, end * kMaxN));
+  const Tiles& t = *tiles();
+  at::parallel_for(0, fastk::ceil_div(g.k, t.group), 1, [&](int64_t begin, int64_t end) {
+    t.run(job, npix, begin * t.group, std::min(g.k, end * t.group));
   });
   calls.fetch_add(1, std::memory_order_relaxed);
   return fastk::handled();
