@@ -1,5 +1,5 @@
 // Schemas and contracts of the convolution family; kernels in cpu/, cuda/, meta/ and simt/
-// conv2d*.cpp, autograd in fastconv/ops/conv.py. Three ops serve conv2d and conv_transpose2d:
+// conv2d*.cpp, autograd in cpu/conv2d_autograd.cpp. Three ops serve conv2d and conv_transpose2d:
 // the transposed convolution's forward is _conv2d_input_grad, its input gradient is conv2d,
 // and its weight gradient is _conv2d_weight_grad with the roles of input and grad_output
 // swapped. Each op's derivatives are the other ops, so double backward needs no new kernels.

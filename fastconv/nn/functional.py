@@ -82,7 +82,7 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 __all__ = ["max_pool2d", "max_pool2d_with_indices", "max_unpool2d"]
 
 
-# ---- convolution (fastconv/ops/conv.py has the autograd) ---------------------------------------
+# ---- convolution (csrc/cpu/conv2d_autograd.cpp has the autograd) ------------------------------
 
 def _conv_same_padding(input, weight, dilation):
     """torch's padding='same': total padding dilation * (kernel - 1) per dimension; an odd

@@ -4,7 +4,6 @@ The schemas, kernels and Meta (fake) kernels are registered by the compiled libr
 module here adds what Python does best: autograd formulas built from other fastconv ops.
 """
 from fastconv.ops import pool  # noqa: F401
-from fastconv.ops import conv  # noqa: F401
 from fastconv.ops import batch_norm  # noqa: F401,E402
 from fastconv.ops import roi  # noqa: F401,E402
 from fastconv.ops.roi import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: F401,E402
