@@ -116,6 +116,27 @@ def test_only_requested_gradients_are_computed(device):
     assert gw.shape == w.shape
 
 
+def test_graph_recorded_only_when_a_gradient_can_be_asked_for(device):
+    # the C++ autograd kernel (csrc/cpu/conv2d_autograd.cpp) runs the op below autograd when
+    # nothing requires grad or grad mode is off, and records a node otherwise, for any one
+    # operand: here the bias alone, whose gradient is grad summed over batch and space
+    x = torch.randn(2, 3, 6, 6, device=device)
+    w = torch.randn(4, 3, 3, 3, device=device)
+    b = torch.randn(4, device=device)
+    assert F.conv2d(x, w, b).grad_fn is None
+    grad_out = torch.randn(2, 4, 4, 4, device=device)
+    dx = torch.ops.fastconv._conv2d_input_grad(grad_out, w, [2, 3, 6, 6], [1, 1], [0, 0], [1, 1], 1)
+    assert dx.grad_fn is None
+    b.requires_grad_(True)
+    with torch.no_grad():
+        assert F.conv2d(x, w, b).grad_fn is None
+    y = F.conv2d(x, w, b)
+    assert y.grad_fn is not None
+    g = torch.randn_like(y)
+    (gb,) = torch.autograd.grad(y, b, g)
+    torch.testing.assert_close(gb, g.sum(dim=[0, 2, 3]))
+
+
 def test_non_contiguous_operands(device):
     base = torch.randn(4, 10, 13, 12, device=device)
     x = base[::2, 1::2, 1:12, ::2]  # strided in every dimension
