@@ -13,6 +13,11 @@ _ops = torch.ops.fastconv
 
 def _pair(value, op, name):
     """An int or a sequence of 1 or 2 ints -> a list of two ints, as torch's pooling accepts."""
+    # the common cases first: an ABC isinstance check costs about a microsecond per call
+    if type(value) is int:
+        return [value, value]
+    if type(value) in (list, tuple) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return list(value)
     if isinstance(value, Sequence) and not isinstance(value, str):
         values = list(value)
         if len(values) == 1:
