@@ -124,15 +124,6 @@ struct PhaseClasses {
   }
 };
 
-// n floats, n usually a channel block (16, 32): fixed-size copies compile to a few vector
-// moves, where std::copy would call memmove for each pixel.
-inline void copy_floats(const float* s, int64_t n, float* d) {
-  switch (n) {
-    case 16: for (int i = 0; i < 16; ++i) d[i] = s[i]; return;
-    case 32: for (int i = 0; i < 32; ++i) d[i] = s[i]; return;
-    default: std::copy(s, s + n, d);
-  }
-}
 
 // One chunk of work: `npix` pixels from pixel `x0` of the sub-image of class (rho, phi).
 struct Chunk {
