@@ -21,6 +21,7 @@
 #include <optional>
 
 #include "checks/batch_norm.h"
+#include "cpu/autograd_util.h"
 
 namespace fastconv {
 namespace {
@@ -31,10 +32,9 @@ using OptTensor = std::optional<at::Tensor>;
 using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
 
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> typed_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
+using autograd::given;
+using autograd::records_graph;
+using autograd::typed_op;
 
 #define FC_BN_OP(fn, name, ...)                              \
   const auto& fn() {                                         \
@@ -64,7 +64,6 @@ FC_BN_OP(add_relu_apply_backward_op, "fastconv::_batch_norm_add_relu_backward_ap
                  const OptTensor&, c10::SymInt, double))
 #undef FC_BN_OP
 
-bool given(const OptTensor& t) { return t.has_value() && t->defined(); }
 OptTensor opt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
 // Saves what the backward needs; `edges` are the autograd input indices of (input, weight,
@@ -189,22 +188,6 @@ class ApplyFunction : public torch::autograd::Function<ApplyFunction> {
     return {g[0], at::Tensor(), at::Tensor(), g[1], g[2], g[3], at::Tensor(), at::Tensor()};
   }
 };
-
-// Whether a call records a graph: grad mode on and a differentiable input that requires grad.
-// Otherwise the op runs directly below autograd, as Function::apply would run it, without the
-// graph node, saved tensors and saved_data it builds even when nothing requires grad (a fixed
-// cost that small layers feel in inference and no_grad evaluation).
-bool records_graph(std::initializer_list<const at::Tensor*> tensors,
-                   std::initializer_list<const OptTensor*> optional) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const at::Tensor* t : tensors) {
-    if (t->requires_grad()) return true;
-  }
-  for (const OptTensor* t : optional) {
-    if (given(*t) && (*t)->requires_grad()) return true;
-  }
-  return false;
-}
 
 Tensor3 forward_train_autograd(const at::Tensor& input, const OptTensor& weight,
                                const OptTensor& bias, const OptTensor& residual,

@@ -19,12 +19,17 @@
 
 #include <optional>
 
+#include "cpu/autograd_util.h"
+
 namespace fastconv {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using OptTensor = std::optional<at::Tensor>;
+using autograd::OptTensor;
+using autograd::given;
+using autograd::records_graph;
+using autograd::typed_op;
 using at::IntArrayRef;
 
 using Conv2dSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, IntArrayRef,
@@ -33,17 +38,15 @@ using GradSig = at::Tensor(const at::Tensor&, const at::Tensor&, c10::SymIntArra
                            IntArrayRef, IntArrayRef, int64_t);
 
 const c10::TypedOperatorHandle<Conv2dSig>& conv2d_op() {
-  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("fastconv::conv2d", "").typed<Conv2dSig>();
+  static const auto op = typed_op<Conv2dSig>("fastconv::conv2d");
   return op;
 }
 const c10::TypedOperatorHandle<GradSig>& input_grad_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fastconv::_conv2d_input_grad", "").typed<GradSig>();
+  static const auto op = typed_op<GradSig>("fastconv::_conv2d_input_grad");
   return op;
 }
 const c10::TypedOperatorHandle<GradSig>& weight_grad_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fastconv::_conv2d_weight_grad", "").typed<GradSig>();
+  static const auto op = typed_op<GradSig>("fastconv::_conv2d_weight_grad");
   return op;
 }
 
@@ -73,11 +76,6 @@ at::MemoryFormat weight_format(const at::Tensor& w) {
                                                                                 : at::MemoryFormat::Contiguous;
 }
 
-bool records_graph(const at::Tensor& a, const at::Tensor& b, const OptTensor& c = std::nullopt) {
-  return at::GradMode::is_enabled() &&
-         (a.requires_grad() || b.requires_grad() || (c.has_value() && c->defined() && c->requires_grad()));
-}
-
 class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
@@ -96,7 +94,7 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
     // the input's format even when the gradient is, say, the expanded gradient of a sum.
     ctx->saved_data["channels_last"] = out.dim() == 4 && out.is_contiguous(at::MemoryFormat::ChannelsLast);
     ctx->saved_data["weight_format"] = static_cast<int64_t>(weight_format(weight));
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->saved_data["has_bias"] = given(bias);
     return out;
   }
 
@@ -175,7 +173,7 @@ class GradFunction : public torch::autograd::Function<GradFunction<kInputGrad>> 
 
 at::Tensor conv2d_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                            IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation, int64_t groups) {
-  if (!records_graph(input, weight, bias)) {
+  if (!records_graph({&input, &weight}, {&bias})) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return conv2d_op().call(input, weight, bias, stride, padding, dilation, groups);
   }
@@ -185,7 +183,7 @@ at::Tensor conv2d_autograd(const at::Tensor& input, const at::Tensor& weight, co
 template <bool kInputGrad>
 at::Tensor grad_autograd(const at::Tensor& grad_output, const at::Tensor& other, c10::SymIntArrayRef size,
                          IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation, int64_t groups) {
-  if (!records_graph(grad_output, other)) {
+  if (!records_graph({&grad_output, &other})) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const auto& op = kInputGrad ? input_grad_op() : weight_grad_op();
     return op.call(grad_output, other, size, stride, padding, dilation, groups);

@@ -68,7 +68,10 @@ struct Vec {
 #undef FC_DOT_NS
 namespace fastconv::cpu::dot::avx512 {
 // 4 pixels x 6 channels: 24 accumulators + 4 inputs + 1 weight of the 32 zmm registers
-void run(const Job& j, int64_t npix, int64_t k0, int64_t k1) { run_channels<Vec, 4, 6>(j, npix, k0, k1); }
+constexpr int kPixels = 4, kChannels = 6, kWidth = Vec::W;
+void run(const Job& j, int64_t npix, int64_t k0, int64_t k1) {
+  run_channels<Vec, kPixels, kChannels>(j, npix, k0, k1);
+}
 }  // namespace fastconv::cpu::dot::avx512
 #pragma GCC pop_options
 
@@ -95,7 +98,10 @@ struct Vec {
 #undef FC_DOT_NS
 namespace fastconv::cpu::dot::avx2 {
 // 3 pixels x 4 channels: 12 accumulators + 3 inputs + 1 weight of the 16 ymm registers
-void run(const Job& j, int64_t npix, int64_t k0, int64_t k1) { run_channels<Vec, 3, 4>(j, npix, k0, k1); }
+constexpr int kPixels = 3, kChannels = 4, kWidth = Vec::W;
+void run(const Job& j, int64_t npix, int64_t k0, int64_t k1) {
+  run_channels<Vec, kPixels, kChannels>(j, npix, k0, k1);
+}
 }  // namespace fastconv::cpu::dot::avx2
 #pragma GCC pop_options
 
@@ -116,7 +122,8 @@ struct Tiles {
   int64_t group, width;
 };
 const Tiles* tiles() {
-  static const Tiles on_avx512{&avx512::run, 6, 16}, on_avx2{&avx2::run, 4, 8};
+  static const Tiles on_avx512{&avx512::run, avx512::kChannels, avx512::kWidth},
+      on_avx2{&avx2::run, avx2::kChannels, avx2::kWidth};
   if (fastk::pick_kernels() == nullptr) return nullptr;
   return fastk::avx512_picked() ? &on_avx512 : &on_avx2;
 }

@@ -15,9 +15,10 @@ namespace fastconv::cpu::dot {
 // groups, input and output both channels_last or both NCHW (staged through an NHWC copy), each
 // output channel's weights one run in (r, s, c) order (a channels_last weight; for 1x1 kernels
 // any weight with unit channel stride, so NCHW layers are 1x1 ones), channels a multiple of
-// the vector width (8 or 16), and few pixels for many weights (see the .cpp). FASTCONV_CPU_DOT=0 turns it off, =1 takes every
-// case it can (tests). It runs after Winograd and depthwise, before the 1x1 GEMM and the
-// implicit GEMM (whose FASTCONV_CPU_GEMM=all and FASTCONV_CPU_IM2COL=1 do not override it).
+// the vector width (8 or 16), and few pixels for many weights (see the .cpp).
+// FASTCONV_CPU_DOT=0 turns it off, =1 takes every case it can (tests). It runs after Winograd
+// and depthwise, before the 1x1 GEMM and the implicit GEMM (whose FASTCONV_CPU_GEMM=all and
+// FASTCONV_CPU_IM2COL=1 do not override it).
 bool forward_applies(const ConvGeometry& g, const at::Tensor& input, const at::Tensor& weight,
                      const at::Tensor& output);
 // The contract of cpu/conv2d_fast.h; only for cases forward_applies takes.

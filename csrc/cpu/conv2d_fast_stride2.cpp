@@ -124,7 +124,6 @@ struct PhaseClasses {
   }
 };
 
-
 // One chunk of work: `npix` pixels from pixel `x0` of the sub-image of class (rho, phi).
 struct Chunk {
   int64_t rho, phi, x0, npix;

@@ -47,6 +47,7 @@ inline bool handled() {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // n floats, n usually a tile width (6, 12) or a channel block (16, 32). A memcpy of a constant
 // size compiles to a few vector moves; a loop of d[i] = s[i] compiled to one scalar move per
@@ -60,7 +61,6 @@ inline void copy_floats(const float* s, int64_t n, float* d) {
     default: std::copy(s, s + n, d);
   }
 }
-inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // The paths that read the weight in place (cpu/conv2d_fast_dot.cpp, the forward;
 // cpu/conv2d_fast_dgrad_inplace.cpp, the input gradient) share three tests:
