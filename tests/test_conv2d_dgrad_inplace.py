@@ -3,8 +3,10 @@ against PyTorch in fp64 within the rounding bound, on the running CPU's kernels 
 ones (their register blocks differ: 32 or 16 channels), over reductions in one and in several
 chunks of output channels (the later chunks adding to the partial sums in the result), 3x3,
 non-square and 1 x S kernels, padding from 0 to R - 1, batches, weight rows further apart than
-R S C; that the path ran (a per-process counter) under FASTCONV_CPU_DGRAD_INPLACE=1, by default
-only where it is meant to (at most 128 input pixels, at least 1024 weights per input channel),
+R S C, rows of one tile (read the weight in place at every step) and of several (the first
+tile's copy of the weights read by the others, a one-pixel tile after it); that the path ran
+(a per-process counter) under FASTCONV_CPU_DGRAD_INPLACE=1, by default only where it is meant
+to (at most 128 input pixels, at least 1024 weights per input channel),
 never for cases it has no kernel for (stride, dilation, padding >= the kernel, channels not a
 multiple of the block, an NCHW weight), and not under =0, where the direct kernel gives the
 same values within the same bound; bit-identical results at 1, 2 and 3 threads.
@@ -26,6 +28,7 @@ CASES = [
     (2, 32, 5, 6, 40, (2, 3), (1, 2), "non-square kernel, batch 2: tiles across images"),
     (1, 64, 6, 5, 24, (1, 3), (0, 1), "1 x 3 kernel"),
     (1, 32, 6, 6, 9, (3, 3), 0, "no padding"),
+    (1, 32, 2, 3, 20, (3, 3), 1, "6 pixels: one tile, every step reading the weight itself"),
 ]
 IDS = described_case_ids(CASES)
 

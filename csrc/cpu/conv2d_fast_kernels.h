@@ -43,6 +43,11 @@ struct ConvRow {
   // The first pass starts from dst's contents (a partial sum over an earlier part of the
   // reduction) instead of init.
   bool accumulate = false;
+  // With a weight read in place (b_ld set): scratch of ntaps x L x block floats. The first tile
+  // of each pass stores the weights it loads there, packed, and the row's other tiles read them
+  // from it: a weight row whose stride is a multiple of 2 KiB maps all of a block's pieces to
+  // 2 of the L1's 64 sets, so every tile would reload them from L2 or beyond (nullptr: none).
+  float* b_copy = nullptr;
 };
 
 struct WgradTile {

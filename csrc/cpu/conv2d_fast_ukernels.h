@@ -69,7 +69,8 @@ FC_UK_INLINE void load_tile_strided(const float* d, int64_t d_pix, int64_t d_cha
 
 // Reduction steps [l0, l1) of every tap; the first block starts from init, later ones from the
 // partial sums the previous block stored in dst.
-template <class V, int M>
+// Copy: also store the weights it loads to r.b_copy, tap t's step l at (t * L + l) * block.
+template <class V, int M, bool Copy = false>
 FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1,
                             const BlockMask<V>& mask) {
   using reg = typename V::reg;
@@ -100,9 +101,14 @@ FC_UK_INLINE void conv_tile(const ConvRow& r, int64_t x0, int64_t l0, int64_t l1
     const float* ap[M];
     _Pragma("GCC unroll 16")
     for (int m = 0; m < M; ++m) ap[m] = r.pix_off ? r.a[t] + r.pix_off[x0 + m] : a + m * a_pix;
+    float* copy = Copy ? r.b_copy + t * r.L * B : nullptr;
     for (int64_t l = l0; l < l1; ++l) {
       const reg b0 = V::load(b + l * b_ld);
       const reg b1 = V::load(b + l * b_ld + V::W);
+      if constexpr (Copy) {
+        V::store(copy + l * B, b0);
+        V::store(copy + l * B + V::W, b1);
+      }
       _Pragma("GCC unroll 16")
       for (int m = 0; m < M; ++m) {
         const reg av = V::bcast(ap[m] + l);
@@ -131,6 +137,8 @@ FC_UK_INLINE void conv_tail(const ConvRow& r, int64_t x0, int rem, int64_t l0, i
   }
 }
 
+constexpr int kMaxCopyTaps = 64;
+
 // The reduction is cut into blocks of l_block steps so that the weights of one block (taps x
 // l_block x 2 vectors) stay in L1 while every tile of the row uses them.
 template <class V, int MaxM>
@@ -140,6 +148,19 @@ FC_UK_INLINE void conv_row_passes(const ConvRow& r) {
   for (int64_t l0 = 0; l0 < (r.ntaps > 0 ? r.L : 1); l0 += lb) {
     const int64_t l1 = r.ntaps > 0 ? (l0 + lb < r.L ? l0 + lb : r.L) : 0;
     int64_t x = 0;
+    if (r.b_copy && r.b_ld > 0 && r.npix > MaxM && r.ntaps <= kMaxCopyTaps) {
+      // the first tile packs the pass's weights, the rest read them packed
+      conv_tile<V, MaxM, true>(r, x, l0, l1, mask);
+      x += MaxM;
+      const float* packed[kMaxCopyTaps];
+      for (int t = 0; t < r.ntaps; ++t) packed[t] = r.b_copy + t * r.L * (2 * V::W);
+      ConvRow rest = r;
+      rest.b = packed;
+      rest.b_ld = 0;
+      for (; x + MaxM <= r.npix; x += MaxM) conv_tile<V, MaxM>(rest, x, l0, l1, mask);
+      if (x < r.npix) conv_tail<V, MaxM - 1>(rest, x, static_cast<int>(r.npix - x), l0, l1, mask);
+      continue;
+    }
     for (; x + MaxM <= r.npix; x += MaxM) conv_tile<V, MaxM>(r, x, l0, l1, mask);
     if (x < r.npix) conv_tail<V, MaxM - 1>(r, x, static_cast<int>(r.npix - x), l0, l1, mask);
   }
