@@ -137,6 +137,8 @@ FC_UK_INLINE void conv_tail(const ConvRow& r, int64_t x0, int rem, int64_t l0, i
   }
 }
 
+// ConvRow::b_copy is taken for at most this many taps (the packed copy's per-tap pointers are
+// a stack array); rows with more read the weight in place in every tile.
 constexpr int kMaxCopyTaps = 64;
 
 // The tiles of pixels [x, npix). A remainder of fewer than MaxM / 2 pixels is not a tile of its
@@ -187,12 +189,12 @@ FC_UK_INLINE void conv_row_passes(const ConvRow& r) {
   }
 }
 
-// A destination whose channels are not adjacent (NCHW): the tiles of up to kSeg pixels (a
-// multiple of every MaxM, so the tiles are those of the whole row) write to an NHWC buffer, and
-// the segment is then stored transposed, runs of pixels per channel (8 x 8 register transposes
-// where the destination's pixels are adjacent). With the reduction in several passes the
-// partial sums also wait there instead of being scattered to and gathered from the
-// destination at every pass. The same values are stored and reloaded either way, so the bits
+// A destination whose channels are not adjacent (NCHW): the tiles of segments of up to kSeg
+// pixels (a multiple of every MaxM; how a row is cut into tiles never changes a sum) write to
+// an NHWC buffer, and the segment is then stored transposed, runs of pixels per channel (8 x 8
+// register transposes where the destination's pixels are adjacent). With the reduction in
+// several passes the partial sums also wait there instead of being scattered to and gathered
+// from the destination at every pass. The same values are stored and reloaded either way, so the bits
 // are those of the strided tile stores (store_tile_strided). Against that scalar scatter of
 // each tile, on the NCHW first layers at 2 threads (best of 70, interleaved): ResNet-50 conv1
 // batch 1 1.82 -> 1.68 ms, batch 8 14.4 -> 13.4 ms, DeepSpeech (1 -> 32, 5 x 20) 1.51 -> 1.33 ms.
