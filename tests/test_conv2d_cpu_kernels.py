@@ -41,7 +41,7 @@ CASES = [
     (2, 5, 6, 16, 7, 1, 3, 1, (0, 1), 1, 1, "rows of 16 pixels"),
     (1, 3, 5, 70, 8, 3, 3, 1, 1, 1, 1, "wgrad chunks of one row: kernel rows missing the first"),
     (1, 128, 2, 130, 16, 3, 3, 1, 1, 1, 1, "wgrad packed chunks of one row, first misses a row"),
-    (3, 130, 17, 19, 20, 3, 3, 2, 1, 1, 1, "wgrad packed: stride 2, C and K tails, 27 rows in 3 even chunks"),
+    (3, 130, 33, 19, 20, 3, 3, 2, 1, 1, 1, "wgrad packed: stride 2, C and K tails, 51 rows in 3 even chunks"),
     (1, 256, 9, 9, 40, 3, 3, 1, 2, 2, 2, "wgrad packed: groups 2, dilation 2, K tail per group"),
     (1, 36, 7, 7, 20, 3, 3, 1, 1, 1, 1, "7x7 NCHW through the NHWC-staged kernels, K tail"),
     (1, 20, 13, 14, 24, 3, 3, 1, 1, 1, 1, "14 wide: input-gradient tiles across rows, C tail"),

@@ -74,6 +74,25 @@ at::Tensor pack_gather_weights(const Kernels& kk, const ConvGeometry& g, const W
   return packed;
 }
 
+// One pixel's run of n elements into the per-tile layout of the packed weight gradient:
+// elements [t * m, t * m + m) to dst + t * tile_stride. Whole vectors of `wide` (8 or 16 >= m)
+// floats are copied where the source has them, a fixed-size copy the compiler inlines (the
+// excess lands where the next pixel's elements, or the tile's spare floats, go: pixels are
+// packed in ascending order); the tail element by element.
+void scatter_run(const float* src, int64_t n, int64_t m, int64_t wide, int64_t tile_stride, float* dst) {
+  int64_t e = 0;
+  for (; e + wide <= n; e += m, dst += tile_stride) {
+    if (wide == 8) {
+      std::memcpy(dst, src + e, 8 * sizeof(float));
+    } else {
+      std::memcpy(dst, src + e, 16 * sizeof(float));
+    }
+  }
+  for (; e < n; e += m, dst += tile_stride) {
+    for (int64_t j = e; j < std::min(n, e + m); ++j) dst[j - e] = src[j];
+  }
+}
+
 }  // namespace
 
 bool conv2d_input_grad_fast(const ConvGeometry& g, const at::Tensor& grad_output,
@@ -273,36 +292,43 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   float* acc = workspace(3, G * KB * nruns * runlen * B);
 
   // The pixels are swept in chunks of whole output rows (fixed by the geometry, never by the
-  // thread count, so the summation order is too). Per chunk, a thread (with `pack`) packs what its tiles read into contiguous buffers: for each run, the input elements as
-  // [pixel][run] (all kernel rows that miss the image dropped; see a_stride), and for each
-  // channel block grad_output as [pixel][B], zero past the group's channels. NHWC strides of a
+  // thread count, so the summation order is too). Per chunk, a thread (with `pack`) packs what
+  // its tiles read into contiguous buffers: for each run, the input elements per tile (all
+  // kernel rows that miss the image dropped; see a_tile), and for each channel block
+  // grad_output as [pixel][B], zero past the group's channels. NHWC strides of a
   // power of two bytes would otherwise map a tile's pixels to a few L1 sets; packed, they spread
   // over all sets, and the block of grad_output stays in L1 across all tiles of the run.
   // Packing pays where the input's pixel stride is large (C * stride_w >= 128 floats: every
   // pixel a different cache line, in few sets); with few input channels (first layers, C <= 64)
   // the tiles read the NHWC data in place, in chunks of about 64 pixels (measured, AVX2; also
   // for the 1x1 64 -> 256 layer of ResNet-50, where packing measured ~1.3x slower).
-  // Chunks of at most ~128 (packed) or ~64 pixels, evened out over the rows: a short last chunk
+  // Chunks of at most ~256 (packed) or ~64 pixels, evened out over the rows: a short last chunk
   // costs a whole sweep of the accumulators for a few pixels (ResNet-50's res5a, 8 x 7 rows of
   // 7: chunks of 18, 18, 18 and 2 rows swept 9.4 MB four times; 4 x 14 rows measured ~10%
-  // faster in a one-thread harness, CPU time, load ~6).
+  // faster in a one-thread harness, CPU time, load ~6). Packed, 128 -> 256 pixels: 2 threads,
+  // channels_last, batch 8, best of 4 interleaved: 256x28x28 -> 256 stride 2 11.8 -> 11.1 ms,
+  // 128x56x56 -> 128 stride 2 11.7 -> 11.4 ms; 384 and 512 measured the same as 256.
   const int64_t total_rows = g.n * g.p;
-  const int64_t max_rows = std::max<int64_t>(1, (pack ? 128 : 64) / g.q);
+  const int64_t max_rows = std::max<int64_t>(1, (pack ? 256 : 64) / g.q);
   const int64_t chunk_rows = ceil_div(total_rows, ceil_div(total_rows, max_rows));
   const int64_t items = G * nruns * KB * tiles_per_run;  // (group, run, block, tile), tile fastest
-  // Packed, a pixel's run is one contiguous copy of the input ([pixel][run], row stride
-  // a_stride), and a tile reads M floats of each pixel. The stride is an odd number of cache
-  // lines, so a tile's pixels spread over all L1 sets (runlen = 768, 3 KB, would map them to 4).
-  const int64_t a_stride = (ceil_div(runlen, 16) | 1) * 16;
+  // Packed, the input elements are stored per tile: tile t's M elements of the chunk's pixel p
+  // at apack[t * a_tile + p * M], so a tile reads one contiguous stream. (Stored per pixel, a
+  // tile's elements sat in one or two cache lines per pixel, 3 KB apart: in a one-thread
+  // harness of res4a's runs of 768 the register tile ran at 86-88% of the FMA peak on those,
+  // 93-95% on the per-tile layout; 2 threads, 256x28x28 -> 256 stride 2, builds alternated:
+  // 12.1-12.8 -> 11.4-11.8 ms.) a_tile leaves room past the last pixel for scatter_run's
+  // whole-vector copies.
+  const int64_t wide = M <= 8 ? 8 : 16;
+  const int64_t chunk_px = chunk_rows * g.q, a_tile = chunk_px * M + wide;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    const int64_t chunk_px = chunk_rows * g.q;
-    std::vector<float> apack_mem, gpack(chunk_px * B);
-    float* apack = pack ? aligned_scratch(apack_mem, chunk_px * a_stride) : nullptr;  // rows on lines
+    std::vector<float> apack_mem, gpack(pack ? chunk_px * B : 0), run_buf(pack ? runlen : 0);
+    float* apack = pack ? aligned_scratch(apack_mem, tiles_per_run * a_tile) : nullptr;
     std::vector<const float*> grow(chunk_rows), arow(chunk_rows);
     std::vector<int64_t> rows;  // chunk rows (n * P + oh) whose input row exists for this run
     for (int64_t row0 = 0; row0 < total_rows; row0 += chunk_rows) {
       const int64_t row1 = std::min(total_rows, row0 + chunk_rows);
-      int64_t packed_a = -1, packed_g = -1;  // (group, run) and (group, run, block) now packed
+      int64_t packed = -1, packed_g = -1;  // (group, run) and block now packed
       int64_t npix = 0;
       // item it = ((gi * nruns + run) * KB + kb) * tiles_per_run + tile, counted up item by item
       // (four 64-bit divisions per item were ~2% of the pass)
@@ -339,7 +365,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
           kk->wgrad_tile(t);
           continue;
         }
-        if (gr != packed_a) {
+        if (gr != packed) {
           const int64_t r = fold ? run : run / g.s, s = fold ? 0 : run % g.s;
           rows.clear();
           for (int64_t row = row0; row < row1; ++row) {
@@ -354,26 +380,26 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
             for (int64_t q = 0; q < g.q; ++q) {
               // The run's columns (fold: S consecutive ones, dil_w = 1), zeros for the padding.
               const int64_t iw0 = q * g.stride_w - g.pad_w + s * g.dil_w, ncols = fold ? g.s : 1;
-              float* dst = apack + (static_cast<int64_t>(i) * g.q + q) * a_stride;
-              if (iw0 >= 0 && iw0 + ncols <= g.w) {  // contiguous in NHWC (fold implies one group)
-                std::memcpy(dst, x_row + iw0 * C, runlen * sizeof(float));
-                continue;
-              }
-              for (int64_t j = 0; j < ncols; ++j) {
-                float* e = dst + j * Cg;
-                if (iw0 + j >= 0 && iw0 + j < g.w) {
-                  std::memcpy(e, x_row + (iw0 + j) * C, Cg * sizeof(float));
-                } else {
-                  std::fill(e, e + Cg, 0.0f);
+              const float* run_src = x_row + iw0 * C;
+              if (iw0 < 0 || iw0 + ncols > g.w) {  // else contiguous in NHWC (fold implies one group)
+                for (int64_t j = 0; j < ncols; ++j) {
+                  float* e = run_buf.data() + j * Cg;
+                  if (iw0 + j >= 0 && iw0 + j < g.w) {
+                    std::memcpy(e, x_row + (iw0 + j) * C, Cg * sizeof(float));
+                  } else {
+                    std::fill(e, e + Cg, 0.0f);
+                  }
                 }
+                run_src = run_buf.data();
               }
+              scatter_run(run_src, runlen, M, wide, a_tile, apack + (static_cast<int64_t>(i) * g.q + q) * M);
             }
           }
-          packed_a = gr;
+          packed = gr;
           packed_g = -1;
         }
         if (npix == 0 && row0 != 0) continue;
-        if (gr * KB + kb != packed_g) {
+        if (kb != packed_g) {  // grad_output of the same pixels as [pixel][B], zeros past the group's channels
           const int64_t nvalid = std::min(B, Kg - kb * B);
           for (size_t i = 0; i < rows.size(); ++i) {
             for (int64_t q = 0; q < g.q; ++q) {
@@ -383,12 +409,12 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
               for (int64_t j = nvalid; j < B; ++j) dst[j] = 0.0f;
             }
           }
-          packed_g = gr * KB + kb;
+          packed_g = kb;
         }
         const int64_t e0 = tile * M;
         const float* g_rows[1] = {gpack.data()};
-        const float* a_rows[1] = {apack + e0};
-        const WgradTile t{1, g_rows, a_rows, npix, B, a_stride, static_cast<int>(std::min(M, runlen - e0)),
+        const float* a_rows[1] = {apack + tile * a_tile};
+        const WgradTile t{1, g_rows, a_rows, npix, B, M, static_cast<int>(std::min(M, runlen - e0)),
                           static_cast<int>(B), acc + (((gi * KB + kb) * nruns + run) * runlen + e0) * B, B,
                           row0 == 0};
         kk->wgrad_tile(t);
