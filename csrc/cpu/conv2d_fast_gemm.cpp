@@ -45,6 +45,7 @@ constexpr int64_t kBPanelFloats = 8192;
 constexpr int64_t MC = 120;  // rows of A per packed block: MC x KC x 4 B = 120 KiB (L2: 512 KiB)
 constexpr int64_t kTileFloats = 64 << 10;  // C elements per thread tile (256 KiB)
 constexpr int64_t kMaxTile = 6 * 64;       // register tile elements (mr x nr) at most
+constexpr int64_t kSharedAFloats = 1 << 20;  // a summed batch's A packed once up to this size (see run())
 constexpr int64_t kImageBlockMin = 128;    // shortest image whose pixels get K blocks of their own
 
 // Calls f(batch, first step, steps, offset) for the pieces of the concatenated reduction range
@@ -81,7 +82,7 @@ bool b_rows_enabled() {
 
 // Per-thread packing buffers, reused across calls: slots 0 and
 // 1 for a worker's panels of B and A, 2 and 3 for the calling thread's shared A and B (2 also
-// for the reduction slices' copies of C, which only a summed batch has, never a shared A), 4 for
+// for the reduction slices' copies of C, which never come with a shared A), 4 for
 // the parts of a B panel across column groups.
 float* buffer(int slot, int64_t floats) {
   thread_local std::vector<float> bufs[5];
@@ -189,7 +190,16 @@ void run(const Problem& p) {
   // is packed once for all of them, in parallel, before the items run: panel (kb, i) of A at
   // kb * kc_len * Mpad + i * kc * MR, likewise B. Otherwise each item packs what it reads.
   const int64_t Mpad = mt * MR, Npad = nt * NR;
-  const bool shared_a = p.a_batch == 0 && !p.reduce_batch && pn * nout > 1;
+  // A summed batch's A (the weight gradient's grad_output, all images) is fixed for the call
+  // too, and is packed once where it is small (not read in place, at most kSharedAFloats
+  // packed): items of other columns then read it from L2/L3 instead of packing it again. 2
+  // threads, batch 8, best of 3-4 interleaved, packed per item -> shared, channels_last: 3x3
+  // 512x14x14 -> 512 stride 2 (im2col) 11.8 -> 10.9 ms, batch 1 512x7x7 -> 512 1.54 -> 1.47;
+  // 1x1 512x7x7 -> 2048 5.41 -> 4.96, 2048x7x7 -> 512 5.26 -> 4.86, 1024x14x14 -> 256 5.23 ->
+  // 5.16. Larger ones measured slower, read from memory: 256x56x56 -> 512 stride 2 (3.2 M
+  // floats) 11.8 -> 12.2 ms. (B likewise: 11.8 -> 11.6 ms at the first layer, within noise.)
+  const bool small_summed_a = p.reduce_batch && nslice == 1 && !image_blocks && Mpad * Ktot <= kSharedAFloats;
+  const bool shared_a = ((p.a_batch == 0 && !p.reduce_batch) || small_summed_a) && pn * nout > 1;
   const bool shared_b = p.b_batch == 0 && !p.reduce_batch && pm * nout > 1;
   // A with unit stride along the reduction and one image per output (channels_last forward and
   // input gradient: the activations) is read in place by the micro-kernel (broadcasts need no
@@ -218,11 +228,16 @@ void run(const Problem& p) {
         const auto [k0, kc] = block(kb);
         if (shared_a && panel < mt) {
           const int64_t i = panel * MR;
-          kk.pack_a(p.a + i * p.a_rs + k0 * p.a_cs, p.a_rs, p.a_cs, static_cast<int>(std::min(MR, p.M - i)), kc,
-                    apre + k0 * Mpad + i * kc);
+          for_pieces(p, 0, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
+            kk.pack_a(p.a + b * p.a_batch + i * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs,
+                      static_cast<int>(std::min(MR, p.M - i)), len, apre + k0 * Mpad + i * kc + off * MR);
+          });
         } else {
           const int64_t j = (panel - (shared_a ? mt : 0)) * NR;
-          pack_b_panel(p.b + k0 * p.b_rs, j, static_cast<int>(std::min(NR, p.N - j)), kc, bpre + k0 * Npad + j * kc);
+          for_pieces(p, 0, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
+            pack_b_panel(p.b + b * p.b_batch + k * p.b_rs, j, static_cast<int>(std::min(NR, p.N - j)), len,
+                         bpre + k0 * Npad + j * kc + off * NR);
+          });
         }
       }
     });
