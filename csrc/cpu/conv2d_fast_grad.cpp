@@ -319,6 +319,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // 93-95% on the per-tile layout; 2 threads, 256x28x28 -> 256 stride 2, builds alternated:
   // 12.1-12.8 -> 11.4-11.8 ms.) a_tile leaves room past the last pixel for scatter_run's
   // whole-vector copies.
+  TORCH_INTERNAL_ASSERT(M <= 16);  // (6 on AVX2, 12 on AVX-512)
   const int64_t wide = M <= 8 ? 8 : 16;
   const int64_t chunk_px = chunk_rows * g.q, a_tile = chunk_px * M + wide;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
