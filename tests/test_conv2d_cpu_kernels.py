@@ -43,6 +43,7 @@ CASES = [
     (1, 128, 2, 130, 16, 3, 3, 1, 1, 1, 1, "wgrad packed chunks of one row, first misses a row"),
     (3, 130, 33, 19, 20, 3, 3, 2, 1, 1, 1, "wgrad packed: stride 2, C and K tails, 51 rows in 3 even chunks"),
     (1, 256, 9, 9, 40, 3, 3, 1, 2, 2, 2, "wgrad packed: groups 2, dilation 2, K tail per group"),
+    (2, 48, 11, 9, 70, 5, 5, 1, 2, 1, 1, "wgrad packed with 48 channels (>= 32, K >= 64), K tail, 5x5"),
     (1, 36, 7, 7, 20, 3, 3, 1, 1, 1, 1, "7x7 NCHW through the NHWC-staged kernels, K tail"),
     (1, 20, 13, 14, 24, 3, 3, 1, 1, 1, 1, "14 wide: input-gradient tiles across rows, C tail"),
     # ungrouped 1x1 layers go to the packed GEMM (tests/test_conv2d_gemm.py); grouped ones still

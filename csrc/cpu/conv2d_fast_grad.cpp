@@ -274,7 +274,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   const bool fold = G == 1 && g.dil_w == 1;
   const int64_t nruns = fold ? g.r : g.r * g.s, runlen = fold ? g.s * Cg : Cg;
   const int64_t tiles_per_run = ceil_div(runlen, M);
-  const bool pack = C * g.stride_w >= 128;  // packed tiles (see below)
+  // packed tiles (see below)
+  const bool pack = C * g.stride_w >= 128 || (Cg >= 32 && Kg >= 64);
   // The in-place tiles read the input with zero columns (a padded NHWC copy); packing reads it
   // unpadded (channels_last: the input itself, not a copy of it: 13 MB for res3a at batch 8)
   // and assembles the runs of border pixels with zeros.
@@ -299,9 +300,15 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // power of two bytes would otherwise map a tile's pixels to a few L1 sets; packed, they spread
   // over all sets, and the block of grad_output stays in L1 across all tiles of the run.
   // Packing pays where the input's pixel stride is large (C * stride_w >= 128 floats: every
-  // pixel a different cache line, in few sets); with few input channels (first layers, C <= 64)
-  // the tiles read the NHWC data in place, in chunks of about 64 pixels (measured, AVX2; also
-  // for the 1x1 64 -> 256 layer of ResNet-50, where packing measured ~1.3x slower).
+  // pixel a different cache line, in few sets), and, with the per-tile layout, with at least 32
+  // input channels where at least 64 output channels (4 blocks on AVX2) share each packed
+  // element. 2 threads, batch 1, best of 4-5 interleaved, in place -> packed, NCHW /
+  // channels_last: AlexNet conv2 (64x27x27 -> 192 5x5) 2.99 -> 2.70 / 2.89 -> 2.61 ms, -> 128
+  // 2.14 -> 1.91 / 2.05 -> 1.81, 32x28x28 -> 192 5x5 1.63 -> 1.58 / 1.55 -> 1.47, GoogLeNet's
+  // 5x5 (32 -> 96) 0.82 -> 0.84 / 0.80 -> 0.80. Not with fewer output channels (32x79x341 ->
+  // 32 5x10 stride 2: 4.22 -> 4.86 / 3.93 -> 4.58) or input channels (first layers, C = 1 or
+  // 3: 1.5-2.1x slower packed): there the tiles read the NHWC data in place, in chunks of
+  // about 64 pixels.
   // Chunks of at most ~256 (packed) or ~64 pixels, evened out over the rows: a short last chunk
   // costs a whole sweep of the accumulators for a few pixels (ResNet-50's res5a, 8 x 7 rows of
   // 7: chunks of 18, 18, 18 and 2 rows swept 9.4 MB four times; 4 x 14 rows measured ~10%
