@@ -197,7 +197,7 @@ void run(const Problem& p) {
   // 512x14x14 -> 512 stride 2 (im2col) 11.8 -> 10.9 ms, batch 1 512x7x7 -> 512 1.54 -> 1.47;
   // 1x1 512x7x7 -> 2048 5.41 -> 4.96, 2048x7x7 -> 512 5.26 -> 4.86, 1024x14x14 -> 256 5.23 ->
   // 5.16. Larger ones measured slower, read from memory: 256x56x56 -> 512 stride 2 (3.2 M
-  // floats) 11.8 -> 12.2 ms. (B likewise: 11.8 -> 11.6 ms at the first layer, within noise.)
+  // floats) 11.8 -> 12.2 ms. (B shared likewise: res5a 11.8 -> 11.6 ms, within noise.)
   const bool small_summed_a = p.reduce_batch && nslice == 1 && !image_blocks && Mpad * Ktot <= kSharedAFloats;
   const bool shared_a = ((p.a_batch == 0 && !p.reduce_batch) || small_summed_a) && pn * nout > 1;
   const bool shared_b = p.b_batch == 0 && !p.reduce_batch && pm * nout > 1;
