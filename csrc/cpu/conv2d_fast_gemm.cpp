@@ -228,16 +228,13 @@ void run(const Problem& p) {
         const auto [k0, kc] = block(kb);
         if (shared_a && panel < mt) {
           const int64_t i = panel * MR;
-          for_pieces(p, 0, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
+          for_pieces(p, 0, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {  // (a summed batch's A)
             kk.pack_a(p.a + b * p.a_batch + i * p.a_rs + k * p.a_cs, p.a_rs, p.a_cs,
                       static_cast<int>(std::min(MR, p.M - i)), len, apre + k0 * Mpad + i * kc + off * MR);
           });
         } else {
           const int64_t j = (panel - (shared_a ? mt : 0)) * NR;
-          for_pieces(p, 0, k0, kc, [&](int64_t b, int64_t k, int64_t len, int64_t off) {
-            pack_b_panel(p.b + b * p.b_batch + k * p.b_rs, j, static_cast<int>(std::min(NR, p.N - j)), len,
-                         bpre + k0 * Npad + j * kc + off * NR);
-          });
+          pack_b_panel(p.b + k0 * p.b_rs, j, static_cast<int>(std::min(NR, p.N - j)), kc, bpre + k0 * Npad + j * kc);
         }
       }
     });

@@ -75,22 +75,10 @@ at::Tensor pack_gather_weights(const Kernels& kk, const ConvGeometry& g, const W
 }
 
 // One pixel's run of n elements into the per-tile layout of the packed weight gradient:
-// elements [t * m, t * m + m) to dst + t * tile_stride. Whole vectors of `wide` (8 or 16 >= m)
-// floats are copied where the source has them, a fixed-size copy the compiler inlines (the
-// excess lands where the next pixel's elements, or the tile's spare floats, go: pixels are
-// packed in ascending order); the tail element by element.
-void scatter_run(const float* src, int64_t n, int64_t m, int64_t wide, int64_t tile_stride, float* dst) {
-  int64_t e = 0;
-  for (; e + wide <= n; e += m, dst += tile_stride) {
-    if (wide == 8) {
-      std::memcpy(dst, src + e, 8 * sizeof(float));
-    } else {
-      std::memcpy(dst, src + e, 16 * sizeof(float));
-    }
-  }
-  for (; e < n; e += m, dst += tile_stride) {
-    for (int64_t j = e; j < std::min(n, e + m); ++j) dst[j - e] = src[j];
-  }
+// elements [t * m, t * m + m) to dst + t * tile_stride (copy_floats: a fixed-size copy for the
+// tile widths 6 and 12).
+void scatter_run(const float* src, int64_t n, int64_t m, int64_t tile_stride, float* dst) {
+  for (int64_t e = 0; e < n; e += m, dst += tile_stride) copy_floats(src + e, std::min(m, n - e), dst);
 }
 
 }  // namespace
@@ -324,11 +312,8 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
   // tile's elements sat in one or two cache lines per pixel, 3 KB apart: in a one-thread
   // harness of res4a's runs of 768 the register tile ran at 86-88% of the FMA peak on those,
   // 93-95% on the per-tile layout; 2 threads, 256x28x28 -> 256 stride 2, builds alternated:
-  // 12.1-12.8 -> 11.4-11.8 ms.) a_tile leaves room past the last pixel for scatter_run's
-  // whole-vector copies.
-  TORCH_INTERNAL_ASSERT(M <= 16);  // (6 on AVX2, 12 on AVX-512)
-  const int64_t wide = M <= 8 ? 8 : 16;
-  const int64_t chunk_px = chunk_rows * g.q, a_tile = chunk_px * M + wide;
+  // 12.1-12.8 -> 11.4-11.8 ms.)
+  const int64_t chunk_px = chunk_rows * g.q, a_tile = chunk_px * M;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> apack_mem, gpack(pack ? chunk_px * B : 0), run_buf(pack ? runlen : 0);
     float* apack = pack ? aligned_scratch(apack_mem, tiles_per_run * a_tile) : nullptr;
@@ -400,7 +385,7 @@ bool conv2d_weight_grad_fast(const ConvGeometry& g, const at::Tensor& grad_outpu
                 }
                 run_src = run_buf.data();
               }
-              scatter_run(run_src, runlen, M, wide, a_tile, apack + (static_cast<int64_t>(i) * g.q + q) * M);
+              scatter_run(run_src, runlen, M, a_tile, apack + (static_cast<int64_t>(i) * g.q + q) * M);
             }
           }
           packed = gr;
